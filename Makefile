@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Each one creates .venv, installs what is missing (torch pinned to the CPU build through
+# constraints.txt) and then does its job.  Nothing is downloaded at run time by vlaforge itself.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/pip install -q -c constraints.txt
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: demo test test-all lint install system-deps clean
+
+$(VENV)/.stamp-install: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e ".[sim,serve,dev]"
+	@touch $@
+
+install: system-deps $(VENV)/.stamp-install
+
+system-deps:
+	@./scripts/system_deps.sh
+
+demo: install
+	$(BIN)/vlaforge quickstart
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
