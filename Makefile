@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 $(VENV)/.stamp-install: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[sim,serve,dev]"
+	$(PIP) -e ".[sim,serve,text,dev]"
 	@touch $@
 
 install: system-deps $(VENV)/.stamp-install

@@ -1,0 +1,136 @@
+"""`vlaforge eval`: evaluate a trained run (or the scripted expert) on simulated tasks.
+
+vlaforge eval runs/octo-mt10 --tasks mt10 --episodes 20 --execute 4 --videos 1
+vlaforge eval --expert --tasks reach-v3,push-v3 --episodes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_policy(path: str) -> Any:
+    """Load a trained policy (module-level so that worker processes can unpickle the factory)."""
+    from vlaforge.models.policy import Policy
+
+    return Policy.load(path)
+
+
+def load_instructions(path: str | Path) -> dict[str, str]:
+    """Read a JSON object {task: instruction} used to override the environments' instructions."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--instructions: file {p} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--instructions: {p} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f'--instructions: {p} must hold a JSON object {{"task-name": "instruction", ...}}')
+    return data
+
+
+def resolve_task_list(spec: str) -> list[str]:
+    """'mt10' or 'reach-v3,push-v3' (each part may be a suite name) -> ordered unique task names."""
+    from vlaforge.envs import resolve_tasks
+
+    tasks: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if part:
+            tasks.extend(resolve_tasks(part))
+    if not tasks:
+        raise ValueError(f"--tasks: no tasks in {spec!r}")
+    return list(dict.fromkeys(tasks))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vlaforge import __version__
+    from vlaforge.eval.expert import ExpertPolicy
+    from vlaforge.eval.report import markdown_table
+    from vlaforge.eval.rollout import evaluate
+    from vlaforge.runtime.executor import ExecutorConfig
+
+    if args.expert:
+        if args.execute is not None or args.ensemble:
+            raise SystemExit(
+                "vlaforge eval: --execute/--ensemble do not apply to --expert (it acts one step at a time)"
+            )
+        factory: Any = ExpertPolicy
+        name = "scripted expert"
+        out = Path(args.out or (Path(args.run_dir) / "eval-expert" if args.run_dir else "eval-expert"))
+    else:
+        if not args.run_dir:
+            raise SystemExit("vlaforge eval: RUN_DIR is required (or pass --expert)")
+        if not Path(args.run_dir).exists():
+            raise SystemExit(f"vlaforge eval: run directory {args.run_dir} does not exist")
+        factory = functools.partial(load_policy, args.run_dir)
+        name = str(args.run_dir)
+        out = Path(args.out or Path(args.run_dir) / "eval")
+
+    executor = ExecutorConfig(
+        mode="ensemble" if args.ensemble else "receding",
+        execute=args.execute,
+        ensemble_decay=args.ensemble_decay,
+    )
+    instructions = load_instructions(args.instructions) if args.instructions else None
+    tasks = resolve_task_list(args.tasks)
+    report = evaluate(
+        factory,
+        tasks,
+        episodes=args.episodes,
+        seed0=args.seed0,
+        split=args.split,
+        instructions=instructions,
+        executor=executor,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        videos_per_task=args.videos,
+        out_dir=out,
+        progress=not args.no_progress,
+        metadata={"policy": name, "vlaforge": __version__},
+    )
+    print()
+    print(markdown_table(report))
+    for kind, path in report.files.items():
+        print(f"{kind:>9}: {path}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained policy (or the scripted expert) in simulation",
+        description="Roll out a policy on fixed seeds of the eval split; write eval.json, eval.md, "
+        "a success chart and videos.",
+    )
+    p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="training run directory or checkpoint")
+    p.add_argument("--tasks", default="mt10", help="suite name (mt10, ...) or comma-separated task names")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    p.add_argument("--seed0", type=int, default=0, help="first seed; episodes use seed0 .. seed0+episodes-1")
+    p.add_argument(
+        "--split", default="eval", choices=["eval", "train"], help="env configurations (default eval)"
+    )
+    p.add_argument(
+        "--instructions", metavar="FILE", help='JSON {"task": "instruction"} overriding instructions'
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--execute", type=int, metavar="K", help="receding horizon: execute K actions per chunk"
+    )
+    mode.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling (re-plan every step)")
+    p.add_argument("--ensemble-decay", type=float, default=0.01, help="m in w_i = exp(-m i), i=0 oldest")
+    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    p.add_argument("--videos", type=int, default=1, help="videos recorded per task (default 1)")
+    p.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes, each with its own policy and env"
+    )
+    p.add_argument("--expert", action="store_true", help="evaluate the scripted expert instead of a policy")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

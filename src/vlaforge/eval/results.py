@@ -1,0 +1,185 @@
+"""What an evaluation produces: one `EpisodeResult` per rollout, summarised into an `EvalReport`.
+
+Plain dataclasses so that results cross process boundaries (pickling, workers) and serialise to
+JSON without custom encoders.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vlaforge.eval.stats import percentile, wilson_interval
+
+
+@dataclass
+class EpisodeResult:
+    """One rollout.
+
+    latencies_s: wall time of every `policy.predict` call in this episode, in seconds.
+    frames: per step, camera name -> uint8 (Hi, Wi, 3); only when video was recorded (dropped
+    once the video is written, so results stay small).
+    """
+
+    task: str
+    seed: int
+    success: bool
+    length: int
+    instruction: str
+    latencies_s: list[float] = field(default_factory=list)
+    fps: float = 10.0
+    frames: list[dict[str, np.ndarray]] | None = None
+    video: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "seed": self.seed,
+            "success": self.success,
+            "length": self.length,
+            "instruction": self.instruction,
+            "predict_calls": len(self.latencies_s),
+            "video": self.video,
+        }
+
+
+@dataclass
+class TaskSummary:
+    """Success statistics of one task over its episodes."""
+
+    task: str
+    instruction: str  # of the first seed; the env may vary the phrasing per seed
+    instructions: list[str]  # every distinct phrasing, in seed order
+    successes: int
+    episodes: int
+    rate: float
+    wilson_lo: float
+    wilson_hi: float
+    mean_length: float
+    median_length: float
+    seeds: list[int]
+    videos: list[str]
+
+    @classmethod
+    def from_episodes(cls, task: str, episodes: list[EpisodeResult], confidence: float) -> TaskSummary:
+        if not episodes:
+            raise ValueError(f"TaskSummary: task '{task}' has no episodes")
+        k = sum(e.success for e in episodes)
+        n = len(episodes)
+        lo, hi = wilson_interval(k, n, confidence)
+        lengths = [e.length for e in episodes]
+        instructions = list(dict.fromkeys(e.instruction for e in sorted(episodes, key=lambda e: e.seed)))
+        return cls(
+            task=task,
+            instruction=instructions[0],
+            instructions=instructions,
+            successes=k,
+            episodes=n,
+            rate=k / n,
+            wilson_lo=lo,
+            wilson_hi=hi,
+            mean_length=float(np.mean(lengths)),
+            median_length=float(statistics.median(lengths)),
+            seeds=[e.seed for e in episodes],
+            videos=[e.video for e in episodes if e.video],
+        )
+
+
+@dataclass
+class EvalReport:
+    """Everything `evaluate` measured, plus the configuration that produced it."""
+
+    tasks: list[TaskSummary]
+    episodes: list[EpisodeResult]
+    config: dict[str, Any]
+    confidence: float = 0.95
+    out_dir: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_episodes(
+        cls,
+        task_order: list[str],
+        episodes: list[EpisodeResult],
+        config: dict[str, Any],
+        confidence: float = 0.95,
+    ) -> EvalReport:
+        by_task: dict[str, list[EpisodeResult]] = {t: [] for t in task_order}
+        for e in episodes:
+            by_task[e.task].append(e)
+        for eps in by_task.values():
+            eps.sort(key=lambda e: e.seed)
+        ordered = [e for t in task_order for e in by_task[t]]
+        summaries = [TaskSummary.from_episodes(t, by_task[t], confidence) for t in task_order]
+        return cls(tasks=summaries, episodes=ordered, config=config, confidence=confidence)
+
+    @property
+    def mean_success(self) -> float:
+        """Mean of the per-task success rates."""
+        return float(self.overall()["mean_success"])
+
+    def to_markdown(self) -> str:
+        """The eval.md table (see `vlaforge.eval.report.markdown_table`)."""
+        from vlaforge.eval.report import markdown_table
+
+        return markdown_table(self)
+
+    def overall(self) -> dict[str, Any]:
+        """Mean of per-task rates, with a Wilson interval on the pooled episodes."""
+        k = sum(t.successes for t in self.tasks)
+        n = sum(t.episodes for t in self.tasks)
+        lo, hi = wilson_interval(k, n, self.confidence)
+        return {
+            "mean_success": float(np.mean([t.rate for t in self.tasks])) if self.tasks else float("nan"),
+            "successes": k,
+            "episodes": n,
+            "wilson_lo": lo,
+            "wilson_hi": hi,
+            "confidence": self.confidence,
+        }
+
+    def latency(self) -> dict[str, Any]:
+        """Policy call latency and the control rate it allows (actions executed per call / latency)."""
+        lat = [x for e in self.episodes for x in e.latencies_s]
+        steps = sum(e.length for e in self.episodes)
+        calls = len(lat)
+        median = percentile(lat, 50)
+        actions_per_call = steps / calls if calls else float("nan")
+        fps = self.episodes[0].fps if self.episodes else float("nan")
+        return {
+            "calls": calls,
+            "median_ms": median * 1e3,
+            "p90_ms": percentile(lat, 90) * 1e3,
+            "mean_ms": float(np.mean(lat)) * 1e3 if lat else float("nan"),
+            "actions_per_call": actions_per_call,
+            "predict_hz": 1.0 / median if calls and median > 0 else float("nan"),
+            "max_control_hz": actions_per_call / median if calls and median > 0 else float("nan"),
+            "env_fps": fps,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tasks": {
+                t.task: {
+                    "successes": t.successes,
+                    "episodes": t.episodes,
+                    "rate": t.rate,
+                    "wilson_lo": t.wilson_lo,
+                    "wilson_hi": t.wilson_hi,
+                    "mean_length": t.mean_length,
+                    "median_length": t.median_length,
+                    "instruction": t.instruction,
+                    "instructions": t.instructions,
+                    "seeds": t.seeds,
+                    "videos": t.videos,
+                }
+                for t in self.tasks
+            },
+            "overall": self.overall(),
+            "latency": self.latency(),
+            "config": self.config,
+            "episodes": [e.to_json() for e in self.episodes],
+        }

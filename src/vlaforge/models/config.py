@@ -1,0 +1,120 @@
+"""PolicyConfig: every value needed to rebuild a policy, validated at construction.
+
+A config is plain data (JSON in `config.json` of every checkpoint); modules receive plain
+arguments taken from it, never the config object itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlaforge.types import PolicySpec
+
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
+HEADS = ("diffusion", "flow", "binned", "l1", "mse")
+LANGUAGE = ("words", "minilm")
+NORM_MODES = ("mean_std", "quantile", "min_max")
+
+
+@dataclass
+class PolicyConfig:
+    recipe: str = "octo-tiny"
+    # --- embodiment (filled from the dataset) ---
+    cameras: dict[str, list[int]] = field(default_factory=dict)  # name -> [height, width] the policy expects
+    state_dim: int = 0
+    action_dim: int = 0
+    chunk: int = 4  # H, actions predicted per call
+    history: int = 2  # T, observation steps read per call
+    fps: float = 10.0
+    # --- model ---
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 512
+    dropout: float = 0.0
+    stem_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    patch: int = 2  # final patch conv after the stem (tokens per camera = (size / 2^len(stem) / patch)^2)
+    n_readouts: int = 1  # readout tokens per timestep
+    language: str = "words"  # "words": tokenizer built from the dataset; "minilm": frozen sentence encoder
+    text_max_len: int = 16
+    head: str = "diffusion"
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    # --- normalization ---
+    state_norm: str = "mean_std"
+    action_norm: str = "mean_std"
+    unnormalized_action_dims: list[int] = field(default_factory=list)  # e.g. the gripper (Octo/OpenVLA)
+    augment: bool = True
+    format_version: int = CHECKPOINT_FORMAT
+
+    def __post_init__(self) -> None:
+        def bad(fld: str, msg: str) -> ValueError:
+            return ValueError(f"PolicyConfig.{fld}={getattr(self, fld)!r}: {msg}")
+
+        if self.head not in HEADS:
+            raise bad("head", f"unknown head; choose one of {HEADS}")
+        if self.language not in LANGUAGE:
+            raise bad("language", f"choose one of {LANGUAGE}")
+        for fld in ("state_norm", "action_norm"):
+            if getattr(self, fld) not in NORM_MODES:
+                raise bad(fld, f"choose one of {NORM_MODES}")
+        if self.head == "binned" and self.action_norm != "quantile":
+            # 256 uniform bins over [-1, 1] need q01/q99 scaling (RT-2/OpenVLA), not mean/std.
+            self.action_norm = "quantile"
+        for fld in ("chunk", "history", "width", "depth", "heads", "mlp_dim", "n_readouts", "text_max_len"):
+            if getattr(self, fld) < 1:
+                raise bad(fld, "must be >= 1")
+        if self.width % self.heads:
+            raise bad("width", f"must be divisible by heads={self.heads}")
+        for name, hw in self.cameras.items():
+            if len(hw) != 2 or min(hw) < 1:
+                raise bad("cameras", f"camera '{name}' needs [height, width], got {hw}")
+            down = 2 ** len(self.stem_channels) * self.patch
+            if hw[0] % down or hw[1] % down:
+                raise bad(
+                    "cameras",
+                    f"camera '{name}' size {hw} must be divisible by 2^len(stem_channels)*patch={down}",
+                )
+        for d in self.unnormalized_action_dims:
+            if self.action_dim and not -self.action_dim <= d < self.action_dim:
+                raise bad(
+                    "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
+                )
+        if self.format_version != CHECKPOINT_FORMAT:
+            raise bad(
+                "format_version",
+                f"this vlaforge reads checkpoint format {CHECKPOINT_FORMAT}; re-train or convert the checkpoint",
+            )
+
+    @property
+    def spec(self) -> PolicySpec:
+        return PolicySpec(
+            cameras={k: (int(v[0]), int(v[1])) for k, v in self.cameras.items()},
+            state_dim=self.state_dim,
+            action_dim=self.action_dim,
+            chunk=self.chunk,
+            history=self.history,
+            fps=self.fps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"config has unknown fields {unknown}; it was written by a different vlaforge version "
+                f"(this one knows {sorted(known)})"
+            )
+        return cls(**d)
+
+    def replace(self, **overrides: Any) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(self)}
+        for k in overrides:
+            if k not in known:
+                raise ValueError(f"unknown PolicyConfig field '{k}'; valid fields: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)

@@ -1,0 +1,307 @@
+"""Policy = transforms + encoders + block transformer + action head (the Octo layout).
+
+Token sequence for one sample (history T, C cameras, n patches per camera, L text tokens, R readouts):
+
+    [ task (L) | obs_0 (C*n + 1 state) | ... | obs_{T-1} | readout_0 (R) | ... | readout_{T-1} ]
+
+with Octo's attention rules (models/attention.py): the task sees only itself, obs_t sees the task and
+obs_<=t, readout_t sees the task, obs_<=t and itself, and nothing attends to the readouts, so the
+readouts are pure "read heads" and adding them never changes the observation features. The head reads
+the mean of the last timestep's readout outputs.
+
+The policy works in normalized space internally; `predict` returns actions in robot units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlaforge.models.attention import apply_key_padding, build_attention_mask, octo_blocks
+from vlaforge.models.config import PolicyConfig
+from vlaforge.models.encoders import (
+    ConvStemTokenizer,
+    LanguageEncoder,
+    PretrainedTextEncoder,
+    StateEncoder,
+    WordTokenizer,
+)
+from vlaforge.models.heads import make_head
+from vlaforge.models.transformer import BlockTransformer
+from vlaforge.transforms.image import AugmentConfig, augment, to_float_image
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+NORM_FILE = "normalization.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing files or holds something this version cannot read."""
+
+
+class Policy(nn.Module):
+    def __init__(self, config: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | None = None):
+        super().__init__()
+        self.config = config
+        self.normalizer = normalizer
+        self.tokenizer = tokenizer
+        c = config
+        D = c.width
+        if not c.cameras:
+            raise ValueError("PolicyConfig.cameras is empty: a visuomotor policy needs at least one camera")
+        for key in (STATE_KEY, ACTION_KEY):
+            if key not in normalizer.features:
+                raise ValueError(f"normalizer has no statistics for '{key}'")
+
+        self.camera_names = sorted(c.cameras)
+        self.image_encoders = nn.ModuleDict(
+            {
+                cam: ConvStemTokenizer(
+                    channels=tuple(c.stem_channels), width=D, patch=c.patch, image_size=tuple(c.cameras[cam])
+                )
+                for cam in self.camera_names
+            }
+        )
+        self.state_encoder = StateEncoder(c.state_dim, D)
+        if c.language == "words":
+            if tokenizer is None:
+                raise ValueError("language='words' needs a WordTokenizer built from the dataset's task texts")
+            self.text_encoder: nn.Module = LanguageEncoder(tokenizer.vocab_size, D, c.text_max_len)
+        else:
+            self.text_encoder = PretrainedTextEncoder(None, D, max_len=c.text_max_len)
+
+        # Token counts per block.
+        self.n_patches = {cam: enc.num_tokens for cam, enc in self.image_encoders.items()}
+        self.n_obs = sum(self.n_patches.values()) + 1  # + state token
+        T, R = c.history, c.n_readouts
+        self.time_embed = nn.Parameter(torch.zeros(T, 1, D))  # which history step an obs token belongs to
+        self.readout_embed = nn.Parameter(torch.randn(T, R, D) * 0.02)  # (T, R, D)
+        self.transformer = BlockTransformer(c.width, c.depth, c.heads, c.mlp_dim, dropout=c.dropout)
+        self.head = make_head(
+            c.head, feature_dim=D, horizon=c.chunk, action_dim=c.action_dim, **c.head_kwargs
+        )
+        self.augment_cfg = AugmentConfig()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def spec(self) -> PolicySpec:
+        return self.config.spec
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ encoding
+    def _text_tokens(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> tokens (B, L, D), valid mask (B, L)."""
+        if self.config.language == "words":
+            assert self.tokenizer is not None
+            ids, mask = self.tokenizer.encode(list(texts), self.config.text_max_len)  # (B, L), (B, L)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            return self.text_encoder(ids), mask
+        return self.text_encoder(list(texts))
+
+    def encode(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
+        """Run encoders + transformer; returns head features (B, D)."""
+        c = self.config
+        T, R, D = c.history, c.n_readouts, c.width
+        state = batch[STATE_KEY]
+        if state.dim() == 2:  # (B, S) -> (B, 1, S)
+            state = state.unsqueeze(1)
+        B = state.shape[0]
+        if state.shape[1:] != (T, c.state_dim):
+            raise ValueError(f"'{STATE_KEY}': expected (B, {T}, {c.state_dim}), got {tuple(state.shape)}")
+
+        obs_tokens = []
+        for cam in self.camera_names:
+            key = IMAGE_PREFIX + cam
+            if key not in batch:
+                raise KeyError(f"batch is missing camera '{key}' (policy cameras: {self.camera_names})")
+            img = batch[key]
+            if img.dim() == 4:  # (B, H, W, 3) -> (B, 1, H, W, 3)
+                img = img.unsqueeze(1)
+            h, w = c.cameras[cam]
+            if tuple(img.shape[1:]) != (T, h, w, 3):
+                raise ValueError(
+                    f"'{key}': expected uint8 (B, {T}, {h}, {w}, 3), got {tuple(img.shape)}; "
+                    "resize images to the policy's camera size"
+                )
+            x = to_float_image(img.reshape(B * T, h, w, 3).to(self.device))  # (B*T, 3, h, w) in [0, 1]
+            if train and c.augment:
+                x = augment(x, self.augment_cfg)
+            x = x * 2.0 - 1.0  # Octo scales images to [-1, 1]
+            tok = self.image_encoders[cam](x)  # (B*T, n, D)
+            obs_tokens.append(tok.reshape(B, T, -1, D))
+        s = self.normalizer.normalize(STATE_KEY, state.to(self.device).float())  # (B, T, S)
+        obs_tokens.append(self.state_encoder(s.reshape(B * T, -1)).reshape(B, T, 1, D))
+        obs = torch.cat(obs_tokens, dim=2) + self.time_embed  # (B, T, n_obs, D)
+
+        text, text_mask = self._text_tokens(batch["task"])  # (B, L, D), (B, L)
+        L = text.shape[1]
+        readouts = self.readout_embed.unsqueeze(0).expand(B, T, R, D)  # (B, T, R, D)
+        x = torch.cat(
+            [text, obs.reshape(B, T * self.n_obs, D), readouts.reshape(B, T * R, D)], dim=1
+        )  # (B, N, D)
+
+        mask = build_attention_mask(octo_blocks(L, self.n_obs, R, T), device=self.device)  # (N, N)
+        key_valid = torch.ones(B, x.shape[1], dtype=torch.bool, device=self.device)  # (B, N)
+        key_valid[:, :L] = text_mask
+        mask = apply_key_padding(mask, key_valid)  # (B, N, N): never attend to text padding
+        out = self.transformer(x, mask)  # (B, N, D)
+        last = out[:, L + T * self.n_obs + (T - 1) * R :]  # (B, R, D) readouts of the current step
+        return last.mean(dim=1)  # (B, D)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        for key in (STATE_KEY, ACTION_KEY):
+            if key not in batch:
+                raise KeyError(f"batch is missing '{key}' (have {sorted(batch)})")
+            if not torch.isfinite(batch[key]).all():
+                raise ValueError(f"batch['{key}'] contains NaN or Inf; check the dataset or its statistics")
+        actions = batch[ACTION_KEY].to(self.device).float()
+        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
+            actions = actions.unsqueeze(1)
+        if actions.shape[1:] != (c.chunk, c.action_dim):
+            raise ValueError(
+                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
+            )
+        actions = self.normalizer.normalize(ACTION_KEY, actions)  # (B, H, A)
+        pad = batch.get(f"{ACTION_KEY}_is_pad")
+        mask = None
+        if pad is not None:
+            mask = (~pad.to(self.device).bool()).unsqueeze(-1).expand_as(actions)  # (B, H, A)
+        features = self.encode(batch, train=self.training)
+        return self.head.loss(features, actions, mask)
+
+    # ------------------------------------------------------------------ inference
+    def observations_to_batch(self, observations: Observation | Sequence[Observation]) -> dict[str, Any]:
+        """Validate and stack the last T observations (oldest first) into a batch of one."""
+        obs_list = [observations] if isinstance(observations, Observation) else list(observations)
+        T = self.config.history
+        if len(obs_list) == 1 and T > 1:
+            obs_list = obs_list * T  # episode start: repeat, as the dataset pads at episode edges
+        if len(obs_list) != T:
+            raise ValueError(f"policy reads {T} observations (history), got {len(obs_list)}")
+        spec = self.spec
+        for o in obs_list:
+            o.validate(spec.cameras, spec.state_dim)
+        batch: dict[str, Any] = {
+            STATE_KEY: torch.from_numpy(np.stack([o.state for o in obs_list]).astype(np.float32))[None],
+            "task": [obs_list[-1].instruction],
+        }
+        for cam in self.camera_names:
+            batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.stack([o.images[cam] for o in obs_list]))[None]
+        return batch
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, batch: dict[str, Any], *, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Batched inference: returns actions (B, H, A) in robot units."""
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.encode(batch, train=False)
+            actions = self.head.sample(features, steps=steps, generator=generator)  # (B, H, A) normalized
+            return self.normalizer.unnormalize(ACTION_KEY, actions.float())
+        finally:
+            self.train(was_training)
+
+    def predict(
+        self,
+        observations: Observation | Sequence[Observation],
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ActionChunk:
+        actions = self.predict_batch(
+            self.observations_to_batch(observations), steps=steps, generator=generator
+        )
+        out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
+        return ActionChunk(out, control_hz=self.config.fps)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write config.json + model.safetensors + normalization.safetensors (no pickle)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "config": self.config.to_dict(),
+            "normalization": self.normalizer.describe(),
+            "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
+        }
+        (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        # A frozen pretrained text model lives outside the module tree: it is re-loaded from its local
+        # directory, so its weights are not copied into every checkpoint.
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(d / WEIGHTS_FILE))
+        save_file(self.normalizer.state_dict(), str(d / NORM_FILE))
+        return d
+
+    @classmethod
+    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Policy:
+        d = resolve_checkpoint(path)
+        for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_FILE):
+            if not (d / name).is_file():
+                raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
+        try:
+            meta = json.loads((d / CONFIG_FILE).read_text())
+            config = PolicyConfig.from_dict(meta["config"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge policy config: {e}") from e
+        try:
+            norm = Normalizer.from_state(meta["normalization"], load_file(str(d / NORM_FILE)))
+            weights = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
+        except Exception as e:  # safetensors raises its own error types for truncated files
+            raise CheckpointError(f"could not read weights in {d}: {e} (is the file truncated?)") from e
+        tok = None if meta.get("tokenizer") is None else WordTokenizer.from_dict(meta["tokenizer"])
+        policy = cls(config, norm, tok)
+        missing, unexpected = policy.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, unexpected {unexpected[:8]}"
+            )
+        return policy.to(map_location).eval()
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a policy directory, a run directory (-> run/policy or its latest checkpoint)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint path {p} does not exist")
+    if (p / CONFIG_FILE).is_file():
+        return p
+    if (p / "policy" / CONFIG_FILE).is_file():
+        return p / "policy"
+    ckpts = sorted(
+        (c for c in (p / "checkpoints").glob("*") if (c / "policy" / CONFIG_FILE).is_file()),
+        key=lambda c: int(c.name) if c.name.isdigit() else -1,
+    )
+    if ckpts:
+        return ckpts[-1] / "policy"
+    raise CheckpointError(
+        f"{p} holds no policy: expected {CONFIG_FILE} there, in {p}/policy, or in {p}/checkpoints/<step>/policy"
+    )
+
+
+def count_tokens(config: PolicyConfig) -> int:
+    """Sequence length of one sample, for sizing and benchmarks."""
+    down = 2 ** len(config.stem_channels) * config.patch
+    patches = sum(math.prod(v) // down**2 for v in config.cameras.values())
+    return config.text_max_len + config.history * (patches + 1 + config.n_readouts)

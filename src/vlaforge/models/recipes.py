@@ -1,0 +1,145 @@
+"""Named recipes: a recipe is a named choice of encoders, transformer size and action head.
+
+`make_policy("octo-tiny", dataset, head="flow")` fills the embodiment (cameras, state/action
+sizes, fps, statistics, vocabulary) from the dataset and the architecture from the recipe.
+Sizes of octo-small / octo-base are the published ones (REFERENCE.md); octo-tiny is CPU-sized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vlaforge.models.config import PolicyConfig
+from vlaforge.models.encoders import WordTokenizer
+from vlaforge.models.policy import Policy
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this recipe
+
+
+_OCTO_TRAIN = {"lr": 3e-4, "weight_decay": 0.1, "warmup_steps": 500, "grad_clip": 1.0, "ema_decay": 0.999}
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in [
+        Recipe(
+            "octo-tiny",
+            "Octo layout at CPU size: width 128, 4 layers, 16 tokens per 128x128 camera (~1.5M params)",
+            {
+                "width": 128,
+                "depth": 4,
+                "heads": 4,
+                "mlp_dim": 512,
+                "stem_channels": [16, 32, 64, 128],
+                "patch": 2,
+                "history": 2,
+                "chunk": 4,
+            },
+            {**_OCTO_TRAIN, "lr": 1e-3, "batch_size": 64, "warmup_steps": 200},
+        ),
+        Recipe(
+            "octo-small",
+            "Octo-Small as published: width 384, 12 layers, MLP 1536, 6 heads (27M with T5 excluded)",
+            {
+                "width": 384,
+                "depth": 12,
+                "heads": 6,
+                "mlp_dim": 1536,
+                "stem_channels": [32, 96, 192, 384],
+                "patch": 1,
+                "history": 2,
+                "chunk": 4,
+            },
+            {**_OCTO_TRAIN, "batch_size": 64},
+        ),
+        Recipe(
+            "octo-base",
+            "Octo-Base as published: width 768, 12 layers, MLP 3072, 12 heads (93M)",
+            {
+                "width": 768,
+                "depth": 12,
+                "heads": 12,
+                "mlp_dim": 3072,
+                "stem_channels": [32, 96, 192, 384],
+                "patch": 1,
+                "history": 2,
+                "chunk": 4,
+            },
+            {**_OCTO_TRAIN, "batch_size": 64},
+        ),
+    ]
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe '{name}'; available recipes: {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> PolicyConfig:
+    """PolicyConfig for `recipe` with the embodiment read from a `vlaforge.data.Dataset`."""
+    r = get_recipe(recipe)
+    feats = dataset.features
+    cams = {
+        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
+        for k in feats
+        if k.startswith(IMAGE_PREFIX)
+    }
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in feats:
+            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
+    action_names = feats[ACTION_KEY].get("names") or []
+    if isinstance(action_names, dict):  # LeRobot sometimes nests names: {"motors": [...]}
+        action_names = next(iter(action_names.values()), [])
+    gripper_dims = [i for i, n in enumerate(action_names) if "gripper" in str(n).lower()]
+    base: dict[str, Any] = {
+        "recipe": recipe,
+        "cameras": cams,
+        "state_dim": int(feats[STATE_KEY]["shape"][0]),
+        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
+        "fps": float(dataset.fps),
+        "unnormalized_action_dims": gripper_dims,
+        **r.model,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return PolicyConfig(**base)
+
+
+def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
+    """Build an untrained policy for `dataset` (statistics, vocabulary and sizes come from it)."""
+    cfg = config_from_dataset(recipe, dataset, **overrides)
+    return policy_from_config(cfg, dataset.stats, task_texts(dataset))
+
+
+def policy_from_config(
+    cfg: PolicyConfig, stats: dict[str, dict[str, np.ndarray]], texts: list[str]
+) -> Policy:
+    action_mask = np.ones(cfg.action_dim, dtype=bool)
+    for d in cfg.unnormalized_action_dims:
+        action_mask[d] = False
+    normalizer = Normalizer.from_dataset_stats(
+        stats,
+        {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm},
+        masks={ACTION_KEY: action_mask},
+        clip=True,
+    )
+    tokenizer = WordTokenizer.build(texts) if cfg.language == "words" else None
+    return Policy(cfg, normalizer, tokenizer)
+
+
+def task_texts(dataset: Any) -> list[str]:
+    tasks = dataset.meta.tasks
+    if isinstance(tasks, dict):
+        return [str(t) for t in (tasks.values() if all(isinstance(k, int) for k in tasks) else tasks.keys())]
+    return [str(t) for t in tasks]

@@ -1,0 +1,49 @@
+"""TrainConfig: the optimisation side of a run (the model side is PolicyConfig)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20_000  # upper bound on optimizer steps
+    minutes: float | None = None  # wall-clock budget; the schedule follows whichever of steps/minutes ends first
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # 0 disables EMA
+    num_workers: int = 1
+    threads: int | None = None  # torch threads in the training process (default: all cores)
+    cache_frames: bool = True  # decode every video frame once into RAM/disk instead of per sample
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 2000
+    keep_last: int = 3
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        def bad(fld: str, msg: str) -> ValueError:
+            return ValueError(f"TrainConfig.{fld}={getattr(self, fld)!r}: {msg}")
+
+        for fld in ("steps", "batch_size", "log_every", "save_every", "keep_last"):
+            if getattr(self, fld) < 1:
+                raise bad(fld, "must be >= 1")
+        if self.lr <= 0:
+            raise bad("lr", "must be > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise bad("ema_decay", "must be in [0, 1); use 0 to disable EMA")
+        if self.minutes is not None and self.minutes <= 0:
+            raise bad("minutes", "must be > 0 (or omit it for a step budget only)")
+        if self.num_workers < 0:
+            raise bad("num_workers", "must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise bad("min_lr_ratio", "must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

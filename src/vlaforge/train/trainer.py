@@ -1,0 +1,238 @@
+"""The training loop: AdamW, warmup + cosine, gradient clipping, EMA, checkpoints, TensorBoard.
+
+Run directory layout:
+
+    runs/x/
+      policy/                   final policy (EMA weights): config.json, model.safetensors, normalization.safetensors
+      checkpoints/<step>/       policy/ + trainer_state.pt (optimizer, EMA, step, RNG) — written atomically
+      tb/                       TensorBoard scalars
+      train_config.json         the PolicyConfig and TrainConfig of the run
+      train_summary.json        throughput, data-wait fraction, loss curve, final figures
+      loss.png                  the training curve
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from vlaforge.models.policy import Policy
+from vlaforge.train.config import TrainConfig
+from vlaforge.train.ema import EMA
+from vlaforge.train.schedule import lr_at
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. a non-finite loss); the last good checkpoint was saved."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    wall_s: float
+    samples_per_s: float
+    data_wait_fraction: float
+    final_loss: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # loader workers must not compete with the training threads
+
+
+def _infinite(loader: DataLoader):
+    while True:
+        yield from loader
+
+
+def _save_checkpoint(run_dir: Path, step: int, policy: Policy, ema: EMA | None, state: dict[str, Any], keep: int) -> Path:
+    """Atomic: write into a temp dir, then rename; keep the newest `keep` checkpoints."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{step:08d}"
+    tmp = root / f".tmp-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    backup = ema.copy_to(policy) if ema is not None else None
+    try:
+        policy.save(tmp / "policy")
+    finally:
+        if backup is not None:
+            policy.load_state_dict(backup, strict=False)
+    torch.save(state, tmp / "trainer_state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    done = sorted(p for p in root.iterdir() if p.name.isdigit())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], lw=1.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def train(policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> TrainResult:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    policy.to(device).train()
+    (run_dir / "train_config.json").write_text(
+        json.dumps({"policy": policy.config.to_dict(), "train": cfg.to_dict()}, indent=2)
+    )
+
+    decay, no_decay = [], []
+    for name, p in policy.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=RandomSampler(dataset, generator=g),
+        num_workers=cfg.num_workers,
+        worker_init_fn=_worker_init if cfg.num_workers else None,
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=len(dataset) >= cfg.batch_size,
+    )
+    batches = _infinite(loader)
+    tb = SummaryWriter(str(run_dir / "tb"))
+    curve: list[dict[str, float]] = []
+    t_start = time.perf_counter()
+    wait_s = 0.0
+    samples = 0
+    loss_val = float("nan")
+    window_loss, window_n = 0.0, 0
+    budget_s = cfg.minutes * 60 if cfg.minutes else None
+    bar = tqdm(total=cfg.steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    step = 0
+    try:
+        while step < cfg.steps:
+            elapsed = time.perf_counter() - t_start
+            if budget_s is not None and elapsed >= budget_s:
+                break
+            t0 = time.perf_counter()
+            batch = next(batches)
+            wait_s += time.perf_counter() - t0
+            progress_frac = max(step / cfg.steps, elapsed / budget_s if budget_s else 0.0)
+            lr = lr_at(step, progress_frac, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+            loss, metrics = policy.loss(batch)
+            if not torch.isfinite(loss):
+                path = _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+                raise TrainingError(
+                    f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
+                    "Lower the learning rate or check the data for extreme values."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(policy)
+            step += 1
+            n = len(batch["task"])
+            samples += n
+            window_loss += loss.item()
+            window_n += 1
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                loss_val = window_loss / window_n
+                window_loss, window_n = 0.0, 0
+                elapsed = time.perf_counter() - t_start
+                sps = samples / elapsed
+                curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
+                tb.add_scalar("train/loss", loss_val, step)
+                tb.add_scalar("train/lr", lr, step)
+                tb.add_scalar("train/grad_norm", float(grad_norm), step)
+                tb.add_scalar("perf/samples_per_s", sps, step)
+                tb.add_scalar("perf/data_wait_fraction", wait_s / elapsed, step)
+                for k, v in metrics.items():
+                    tb.add_scalar(f"train/{k}", v, step)
+                bar.set_postfix(loss=f"{loss_val:.4f}", sps=f"{sps:.0f}", wait=f"{wait_s / elapsed:.0%}")
+            bar.update(1)
+            if step % cfg.save_every == 0:
+                _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+    finally:
+        bar.close()
+        tb.close()
+
+    wall = time.perf_counter() - t_start
+    _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+    if ema is not None:
+        ema.copy_to(policy)
+    policy.eval()
+    policy.save(run_dir / "policy")
+    if window_n:
+        loss_val = window_loss / window_n
+    result = TrainResult(run_dir, step, wall, samples / wall if wall else 0.0, wait_s / wall if wall else 0.0, loss_val)
+    summary = {
+        "steps": step,
+        "wall_s": round(wall, 2),
+        "samples_per_s": round(result.samples_per_s, 2),
+        "data_wait_fraction": round(result.data_wait_fraction, 4),
+        "final_loss": loss_val if math.isfinite(loss_val) else None,
+        "parameters": policy.num_parameters(),
+        "trainable_parameters": policy.num_parameters(trainable_only=True),
+        "curve": curve,
+    }
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    _plot_curve(curve, run_dir / "loss.png")
+    return result
+
+
+def _state(step: int, opt: torch.optim.Optimizer, ema: EMA | None, cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),
+        "ema_updates": 0 if ema is None else ema.updates,
+        "train_config": cfg.to_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1], "python": random.getstate()[1]},
+    }

@@ -1,0 +1,139 @@
+"""Normalization of state and action vectors — the one implementation used in training and serving.
+
+The statistics travel with the checkpoint (`Normalizer.state_dict()` -> safetensors), so a policy
+always acts with the statistics it was trained with. A missing statistic is an error, never a
+silent pass-through (a known LeRobot pitfall).
+
+Formulas (REFERENCE.md):
+    mean_std:  (x - mean) / (std + eps)
+    quantile:  2 (x - q01) / (q99 - q01 + eps) - 1, clipped to [-1, 1] when `clip` (tokenizers need it)
+    min_max:   2 (x - min) / (max - min + eps) - 1
+Dimensions whose `mask` entry is False are left unnormalized (Octo/OpenVLA leave the gripper alone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+EPS = 1e-8
+MODES = ("mean_std", "quantile", "min_max", "identity")
+_REQUIRED = {"mean_std": ("mean", "std"), "quantile": ("q01", "q99"), "min_max": ("min", "max"), "identity": ()}
+
+
+@dataclass
+class FeatureNorm:
+    """How one feature (e.g. `action`) is normalized. `mask[i] == False` leaves dimension i untouched."""
+
+    mode: str
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
+    mask: np.ndarray | None = None
+    clip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"normalization mode '{self.mode}' is unknown; use one of {MODES}")
+        for k in _REQUIRED[self.mode]:
+            if k not in self.stats:
+                raise ValueError(
+                    f"normalization mode '{self.mode}' needs statistic '{k}' but only {sorted(self.stats)} "
+                    "are available; recompute the dataset statistics (meta/stats.json)"
+                )
+        self.stats = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in self.stats.items()}
+
+    @property
+    def dim(self) -> int | None:
+        for v in self.stats.values():
+            return int(v.shape[0])
+        return None
+
+
+class Normalizer:
+    """Normalizes / unnormalizes named features with torch ops (works on any leading shape)."""
+
+    def __init__(self, features: dict[str, FeatureNorm]):
+        self.features = features
+
+    def _params(self, key: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, FeatureNorm]:
+        if key not in self.features:
+            raise KeyError(f"no normalization statistics for '{key}' (have {sorted(self.features)})")
+        fn = self.features[key]
+        dim = fn.dim
+        if dim is not None and x.shape[-1] != dim:
+            raise ValueError(f"'{key}': last dimension is {x.shape[-1]} but the statistics have {dim}")
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(a, dtype=x.dtype, device=x.device)
+
+        s = fn.stats
+        if fn.mode == "mean_std":
+            offset, scale = t(s["mean"]), t(s["std"]) + EPS
+        elif fn.mode == "quantile":
+            offset, scale = (t(s["q01"]) + t(s["q99"])) / 2, (t(s["q99"]) - t(s["q01"])) / 2 + EPS
+        elif fn.mode == "min_max":
+            offset, scale = (t(s["min"]) + t(s["max"])) / 2, (t(s["max"]) - t(s["min"])) / 2 + EPS
+        else:
+            offset, scale = torch.zeros(x.shape[-1], dtype=x.dtype), torch.ones(x.shape[-1], dtype=x.dtype)
+        mask = None if fn.mask is None else torch.as_tensor(fn.mask, dtype=torch.bool, device=x.device)
+        return offset, scale, mask, fn
+
+    def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        offset, scale, mask, fn = self._params(key, x)
+        y = (x - offset) / scale
+        if fn.clip:
+            y = y.clamp(-1.0, 1.0)
+        return y if mask is None else torch.where(mask, y, x)
+
+    def unnormalize(self, key: str, y: torch.Tensor) -> torch.Tensor:
+        offset, scale, mask, _ = self._params(key, y)
+        x = y * scale + offset
+        return x if mask is None else torch.where(mask, x, y)
+
+    # --- serialization: flat tensors for safetensors + a JSON-able description -------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key, fn in self.features.items():
+            for stat, v in fn.stats.items():
+                out[f"{key}/{stat}"] = torch.from_numpy(np.ascontiguousarray(v))
+            if fn.mask is not None:
+                out[f"{key}/__mask__"] = torch.from_numpy(np.asarray(fn.mask, dtype=np.uint8))
+        return out
+
+    def describe(self) -> dict[str, dict]:
+        return {k: {"mode": fn.mode, "clip": fn.clip} for k, fn in self.features.items()}
+
+    @classmethod
+    def from_state(cls, describe: dict[str, dict], tensors: dict[str, torch.Tensor]) -> Normalizer:
+        feats: dict[str, FeatureNorm] = {}
+        for key, d in describe.items():
+            stats = {
+                name.split("/", 1)[1]: t.numpy()
+                for name, t in tensors.items()
+                if name.split("/", 1)[0] == key and not name.endswith("/__mask__")
+            }
+            mask_t = tensors.get(f"{key}/__mask__")
+            feats[key] = FeatureNorm(
+                d["mode"], stats, None if mask_t is None else mask_t.numpy().astype(bool), d.get("clip", False)
+            )
+        return cls(feats)
+
+    @classmethod
+    def from_dataset_stats(
+        cls,
+        stats: dict[str, dict[str, np.ndarray]],
+        modes: dict[str, str],
+        masks: dict[str, np.ndarray | None] | None = None,
+        clip: bool = False,
+    ) -> Normalizer:
+        feats = {}
+        for key, mode in modes.items():
+            if key not in stats:
+                raise ValueError(
+                    f"dataset statistics have no entry for '{key}' (have {sorted(stats)}); "
+                    "the dataset's meta/stats.json is incomplete — re-finalize or recompute it"
+                )
+            mask = None if masks is None else masks.get(key)
+            feats[key] = FeatureNorm(mode, dict(stats[key]), mask, clip and mode == "quantile")
+        return cls(feats)

@@ -1,0 +1,32 @@
+"""The scripted expert on the real Meta-World env (1 episode of reach-v3), through `vlaforge eval`'s path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlaforge.eval import ExpertPolicy, evaluate
+
+
+@pytest.mark.slow
+def test_expert_solves_reach_on_the_eval_split(tmp_path):
+    pytest.importorskip("metaworld")
+    envs = pytest.importorskip("vlaforge.envs")
+    if not hasattr(envs, "make_env"):
+        pytest.skip("vlaforge.envs.make_env is not available")
+    report = evaluate(
+        ExpertPolicy,
+        ["reach-v3"],
+        episodes=1,
+        instructions={"reach-v3": "touch the goal"},
+        out_dir=tmp_path,
+        progress=False,
+    )
+    task = report.tasks[0]
+    assert (task.successes, task.episodes) == (1, 1)
+    assert 0 < task.mean_length < 500 and task.instruction == "touch the goal"
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["config"]["policy_spec"]["fps"] == pytest.approx(80.0)
+    assert data["latency"]["env_fps"] == pytest.approx(80.0)
+    assert (tmp_path / "videos" / "reach-v3_seed0_success.mp4").stat().st_size > 10_000
