@@ -64,3 +64,10 @@ def test_serialization_round_trip():
     back = Normalizer.from_state(norm.describe(), norm.state_dict())
     t = torch.from_numpy(x) * 3
     assert torch.equal(norm.normalize("action", t), back.normalize("action", t))
+
+
+def test_constant_dimension_stays_finite():
+    x = np.stack([np.linspace(0, 1, 50), np.full(50, 0.3)], 1).astype(np.float32)
+    norm = Normalizer.from_dataset_stats({"s": _stats(x)}, {"s": "mean_std"})
+    y = norm.normalize("s", torch.tensor([[0.5, 0.31]]))
+    assert torch.isfinite(y).all() and abs(float(y[0, 1])) <= 10.0 + 1e-4

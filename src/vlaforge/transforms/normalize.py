@@ -9,6 +9,7 @@ Formulas (REFERENCE.md):
     quantile:  2 (x - q01) / (q99 - q01 + eps) - 1, clipped to [-1, 1] when `clip` (tokenizers need it)
     min_max:   2 (x - min) / (max - min + eps) - 1
 Dimensions whose `mask` entry is False are left unnormalized (Octo/OpenVLA leave the gripper alone).
+The scale is floored at MIN_SCALE so constant dimensions stay finite.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import numpy as np
 import torch
 
 EPS = 1e-8
+# Floor on the scale: a constant dimension (std 0, e.g. a gripper that never moves in the data) must not
+# turn a tiny deviation at inference into a huge normalized value.
+MIN_SCALE = 1e-3
 MODES = ("mean_std", "quantile", "min_max", "identity")
 _REQUIRED = {"mean_std": ("mean", "std"), "quantile": ("q01", "q99"), "min_max": ("min", "max"), "identity": ()}
 
@@ -77,7 +81,7 @@ class Normalizer:
         else:
             offset, scale = torch.zeros(x.shape[-1], dtype=x.dtype), torch.ones(x.shape[-1], dtype=x.dtype)
         mask = None if fn.mask is None else torch.as_tensor(fn.mask, dtype=torch.bool, device=x.device)
-        return offset, scale, mask, fn
+        return offset, scale.clamp(min=MIN_SCALE), mask, fn
 
     def normalize(self, key: str, x: torch.Tensor) -> torch.Tensor:
         offset, scale, mask, fn = self._params(key, x)
