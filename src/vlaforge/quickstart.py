@@ -34,7 +34,9 @@ def _run(args: argparse.Namespace) -> int:
     run = Path(args.out)
     stage_times: dict[str, float] = {}
 
-    print(f"[1/3] recording {args.episodes_per_task} expert demonstrations for each of {len(tasks)} tasks -> {data}")
+    print(
+        f"[1/3] recording {args.episodes_per_task} expert demonstrations for each of {len(tasks)} tasks -> {data}"
+    )
     t = time.perf_counter()
     if (data / "meta" / "info.json").is_file() and not args.rerecord:
         print(f"      {data} already exists; reusing it (pass --rerecord to record again)")
@@ -76,16 +78,20 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print(report.to_markdown())
     print()
-    print(f"total time {stage_times['total_s'] / 60:.1f} min "
-          f"(record {stage_times['record_s'] / 60:.1f}, train {stage_times['train_s'] / 60:.1f}, "
-          f"eval {stage_times['eval_s'] / 60:.1f})")
+    print(
+        f"total time {stage_times['total_s'] / 60:.1f} min "
+        f"(record {stage_times['record_s'] / 60:.1f}, train {stage_times['train_s'] / 60:.1f}, "
+        f"eval {stage_times['eval_s'] / 60:.1f})"
+    )
     print(f"results: {run / 'eval' / 'eval.md'}   plot: {run / 'eval' / 'success.png'}")
     print(f"videos:  {run / 'eval' / 'videos'}   training curve: {run / 'loss.png'}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="record -> train octo-tiny -> evaluate, end to end (what `make demo` runs)")
+    p = sub.add_parser(
+        "quickstart", help="record -> train octo-tiny -> evaluate, end to end (what `make demo` runs)"
+    )
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="task names or a set (mt10, mt50)")
     p.add_argument("--episodes-per-task", type=int, default=20)
     p.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget")

@@ -34,7 +34,9 @@ class Observation:
     instruction: str
     image_masks: dict[str, bool] | None = None
 
-    def validate(self, cameras: dict[str, tuple[int, int]] | None = None, state_dim: int | None = None) -> None:
+    def validate(
+        self, cameras: dict[str, tuple[int, int]] | None = None, state_dim: int | None = None
+    ) -> None:
         """Raise ValueError naming the offending key if the observation does not match the spec."""
         if cameras is not None:
             for name, (h, w) in cameras.items():

@@ -15,7 +15,9 @@ class TinyDataset(torch.utils.data.Dataset):
     fps = 10.0
     num_episodes = 2
 
-    def __init__(self, n: int = 32, history: int = 2, chunk: int = 4, state_dim: int = 3, action_dim: int = 2):
+    def __init__(
+        self, n: int = 32, history: int = 2, chunk: int = 4, state_dim: int = 3, action_dim: int = 2
+    ):
         g = np.random.default_rng(0)
         self.n, self.T, self.H, self.S, self.A = n, history, chunk, state_dim, action_dim
         self.state = g.normal(size=(n, history, state_dim)).astype(np.float32)
@@ -56,4 +58,14 @@ def _stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return {"mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0), "q01": q[0], "q99": q[1]}
 
 
-TINY = {"width": 32, "depth": 2, "heads": 2, "mlp_dim": 64, "stem_channels": [8, 16], "patch": 2, "text_max_len": 8}
+TINY = {
+    "encoder_image_size": [16, 16],
+    "history": 2,
+    "width": 32,
+    "depth": 2,
+    "heads": 2,
+    "mlp_dim": 64,
+    "stem_channels": [8, 16],
+    "patch": 2,
+    "text_max_len": 8,
+}

@@ -22,7 +22,10 @@ def _obs(ds: TinyDataset, i: int = 0) -> list[Observation]:
     item = ds[i]
     return [
         Observation(
-            images={"front": item["observation.images.front"][t].numpy(), "wrist": item["observation.images.wrist"][t].numpy()},
+            images={
+                "front": item["observation.images.front"][t].numpy(),
+                "wrist": item["observation.images.wrist"][t].numpy(),
+            },
             state=item["observation.state"][t].numpy(),
             instruction=item["task"],
         )
@@ -81,7 +84,9 @@ def test_bad_observations_are_named():
     bad = [Observation({"front": o.images["front"]}, o.state, o.instruction) for o in obs]
     with pytest.raises(ValueError, match="missing camera 'wrist'"):
         policy.predict(bad)
-    bad = [Observation({**o.images, "front": np.zeros((8, 8, 3), np.uint8)}, o.state, o.instruction) for o in obs]
+    bad = [
+        Observation({**o.images, "front": np.zeros((8, 8, 3), np.uint8)}, o.state, o.instruction) for o in obs
+    ]
     with pytest.raises(ValueError, match=r"camera 'front': expected uint8 \(16, 16, 3\)"):
         policy.predict(bad)
     bad = [Observation(o.images, np.zeros(5, np.float32), o.instruction) for o in obs]

@@ -26,7 +26,9 @@ def test_ema_tracks_and_copies():
     with torch.no_grad():
         m.weight.fill_(3.0)
     backup = ema.copy_to(m)
-    assert torch.allclose(m.weight, torch.ones(1, 2)) and torch.allclose(backup["weight"], torch.full((1, 2), 3.0))
+    assert torch.allclose(m.weight, torch.ones(1, 2)) and torch.allclose(
+        backup["weight"], torch.full((1, 2), 3.0)
+    )
 
 
 @pytest.mark.parametrize(

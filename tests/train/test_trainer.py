@@ -11,7 +11,15 @@ from vlaforge.train.trainer import TrainingError, train
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = {"steps": 6, "batch_size": 8, "lr": 1e-3, "warmup_steps": 2, "log_every": 2, "save_every": 3, "num_workers": 0}
+    base = {
+        "steps": 6,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "log_every": 2,
+        "save_every": 3,
+        "num_workers": 0,
+    }
     return TrainConfig(**{**base, **kw})
 
 

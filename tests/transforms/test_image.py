@@ -26,7 +26,9 @@ def test_augment_keeps_shape_range_and_varies_per_sample():
 
 def test_identity_augment_is_identity():
     x = torch.rand(2, 3, 16, 16)
-    cfg = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0.0, contrast=(1, 1), saturation=(1, 1))
+    cfg = AugmentConfig(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0.0, contrast=(1, 1), saturation=(1, 1)
+    )
     assert torch.allclose(augment(x, cfg), x, atol=1e-5)
 
 

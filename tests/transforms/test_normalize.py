@@ -48,7 +48,9 @@ def test_missing_statistic_is_an_error():
     with pytest.raises(ValueError, match="needs statistic 'q01'"):
         FeatureNorm("quantile", {"mean": np.zeros(2), "std": np.ones(2)})
     with pytest.raises(ValueError, match="no entry for 'observation.state'"):
-        Normalizer.from_dataset_stats({"action": {"mean": [0.0], "std": [1.0]}}, {"observation.state": "mean_std"})
+        Normalizer.from_dataset_stats(
+            {"action": {"mean": [0.0], "std": [1.0]}}, {"observation.state": "mean_std"}
+        )
     norm = Normalizer.from_dataset_stats({"action": {"mean": [0.0], "std": [1.0]}}, {"action": "mean_std"})
     with pytest.raises(KeyError, match="no normalization statistics for 'state'"):
         norm.normalize("state", torch.zeros(1))
@@ -59,7 +61,10 @@ def test_missing_statistic_is_an_error():
 def test_serialization_round_trip():
     x = np.random.default_rng(1).normal(size=(100, 4)).astype(np.float32)
     norm = Normalizer.from_dataset_stats(
-        {"action": _stats(x)}, {"action": "quantile"}, masks={"action": np.array([1, 1, 1, 0], bool)}, clip=True
+        {"action": _stats(x)},
+        {"action": "quantile"},
+        masks={"action": np.array([1, 1, 1, 0], bool)},
+        clip=True,
     )
     back = Normalizer.from_state(norm.describe(), norm.state_dict())
     t = torch.from_numpy(x) * 3

@@ -34,6 +34,9 @@ class PolicyConfig:
     heads: int = 4
     mlp_dim: int = 512
     dropout: float = 0.0
+    encoder_image_size: list[int] | None = (
+        None  # resize camera images to [h, w] before the stem (None: as is)
+    )
     stem_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     patch: int = 2  # final patch conv after the stem (tokens per camera = (size / 2^len(stem) / patch)^2)
     n_readouts: int = 1  # readout tokens per timestep

@@ -36,7 +36,7 @@ from vlaforge.models.encoders import (
 )
 from vlaforge.models.heads import make_head
 from vlaforge.models.transformer import BlockTransformer
-from vlaforge.transforms.image import AugmentConfig, augment, to_float_image
+from vlaforge.transforms.image import AugmentConfig, augment, resize, to_float_image
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
 
@@ -67,7 +67,10 @@ class Policy(nn.Module):
         self.image_encoders = nn.ModuleDict(
             {
                 cam: ConvStemTokenizer(
-                    channels=tuple(c.stem_channels), width=D, patch=c.patch, image_size=tuple(c.cameras[cam])
+                    channels=tuple(c.stem_channels),
+                    width=D,
+                    patch=c.patch,
+                    image_size=tuple(c.encoder_image_size or c.cameras[cam]),
                 )
                 for cam in self.camera_names
             }
@@ -137,6 +140,8 @@ class Policy(nn.Module):
                     "resize images to the policy's camera size"
                 )
             x = to_float_image(img.reshape(B * T, h, w, 3).to(self.device))  # (B*T, 3, h, w) in [0, 1]
+            if c.encoder_image_size:
+                x = resize(x, tuple(c.encoder_image_size))  # (B*T, 3, he, we): cheaper stem
             if train and c.augment:
                 x = augment(x, self.augment_cfg)
             x = x * 2.0 - 1.0  # Octo scales images to [-1, 1]
@@ -303,5 +308,5 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def count_tokens(config: PolicyConfig) -> int:
     """Sequence length of one sample, for sizing and benchmarks."""
     down = 2 ** len(config.stem_channels) * config.patch
-    patches = sum(math.prod(v) // down**2 for v in config.cameras.values())
+    patches = sum(math.prod(config.encoder_image_size or v) // down**2 for v in config.cameras.values())
     return config.text_max_len + config.history * (patches + 1 + config.n_readouts)

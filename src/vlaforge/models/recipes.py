@@ -34,15 +34,16 @@ RECIPES: dict[str, Recipe] = {
     for r in [
         Recipe(
             "octo-tiny",
-            "Octo layout at CPU size: width 128, 4 layers, 16 tokens per 128x128 camera (~1.5M params)",
+            "Octo layout at CPU size: width 128, 4 layers; cameras resized to 64x64 -> 16 tokens each; history 1",
             {
                 "width": 128,
                 "depth": 4,
                 "heads": 4,
                 "mlp_dim": 512,
+                "encoder_image_size": [64, 64],
                 "stem_channels": [16, 32, 64, 128],
-                "patch": 2,
-                "history": 2,
+                "patch": 1,
+                "history": 1,
                 "chunk": 4,
             },
             {**_OCTO_TRAIN, "lr": 1e-3, "batch_size": 64, "warmup_steps": 200},

@@ -36,8 +36,12 @@ def run_training(
     policy = make_policy(recipe, probe, **model_kw)
     if progress:
         n = policy.num_parameters()
-        print(f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params")
-        print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes, history {history}, chunk {chunk}")
+        print(
+            f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params"
+        )
+        print(
+            f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes, history {history}, chunk {chunk}"
+        )
     result = train(policy, dataset, cfg, out, progress=progress)
     return policy, result
 
@@ -58,14 +62,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_augment:
         model_kw["augment"] = False
     _, res = run_training(
-        args.recipe, args.data, args.out, head=args.head, language=args.language,
-        train_overrides=train_kw, model_overrides=model_kw,
+        args.recipe,
+        args.data,
+        args.out,
+        head=args.head,
+        language=args.language,
+        train_overrides=train_kw,
+        model_overrides=model_kw,
     )
     print(
         f"done: {res.steps} steps in {res.wall_s / 60:.1f} min, {res.samples_per_s:.0f} samples/s, "
         f"data wait {res.data_wait_fraction:.1%}, final loss {res.final_loss:.4f}"
     )
-    print(f"policy: {res.run_dir / 'policy'}   summary: {res.run_dir / 'train_summary.json'}   curve: {res.run_dir / 'loss.png'}")
+    print(
+        f"policy: {res.run_dir / 'policy'}   summary: {res.run_dir / 'train_summary.json'}   curve: {res.run_dir / 'loss.png'}"
+    )
     return 0
 
 
@@ -77,14 +88,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head", choices=["diffusion", "flow", "binned", "l1", "mse"], default=None)
     p.add_argument("--language", choices=["words", "minilm"], default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (the LR schedule follows it)")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="wall-clock budget (the LR schedule follows it)"
+    )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, default=None, help="torch threads in the training process")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--save-every", type=int, default=None)
-    p.add_argument("--no-cache", action="store_true", help="decode video per sample instead of caching frames")
+    p.add_argument(
+        "--no-cache", action="store_true", help="decode video per sample instead of caching frames"
+    )
     p.add_argument("--no-augment", action="store_true", help="disable image augmentation")
-    p.add_argument("--model-overrides", default=None, help='JSON of PolicyConfig overrides, e.g. \'{"depth": 2}\'')
+    p.add_argument(
+        "--model-overrides", default=None, help="JSON of PolicyConfig overrides, e.g. '{\"depth\": 2}'"
+    )
     p.set_defaults(func=_run)

@@ -10,7 +10,9 @@ from typing import Any
 @dataclass
 class TrainConfig:
     steps: int = 20_000  # upper bound on optimizer steps
-    minutes: float | None = None  # wall-clock budget; the schedule follows whichever of steps/minutes ends first
+    minutes: float | None = (
+        None  # wall-clock budget; the schedule follows whichever of steps/minutes ends first
+    )
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 0.1

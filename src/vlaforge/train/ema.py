@@ -9,7 +9,9 @@ from torch import nn
 class EMA:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point}
+        self.shadow = {
+            k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point
+        }
         self.updates = 0
 
     @torch.no_grad()

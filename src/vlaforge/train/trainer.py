@@ -62,7 +62,9 @@ def _infinite(loader: DataLoader):
         yield from loader
 
 
-def _save_checkpoint(run_dir: Path, step: int, policy: Policy, ema: EMA | None, state: dict[str, Any], keep: int) -> Path:
+def _save_checkpoint(
+    run_dir: Path, step: int, policy: Policy, ema: EMA | None, state: dict[str, Any], keep: int
+) -> Path:
     """Atomic: write into a temp dir, then rename; keep the newest `keep` checkpoints."""
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,9 @@ def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def train(policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True) -> TrainResult:
+def train(
+    policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
+) -> TrainResult:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -159,13 +163,17 @@ def train(policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *
             batch = next(batches)
             wait_s += time.perf_counter() - t0
             progress_frac = max(step / cfg.steps, elapsed / budget_s if budget_s else 0.0)
-            lr = lr_at(step, progress_frac, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio)
+            lr = lr_at(
+                step, progress_frac, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
+            )
             for group in opt.param_groups:
                 group["lr"] = lr
 
             loss, metrics = policy.loss(batch)
             if not torch.isfinite(loss):
-                path = _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+                path = _save_checkpoint(
+                    run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last
+                )
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
                     "Lower the learning rate or check the data for extreme values."
@@ -211,7 +219,9 @@ def train(policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *
     policy.save(run_dir / "policy")
     if window_n:
         loss_val = window_loss / window_n
-    result = TrainResult(run_dir, step, wall, samples / wall if wall else 0.0, wait_s / wall if wall else 0.0, loss_val)
+    result = TrainResult(
+        run_dir, step, wall, samples / wall if wall else 0.0, wait_s / wall if wall else 0.0, loss_val
+    )
     summary = {
         "steps": step,
         "wall_s": round(wall, 2),
@@ -234,5 +244,9 @@ def _state(step: int, opt: torch.optim.Optimizer, ema: EMA | None, cfg: TrainCon
         "ema": None if ema is None else ema.state_dict(),
         "ema_updates": 0 if ema is None else ema.updates,
         "train_config": cfg.to_dict(),
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1], "python": random.getstate()[1]},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state()[1],
+            "python": random.getstate()[1],
+        },
     }

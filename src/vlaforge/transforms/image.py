@@ -48,7 +48,9 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device: to
     return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
 
 
-def augment(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    images: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Random resized crop + color jitter on float images (B, 3, H, W) in [0, 1]."""
     B, _, H, W = images.shape
     dev = images.device

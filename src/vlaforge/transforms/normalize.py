@@ -24,7 +24,12 @@ EPS = 1e-8
 # turn a tiny deviation at inference into a huge normalized value.
 MIN_SCALE = 1e-3
 MODES = ("mean_std", "quantile", "min_max", "identity")
-_REQUIRED = {"mean_std": ("mean", "std"), "quantile": ("q01", "q99"), "min_max": ("min", "max"), "identity": ()}
+_REQUIRED = {
+    "mean_std": ("mean", "std"),
+    "quantile": ("q01", "q99"),
+    "min_max": ("min", "max"),
+    "identity": (),
+}
 
 
 @dataclass
@@ -60,7 +65,9 @@ class Normalizer:
     def __init__(self, features: dict[str, FeatureNorm]):
         self.features = features
 
-    def _params(self, key: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, FeatureNorm]:
+    def _params(
+        self, key: str, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, FeatureNorm]:
         if key not in self.features:
             raise KeyError(f"no normalization statistics for '{key}' (have {sorted(self.features)})")
         fn = self.features[key]
@@ -119,7 +126,10 @@ class Normalizer:
             }
             mask_t = tensors.get(f"{key}/__mask__")
             feats[key] = FeatureNorm(
-                d["mode"], stats, None if mask_t is None else mask_t.numpy().astype(bool), d.get("clip", False)
+                d["mode"],
+                stats,
+                None if mask_t is None else mask_t.numpy().astype(bool),
+                d.get("clip", False),
             )
         return cls(feats)
 
