@@ -57,6 +57,19 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # loader workers must not compete with the training threads
 
 
+def make_optimizer(policy: torch.nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with no weight decay on biases, norms and embeddings (the usual transformer split)."""
+    decay, no_decay = [], []
+    for name, p in policy.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+
+
 def _infinite(loader: DataLoader):
     while True:
         yield from loader
@@ -122,15 +135,7 @@ def train(
         json.dumps({"policy": policy.config.to_dict(), "train": cfg.to_dict()}, indent=2)
     )
 
-    decay, no_decay = [], []
-    for name, p in policy.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.dim() < 2 or "embed" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    opt = make_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     g = torch.Generator().manual_seed(cfg.seed)
