@@ -1,0 +1,91 @@
+"""`vlaforge record`: scripted-expert Meta-World demonstrations -> a LeRobot dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.lower().replace("x", ",").split(",")]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--image-size: expected N or HxW, got {text!r}") from e
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"--image-size: expected N or HxW, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _record(args: argparse.Namespace) -> int:
+    from vlaforge.envs.record import record, summary_path
+
+    try:
+        root = record(
+            args.tasks,
+            args.episodes_per_task,
+            args.out,
+            workers=args.workers,
+            image_size=args.image_size,
+            cameras=[c.strip() for c in args.cameras.split(",") if c.strip()],
+            steps_after_success=args.steps_after_success,
+            seed=args.seed,
+            max_attempts_factor=args.max_attempts_factor,
+            codec=args.codec,
+            progress=not args.quiet,
+            split=args.split,
+            max_episode_steps=args.max_episode_steps,
+            overwrite=args.overwrite,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    summary = json.loads(summary_path(root).read_text())
+    print(
+        f"wrote {summary['episodes']} episodes ({summary['frames']} frames, {summary['attempts']} attempts) "
+        f"to {root} in {summary['wall_time_s']:.0f} s; summary: {summary_path(root)}"
+    )
+    if summary["incomplete_tasks"]:
+        print(f"incomplete tasks: {', '.join(summary['incomplete_tasks'])}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "record",
+        help="record scripted-expert Meta-World demonstrations into a LeRobot dataset",
+        description="Roll out Meta-World's scripted experts, keep successful episodes and write them as a "
+        "LeRobot v3.0 dataset (videos per camera, 4-D state and action, language instruction per episode).",
+    )
+    p.add_argument(
+        "--tasks", required=True, help="'mt10', 'mt50' or comma-separated tasks, e.g. 'reach,push-v3'"
+    )
+    p.add_argument("--episodes-per-task", type=int, default=50, help="successful episodes to keep per task")
+    p.add_argument("--out", required=True, help="dataset directory to create")
+    p.add_argument("--workers", type=int, default=2, help="rollout processes (0 = in the main process)")
+    p.add_argument("--image-size", type=_image_size, default=(128, 128), help="N or HxW (default 128)")
+    p.add_argument(
+        "--cameras", default="corner,gripper", help="comma-separated: corner, gripper, behind_gripper"
+    )
+    p.add_argument(
+        "--steps-after-success", type=int, default=10, help="steps recorded after the first success"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="episode k of a task tries seed SEED+k (layout seed %% 50)"
+    )
+    p.add_argument(
+        "--split", choices=["train", "eval"], default="train", help="which layout list to record from"
+    )
+    p.add_argument(
+        "--max-attempts-factor", type=int, default=3, help="give up after EPISODES x this attempts"
+    )
+    p.add_argument(
+        "--max-episode-steps", type=int, default=None, help="count as failed after this many steps"
+    )
+    p.add_argument("--codec", choices=["h264", "av1"], default="h264", help="video codec")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_record)

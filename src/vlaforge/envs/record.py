@@ -1,0 +1,542 @@
+"""Record scripted-expert demonstrations of Meta-World tasks into a LeRobot dataset.
+
+    record(["pick-place-v3"], episodes_per_task=50, out="data/pick", workers=2)
+
+Worker processes (spawn; one env and GL context each, one thread each) roll out the task's scripted
+expert; only successful episodes are kept, each cut `steps_after_success` steps after the first
+success. Episode k of a task tries seed `seed + k` (layout `seed % 50` of the split, phrasing chosen
+from the seed); a failed seed is replaced by the next unused one, up to
+`episodes_per_task * max_attempts_factor` attempts. The kept episodes of a task are exactly its
+first `episodes_per_task` successful seeds, and they are written task by task in seed order, so the
+dataset does not depend on the number of workers or on timing.
+
+Frames stream back to the main process, which is the only writer (`vlaforge.data.DatasetWriter`).
+A summary (attempts, failures, seeds and layouts used per task) is written next to the dataset as
+`<out>.record_summary.json`; nothing is added inside the dataset directory.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from vlaforge.envs.configs import N_CONFIGS, split_seed
+from vlaforge.envs.metaworld_env import ACTION_NAMES, STATE_NAMES, make_env
+from vlaforge.envs.render import CAMERAS
+from vlaforge.envs.tasks import resolve_tasks
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+
+ROBOT_TYPE = "sawyer"
+SUMMARY_SUFFIX = ".record_summary.json"
+
+
+@dataclass(frozen=True)
+class RecordConfig:
+    """What to record. Validated on construction; errors name the field and the fix."""
+
+    tasks: tuple[str, ...]
+    episodes_per_task: int
+    image_size: tuple[int, int] = (128, 128)
+    cameras: tuple[str, ...] = ("corner", "gripper")
+    steps_after_success: int = 10
+    seed: int = 0
+    max_attempts_factor: int = 3
+    split: str = "train"
+    max_episode_steps: int | None = None  # None: the env's limit (500)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("tasks is empty; pass e.g. 'mt10' or 'reach-v3,push-v3'")
+        object.__setattr__(self, "tasks", tuple(resolve_tasks(list(self.tasks))))
+        if self.episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        size = self.image_size
+        if len(size) != 2 or min(size) < 16 or size[0] % 2 or size[1] % 2:
+            raise ValueError(
+                f"image_size must be (height, width), even and >= 16 (h264 needs even sizes), got {size}"
+            )
+        object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be a non-empty list without duplicates, got {self.cameras}")
+        unknown = [c for c in self.cameras if c not in CAMERAS]
+        if unknown:
+            raise ValueError(f"cameras: unknown {unknown}; available: {', '.join(CAMERAS)}")
+        if self.steps_after_success < 0:
+            raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_attempts_factor < 1:
+            raise ValueError(f"max_attempts_factor must be >= 1, got {self.max_attempts_factor}")
+        split_seed(self.split)  # raises on an unknown split
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
+
+    @property
+    def max_attempts(self) -> int:
+        return self.episodes_per_task * self.max_attempts_factor
+
+
+@dataclass
+class EpisodeResult:
+    """One expert rollout. `frames` (feature key -> (T, ...) array) is None for failures."""
+
+    task: str
+    attempt: int
+    seed: int
+    config_id: int
+    instruction: str
+    success: bool
+    success_step: int | None  # index of the action after which success was first reported
+    length: int
+    seconds: float
+    frames: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+
+def dataset_features(cameras: tuple[str, ...] | list[str], image_size: tuple[int, int]) -> dict[str, Any]:
+    """The LeRobot features of a recording: one video per camera, 4-D state and action."""
+    from vlaforge.types import FeatureSpec
+
+    h, w = image_size
+    features: dict[str, FeatureSpec] = {
+        IMAGE_PREFIX + cam: FeatureSpec("video", (h, w, 3), ["height", "width", "channels"])
+        for cam in cameras
+    }
+    features[STATE_KEY] = FeatureSpec("float32", (4,), list(STATE_NAMES))
+    features[ACTION_KEY] = FeatureSpec("float32", (4,), list(ACTION_NAMES))
+    return features
+
+
+@dataclass
+class _Rollout:
+    instruction: str
+    config_id: int
+    success_step: int | None
+    images: dict[str, list[np.ndarray]]
+    states: list[np.ndarray]
+    actions: list[np.ndarray]
+
+
+def _rollout(env: Any, seed: int, limit: int, steps_after_success: int, keep_frames: bool) -> _Rollout:
+    obs = env.reset(seed)
+    out = _Rollout(obs.instruction, int(env.config_id), None, {cam: [] for cam in obs.images}, [], [])
+    for t in range(limit):
+        action = env.expert_action()
+        if keep_frames:
+            for cam, image in obs.images.items():
+                out.images[cam].append(image)
+            out.states.append(obs.state)
+        out.actions.append(action)
+        obs, _, done, info = env.step(action)
+        if info["success"] and out.success_step is None:
+            out.success_step = t
+        if (out.success_step is not None and t - out.success_step >= steps_after_success) or done:
+            break
+    return out
+
+
+def run_expert_episode(
+    env: Any,
+    seed: int,
+    *,
+    steps_after_success: int = 10,
+    max_steps: int | None = None,
+    keep_frames: bool = True,
+    preview: bool = True,
+) -> EpisodeResult:
+    """Roll out `env.expert_action()` from `env.reset(seed)`.
+
+    Stops `steps_after_success` actions after the first success, or at `max_steps` (default the env's).
+    frames hold, for every executed step t, the observation seen before acting and the action taken:
+    images uint8 (T, H, W, 3), state float32 (T, 4), action float32 (T, 4); None for failures.
+
+    preview: first roll out without rendering (~20x cheaper) and render only episodes that succeed.
+    Resets are deterministic, so the rendered replay is the same trajectory (checked); a failing
+    layout then costs ~0.4 s instead of ~7 s of rendering 500 steps.
+    """
+    start = time.perf_counter()
+    limit = env.max_steps if max_steps is None else min(max_steps, env.max_steps)
+    dry = None
+    if keep_frames and preview and hasattr(env, "render_images"):
+        env.render_images = False
+        try:
+            dry = _rollout(env, seed, limit, steps_after_success, keep_frames=False)
+        finally:
+            env.render_images = True
+        limit = len(dry.actions)
+    run = (
+        dry
+        if dry is not None and dry.success_step is None
+        else _rollout(env, seed, limit, steps_after_success, keep_frames)
+    )
+    if (
+        dry is not None
+        and run is not dry
+        and (run.success_step != dry.success_step or not np.array_equal(run.actions, dry.actions))
+    ):
+        raise RuntimeError(
+            f"{env.task} seed {seed}: the rendered replay diverged from the preview rollout "
+            f"(success at {run.success_step} vs {dry.success_step}); rerun with preview=False"
+        )
+    frames = None
+    if keep_frames and run.success_step is not None:
+        frames = {IMAGE_PREFIX + cam: np.stack(seq) for cam, seq in run.images.items()}  # (T, H, W, 3)
+        frames[STATE_KEY] = np.stack(run.states).astype(np.float32)  # (T, 4)
+        frames[ACTION_KEY] = np.stack(run.actions).astype(np.float32)  # (T, 4)
+    return EpisodeResult(
+        task=env.task,
+        attempt=-1,
+        seed=int(seed),
+        config_id=run.config_id,
+        instruction=run.instruction,
+        success=run.success_step is not None,
+        success_step=run.success_step,
+        length=len(run.actions),
+        seconds=time.perf_counter() - start,
+        frames=frames,
+    )
+
+
+# ---------------------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {"env": None}
+
+
+def _init_worker() -> None:
+    """One thread per worker: the machine's cores are shared by the workers and the video encoder.
+
+    Runs before the worker's first env, so Mesa's llvmpipe (which reads LP_NUM_THREADS when the
+    first GL context is made) renders single-threaded; numpy is already loaded by then, but the
+    simulator's arrays are far too small for BLAS threads to matter.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LP_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # LP_NUM_THREADS: Mesa llvmpipe's rasteriser threads
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _worker_episode(config: RecordConfig, task: str, attempt: int) -> EpisodeResult:
+    env = _WORKER["env"]
+    if env is None or env.task != task:  # attempts arrive grouped by task: keep one env at a time
+        if env is not None:
+            env.close()
+        env = _WORKER["env"] = make_env(
+            task, split=config.split, cameras=config.cameras, image_size=config.image_size
+        )
+    result = run_expert_episode(
+        env,
+        config.seed + attempt,
+        steps_after_success=config.steps_after_success,
+        max_steps=config.max_episode_steps,
+    )
+    result.attempt = attempt
+    return result
+
+
+def _close_worker_env() -> None:
+    if _WORKER["env"] is not None:
+        _WORKER["env"].close()
+        _WORKER["env"] = None
+
+
+class _Executor(Protocol):
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future: ...
+
+
+class _InlineExecutor:
+    """workers=0: run attempts in the calling process (debugging, tests)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # re-raised by future.result() in the scheduler
+            future.set_exception(e)
+        return future
+
+
+# -------------------------------------------------------------------------------------- scheduler
+
+
+@dataclass
+class _TaskState:
+    next_attempt: int = 0
+    inflight: int = 0
+    successes: int = 0
+    written: int = 0
+    resolved: dict[int, EpisodeResult] = field(default_factory=dict)  # finished attempts not yet walked
+    write_attempt: int = 0  # next attempt whose fate decides the write order
+    failures: list[dict[str, int]] = field(default_factory=list)
+    kept: list[EpisodeResult] = field(default_factory=list)
+
+
+def _collect(
+    config: RecordConfig,
+    executor: _Executor,
+    on_episode: Callable[[EpisodeResult], None],
+    *,
+    episode_fn: Callable[..., EpisodeResult] = _worker_episode,
+    max_pending: int = 4,
+    on_attempt: Callable[[EpisodeResult], None] | None = None,
+) -> dict[str, _TaskState]:
+    """Schedule attempts on `executor` and hand kept episodes to `on_episode` in (task, seed) order.
+
+    An attempt is submitted only while successes + attempts in flight < episodes_per_task, so the
+    tried seeds of a task are always a prefix and the kept ones are its first successes. At most
+    `max_pending` episodes are in flight or waiting to be written, except that the task the writer
+    is waiting for may always submit its retries (else a full buffer of later tasks would deadlock),
+    so memory stays below 2 x max_pending episodes.
+    """
+    n = config.episodes_per_task
+    states = {task: _TaskState() for task in config.tasks}
+    futures: dict[Future, tuple[str, int]] = {}
+    write_task = 0
+
+    def buffered() -> int:
+        return sum(len(st.resolved) for st in states.values())
+
+    def top_up() -> None:
+        for i, task in enumerate(config.tasks):  # earlier tasks first: the writer waits for them
+            st = states[task]
+            while (
+                (len(futures) + buffered() < max_pending or (i == write_task and len(futures) < max_pending))
+                and st.successes + st.inflight < n
+                and st.next_attempt < config.max_attempts
+            ):
+                futures[executor.submit(episode_fn, config, task, st.next_attempt)] = (task, st.next_attempt)
+                st.next_attempt += 1
+                st.inflight += 1
+
+    def task_finished(st: _TaskState) -> bool:
+        exhausted = st.next_attempt >= config.max_attempts and st.inflight == 0
+        return st.written >= n or (exhausted and st.write_attempt >= st.next_attempt)
+
+    def flush() -> None:
+        nonlocal write_task
+        while write_task < len(config.tasks):
+            st = states[config.tasks[write_task]]
+            while st.write_attempt in st.resolved:
+                result = st.resolved.pop(st.write_attempt)
+                st.write_attempt += 1
+                if result.success and st.written < n:
+                    on_episode(result)
+                    st.kept.append(result)
+                    st.written += 1
+            if not task_finished(st):
+                return
+            write_task += 1
+
+    top_up()
+    while futures:
+        done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+        for future in sorted(done, key=lambda f: futures[f]):
+            task, attempt = futures.pop(future)
+            result = future.result()  # a worker exception propagates here
+            st = states[task]
+            st.inflight -= 1
+            if result.success:
+                st.successes += 1
+            else:
+                st.failures.append({"attempt": attempt, "seed": result.seed, "config_id": result.config_id})
+                result.frames = None
+            if on_attempt is not None:
+                on_attempt(result)
+            st.resolved[attempt] = result
+        flush()
+        top_up()
+    flush()
+    for st in states.values():
+        st.failures.sort(key=lambda f: f["attempt"])  # completion order is timing-dependent
+    return states
+
+
+# ----------------------------------------------------------------------------------------- record
+
+
+def summary_path(out: str | Path) -> Path:
+    """Where `record` writes its summary: next to the dataset directory, never inside it."""
+    out = Path(out)
+    return out.parent / (out.name + SUMMARY_SUFFIX)
+
+
+def record(
+    tasks: str | list[str] | tuple[str, ...],
+    episodes_per_task: int,
+    out: str | Path,
+    *,
+    workers: int = 2,
+    image_size: int | tuple[int, int] = (128, 128),
+    cameras: tuple[str, ...] | list[str] = ("corner", "gripper"),
+    steps_after_success: int = 10,
+    seed: int = 0,
+    max_attempts_factor: int = 3,
+    codec: str = "h264",
+    progress: bool = True,
+    split: str = "train",
+    max_episode_steps: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Record successful scripted-expert episodes of `tasks` into a LeRobot dataset at `out`.
+
+    tasks: 'mt10', 'mt50', 'reach-v3,push' or a list. workers: processes rolling out episodes
+    (0 = in this process). Returns the dataset root; the per-task summary goes to `summary_path(out)`.
+    A task whose expert keeps failing ends with fewer episodes: it is listed under
+    "incomplete_tasks" in the summary and a warning is printed.
+    """
+    from vlaforge.data import DatasetWriter
+
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    config = RecordConfig(
+        tasks=tuple(resolve_tasks(tasks)),
+        episodes_per_task=episodes_per_task,
+        image_size=size,  # type: ignore[arg-type]
+        cameras=tuple(cameras),
+        steps_after_success=steps_after_success,
+        seed=seed,
+        max_attempts_factor=max_attempts_factor,
+        split=split,
+        max_episode_steps=max_episode_steps,
+    )
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = record in this process), got {workers}")
+    out = Path(out)
+    fps = _control_rate(config.tasks[0])
+    features = dataset_features(config.cameras, config.image_size)
+    bar = _progress_bar(len(config.tasks) * episodes_per_task, progress)
+    counts = {"attempts": 0, "successes": 0}
+    episode_index: dict[tuple[str, int], int] = {}
+    started = time.perf_counter()
+
+    def on_attempt(result: EpisodeResult) -> None:
+        counts["attempts"] += 1
+        counts["successes"] += int(result.success)
+        if bar is not None:
+            bar.set_postfix(
+                success=f"{counts['successes'] / counts['attempts']:.0%}", task=result.task, refresh=False
+            )
+
+    with DatasetWriter(
+        out, fps=fps, features=features, robot_type=ROBOT_TYPE, codec=codec, overwrite=overwrite
+    ) as w:
+
+        def on_episode(result: EpisodeResult) -> None:
+            assert result.frames is not None
+            episode_index[(result.task, result.seed)] = w.add_episode(result.frames, task=result.instruction)
+            result.frames = None  # free the frames as soon as they are written
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            if workers == 0:
+                try:
+                    states = _collect(
+                        config, _InlineExecutor(), on_episode, on_attempt=on_attempt, max_pending=1
+                    )
+                finally:
+                    _close_worker_env()
+            else:
+                ctx = mp.get_context("spawn")
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+                    try:
+                        states = _collect(
+                            config, pool, on_episode, on_attempt=on_attempt, max_pending=2 * workers + 2
+                        )
+                    except BaseException:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if w.num_episodes == 0:  # the writer is aborted on the way out; nothing is left at `out`
+            attempts = {task: st.next_attempt for task, st in states.items()}
+            raise RuntimeError(f"record: the expert failed every attempt (attempts per task: {attempts})")
+        root = w.finalize()
+
+    summary = _summary(
+        config, states, episode_index, root, fps, codec, workers, time.perf_counter() - started
+    )
+    summary_path(root).write_text(json.dumps(summary, indent=2) + "\n")
+    if summary["incomplete_tasks"]:
+        warnings.warn(
+            f"record: the expert did not reach {episodes_per_task} successful episodes within "
+            f"{config.max_attempts} attempts for {summary['incomplete_tasks']}; see {summary_path(root)}",
+            stacklevel=2,
+        )
+    return root
+
+
+def _control_rate(task: str) -> float:
+    """Meta-World's control rate: frame_skip 5 x timestep 2.5 ms = 12.5 ms per step, 80 Hz."""
+    import metaworld.env_dict
+
+    env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
+    try:
+        return float(1.0 / env.dt)
+    finally:
+        env.close()
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="ep", desc="record", dynamic_ncols=True)
+
+
+def _summary(
+    config: RecordConfig,
+    states: dict[str, _TaskState],
+    episode_index: dict[tuple[str, int], int],
+    root: Path,
+    fps: float,
+    codec: str,
+    workers: int,
+    seconds: float,
+) -> dict[str, Any]:
+    per_task: dict[str, Any] = {}
+    for task, st in states.items():
+        kept = st.kept
+        per_task[task] = {
+            "episodes": len(kept),
+            "attempts": st.next_attempt,
+            "failures": st.failures,
+            "episode_indices": [episode_index[(task, r.seed)] for r in kept],
+            "seeds": [r.seed for r in kept],
+            "config_ids": [r.config_id for r in kept],
+            "distinct_configs": len({r.config_id for r in kept}),
+            "instructions": [r.instruction for r in kept],
+            "lengths": [r.length for r in kept],
+            "success_steps": [r.success_step for r in kept],
+        }
+    frames = sum(sum(t["lengths"]) for t in per_task.values())
+    return {
+        "dataset": str(root),
+        "config": {
+            **asdict(config),
+            "benchmark_seed": split_seed(config.split),
+            "configs_per_split": N_CONFIGS,
+        },
+        "fps": fps,
+        "codec": codec,
+        "workers": workers,
+        "episodes": sum(t["episodes"] for t in per_task.values()),
+        "frames": frames,
+        "attempts": sum(t["attempts"] for t in per_task.values()),
+        "wall_time_s": round(seconds, 2),
+        "incomplete_tasks": [
+            task for task, t in per_task.items() if t["episodes"] < config.episodes_per_task
+        ],
+        "tasks": per_task,
+    }
