@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-DEFAULT_TASKS = "reach-v3,button-press-topdown-v3,drawer-close-v3"
+DEFAULT_TASKS = "drawer-close-v3,button-press-topdown-v3,window-close-v3"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tasks", default=DEFAULT_TASKS, help="task names or a set (mt10, mt50)")
     p.add_argument("--episodes-per-task", type=int, default=20)
-    p.add_argument("--minutes", type=float, default=8.0, help="training wall-clock budget")
+    p.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--head", default="diffusion", choices=["diffusion", "flow", "binned", "l1", "mse"])
     p.add_argument("--eval-episodes", type=int, default=10)

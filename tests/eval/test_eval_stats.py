@@ -41,3 +41,8 @@ def test_percentile_interpolates():
     assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0], 90) == 10.0
     assert percentile([], 50) != percentile([], 50)  # NaN
+
+
+@pytest.mark.parametrize("n", [1, 10, 13, 15, 17, 50])
+def test_wilson_edges_are_exact_at_zero_and_all(n):
+    assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0

@@ -76,3 +76,13 @@ def test_constant_dimension_stays_finite():
     norm = Normalizer.from_dataset_stats({"s": _stats(x)}, {"s": "mean_std"})
     y = norm.normalize("s", torch.tensor([[0.5, 0.31]]))
     assert torch.isfinite(y).all() and abs(float(y[0, 1])) <= 10.0 + 1e-4
+
+
+def test_non_vector_statistics_are_ignored_and_survive_save_load():
+    """Datasets store a scalar `count` next to the vectors; it must not define the feature size."""
+    x = np.random.default_rng(2).normal(size=(64, 4)).astype(np.float32)
+    stats = {"count": np.array([64]), **_stats(x)}
+    norm = Normalizer.from_dataset_stats({"observation.state": stats}, {"observation.state": "mean_std"})
+    back = Normalizer.from_state(norm.describe(), norm.state_dict())  # safetensors sorts keys: count first
+    t = torch.from_numpy(x)
+    assert torch.allclose(back.normalize("observation.state", t), norm.normalize("observation.state", t))

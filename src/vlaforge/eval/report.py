@@ -79,8 +79,9 @@ def plot_success(report: EvalReport, path: str | Path) -> Path:
 
     names = [t.task for t in report.tasks]
     rates = [t.rate for t in report.tasks]
-    err_lo = [t.rate - t.wilson_lo for t in report.tasks]
-    err_hi = [t.wilson_hi - t.rate for t in report.tasks]
+    # Clamp: at 0 % or 100 % the interval edge equals the rate up to float rounding.
+    err_lo = [max(0.0, t.rate - t.wilson_lo) for t in report.tasks]
+    err_hi = [max(0.0, t.wilson_hi - t.rate) for t in report.tasks]
     fig = Figure(figsize=(max(4.0, 0.6 * len(names) + 1.5), 3.6), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

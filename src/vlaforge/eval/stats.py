@@ -24,7 +24,9 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1.0 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
+    lo, hi = max(0.0, center - half), min(1.0, center + half)
+    # The Wilson edges are exactly 0 at k = 0 and 1 at k = n; float rounding would leave 1 - 1e-16.
+    return (0.0 if successes == 0 else lo), (1.0 if successes == n else hi)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -157,7 +157,9 @@ def train(
     loss_val = float("nan")
     window_loss, window_n = 0.0, 0
     budget_s = cfg.minutes * 60 if cfg.minutes else None
-    bar = tqdm(total=cfg.steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    # With a wall-clock budget the step total is only an upper bound: show time left instead of a step ETA.
+    bar_total = None if budget_s is not None else cfg.steps
+    bar = tqdm(total=bar_total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     step = 0
     try:
         while step < cfg.steps:
@@ -208,7 +210,10 @@ def train(
                 tb.add_scalar("perf/data_wait_fraction", wait_s / elapsed, step)
                 for k, v in metrics.items():
                     tb.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(loss=f"{loss_val:.4f}", sps=f"{sps:.0f}", wait=f"{wait_s / elapsed:.0%}")
+                postfix = {"loss": f"{loss_val:.4f}", "sps": f"{sps:.0f}", "wait": f"{wait_s / elapsed:.0%}"}
+                if budget_s is not None:
+                    postfix["left"] = f"{max(0.0, budget_s - elapsed) / 60:.1f}min"
+                bar.set_postfix(postfix)
             bar.update(1)
             if step % cfg.save_every == 0:
                 _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)

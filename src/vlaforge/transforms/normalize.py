@@ -24,6 +24,7 @@ EPS = 1e-8
 # turn a tiny deviation at inference into a huge normalized value.
 MIN_SCALE = 1e-3
 MODES = ("mean_std", "quantile", "min_max", "identity")
+STAT_NAMES = ("mean", "std", "min", "max", "q01", "q10", "q50", "q90", "q99")
 _REQUIRED = {
     "mean_std": ("mean", "std"),
     "quantile": ("q01", "q99"),
@@ -50,13 +51,17 @@ class FeatureNorm:
                     f"normalization mode '{self.mode}' needs statistic '{k}' but only {sorted(self.stats)} "
                     "are available; recompute the dataset statistics (meta/stats.json)"
                 )
-        self.stats = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in self.stats.items()}
+        # Keep only per-dimension statistics (datasets also store e.g. a frame `count`).
+        self.stats = {
+            k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in self.stats.items() if k in STAT_NAMES
+        }
+        dims = {k: v.shape[0] for k, v in self.stats.items()}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"statistics disagree on the feature dimension: {dims}")
 
     @property
     def dim(self) -> int | None:
-        for v in self.stats.values():
-            return int(v.shape[0])
-        return None
+        return next(iter(self.stats.values())).shape[0] if self.stats else None
 
 
 class Normalizer:

@@ -1,0 +1,109 @@
+"""MT10 success per action head under one training budget (issue: policy core).
+
+For each head: train `octo-tiny` on the MT10 demonstrations for `--minutes` of wall-clock time,
+evaluate on `--episodes` unseen layouts per task (eval split), and record per-task and mean
+success with 95 % Wilson intervals plus the training curve. Results are merged into
+`benchmarks/results/mt10.json` ({"heads": {head: {...,"mean_success": x}}}) so heads can be run
+in separate invocations and still land in one table.
+
+    python benchmarks/bench_mt10.py --data data/mt10 --heads diffusion --minutes 40 --episodes 20
+    python benchmarks/bench_mt10.py --data data/mt10 --heads diffusion \
+        --instructions benchmarks/instructions_rephrased_mt10.json --eval-only   # language robustness
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/mt10")
+    p.add_argument("--heads", default="diffusion,flow,binned,l1")
+    p.add_argument("--language", default="words", choices=["words", "minilm"])
+    p.add_argument("--minutes", type=float, default=60.0, help="training budget per head")
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
+    p.add_argument("--workers", type=int, default=2, help="evaluation processes")
+    p.add_argument("--runs", default="runs/mt10", help="run directories go to <runs>-<head>[-<language>]")
+    p.add_argument("--instructions", default=None, help="JSON {task: instruction} used at evaluation")
+    p.add_argument("--eval-only", action="store_true", help="evaluate existing runs instead of training")
+    p.add_argument("--out", default="benchmarks/results/mt10.json")
+    args = p.parse_args()
+
+    from vlaforge.envs import resolve_tasks
+    from vlaforge.eval.commands import load_instructions, load_policy
+    from vlaforge.eval.rollout import evaluate
+    from vlaforge.info import machine_info
+    from vlaforge.train.commands import run_training
+
+    tasks = resolve_tasks("mt10")
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"heads": {}}
+    instructions = load_instructions(args.instructions) if args.instructions else None
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+    for head in args.heads.split(","):
+        suffix = head if args.language == "words" else f"{head}-{args.language}"
+        run = Path(f"{args.runs}-{suffix}")
+        if not args.eval_only:
+            run_training(
+                "octo-tiny",
+                args.data,
+                run,
+                head=head,
+                language=args.language,
+                train_overrides={"minutes": args.minutes, "steps": 1_000_000, "num_workers": 0},
+            )
+        summary = json.loads((run / "train_summary.json").read_text())
+        t0 = time.perf_counter()
+        eval_dir = run / ("eval-rephrased" if instructions else "eval")
+        report = evaluate(
+            functools.partial(load_policy, str(run)),
+            tasks,
+            episodes=args.episodes,
+            workers=args.workers,
+            out_dir=eval_dir,
+            instructions=instructions,
+            videos_per_task=1,
+        )
+        overall = report.overall()
+        entry = {
+            "command": command,
+            "run": str(run),
+            "language": args.language,
+            "instructions": args.instructions or "dataset phrasings",
+            "train_minutes": round(summary["wall_s"] / 60, 1),
+            "train_steps": summary["steps"],
+            "train_samples_per_s": summary["samples_per_s"],
+            "data_wait_fraction": summary["data_wait_fraction"],
+            "eval_episodes_per_task": args.episodes,
+            "eval_minutes": round((time.perf_counter() - t0) / 60, 1),
+            "mean_success": report.mean_success,
+            "overall": overall,
+            "per_task": {
+                t.task: {"success": t.rate, "ci95": [t.wilson_lo, t.wilson_hi]} for t in report.tasks
+            },
+            "latency": report.latency(),
+            "curve": summary["curve"][:: max(1, len(summary["curve"]) // 50)],
+            "machine": machine_info(),
+        }
+        key = suffix if not instructions else f"{suffix}-rephrased"
+        results["heads"][key] = entry
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        print(report.to_markdown())
+        print(f"{key}: mean success {report.mean_success:.1%} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
