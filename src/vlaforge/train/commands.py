@@ -27,23 +27,51 @@ def run_training(
     r = get_recipe(recipe)
     probe = Dataset(data)
     model_kw = {**(model_overrides or {}), "head": head, "language": language}
-    history = model_kw.get("history") or r.model.get("history", 1)
-    chunk = model_kw.get("chunk") or r.model.get("chunk", 1)
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
-    dataset = Dataset(data, history=history, chunk=chunk)
-    if cfg.cache_frames and hasattr(dataset, "cache_frames"):
-        dataset.cache_frames(progress=progress)
     policy = make_policy(recipe, probe, **model_kw)
+    dataset = _training_dataset(data, policy.config.history, policy.config.chunk, cfg.cache_frames, progress)
     if progress:
         n = policy.num_parameters()
         print(
             f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params"
         )
-        print(
-            f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes, history {history}, chunk {chunk}"
+        print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
+    info = {"recipe": recipe, "data": str(Path(data).resolve())}
+    return policy, train(policy, dataset, cfg, out, progress=progress, run_info=info)
+
+
+def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None, progress: bool = True):
+    """Continue a run from its newest readable checkpoint (only budget/logging fields may change)."""
+    from vlaforge.models.policy import CheckpointError, Policy
+    from vlaforge.train.config import TrainConfig
+    from vlaforge.train.trainer import latest_checkpoint, train
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "train_config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(
+            f"cannot resume {run_dir}: no train_config.json (is this a vlaforge run directory?)"
         )
-    result = train(policy, dataset, cfg, out, progress=progress)
-    return policy, result
+    saved = json.loads(cfg_path.read_text())
+    cfg = TrainConfig(
+        **{**saved["train"], **{k: v for k, v in (train_overrides or {}).items() if v is not None}}
+    )
+    policy = Policy.load(
+        latest_checkpoint(run_dir) / "policy"
+    )  # modules + statistics; raw weights restored by train()
+    c = policy.config
+    dataset = _training_dataset(saved["data"], c.history, c.chunk, cfg.cache_frames, progress)
+    info = {"recipe": saved.get("recipe", c.recipe), "data": saved["data"]}
+    return policy, train(policy, dataset, cfg, run_dir, progress=progress, resume=True, run_info=info)
+
+
+def _training_dataset(data: str | Path, history: int, chunk: int, cache: bool, progress: bool):
+    from vlaforge.data import Dataset
+
+    dataset = Dataset(data, history=history, chunk=chunk)
+    if cache:
+        dataset.cache_frames(progress=progress)
+    return dataset
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,6 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         "save_every": args.save_every,
         "cache_frames": not args.no_cache,
     }
+    if args.resume:
+        _, res = resume_training(args.resume, train_overrides={k: train_kw[k] for k in ("steps", "minutes")})
+        _print_result(res)
+        return 0
+    if not args.data or not args.out:
+        raise SystemExit("vlaforge train: --data and --out are required (or --resume RUN_DIR)")
     model_kw = json.loads(args.model_overrides) if args.model_overrides else {}
     if args.no_augment:
         model_kw["augment"] = False
@@ -70,6 +104,11 @@ def _run(args: argparse.Namespace) -> int:
         train_overrides=train_kw,
         model_overrides=model_kw,
     )
+    _print_result(res)
+    return 0
+
+
+def _print_result(res) -> None:
     print(
         f"done: {res.steps} steps in {res.wall_s / 60:.1f} min, {res.samples_per_s:.0f} samples/s, "
         f"data wait {res.data_wait_fraction:.1%}, final loss {res.final_loss:.4f}"
@@ -77,14 +116,16 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"policy: {res.run_dir / 'policy'}   summary: {res.run_dir / 'train_summary.json'}   curve: {res.run_dir / 'loss.png'}"
     )
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a policy recipe on a dataset")
     p.add_argument("--recipe", default="octo-tiny", help="recipe name (see `vlaforge train --list-recipes`)")
-    p.add_argument("--data", required=True, help="dataset root (LeRobot v3.0 or v2.1 layout)")
-    p.add_argument("--out", required=True, help="run directory to create")
+    p.add_argument("--data", help="dataset root (LeRobot v3.0 or v2.1 layout)")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a killed/finished run (--steps/--minutes may change)"
+    )
     p.add_argument("--head", choices=["diffusion", "flow", "binned", "l1", "mse"], default=None)
     p.add_argument("--language", choices=["words", "minilm"], default=None)
     p.add_argument("--steps", type=int, default=None)

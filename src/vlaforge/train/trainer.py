@@ -19,18 +19,23 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
-from vlaforge.models.policy import Policy
+from vlaforge.models.policy import CheckpointError, Policy, resolve_checkpoint
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
+from vlaforge.train.sampler import StepBatchSampler
 from vlaforge.train.schedule import lr_at
+
+TRAINER_STATE = "trainer_state.pt"
 
 
 class TrainingError(RuntimeError):
@@ -70,15 +75,11 @@ def make_optimizer(policy: torch.nn.Module, *, lr: float, weight_decay: float) -
     )
 
 
-def _infinite(loader: DataLoader):
-    while True:
-        yield from loader
-
-
 def _save_checkpoint(
-    run_dir: Path, step: int, policy: Policy, ema: EMA | None, state: dict[str, Any], keep: int
+    run_dir: Path, policy: Policy, ema: EMA | None, state: dict[str, Any], keep: int
 ) -> Path:
     """Atomic: write into a temp dir, then rename; keep the newest `keep` checkpoints."""
+    step = state["step"]
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{step:08d}"
@@ -90,7 +91,7 @@ def _save_checkpoint(
     finally:
         if backup is not None:
             policy.load_state_dict(backup, strict=False)
-    torch.save(state, tmp / "trainer_state.pt")
+    torch.save(state, tmp / TRAINER_STATE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     done = sorted(p for p in root.iterdir() if p.name.isdigit())
@@ -118,9 +119,32 @@ def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+@dataclass
+class _Progress:
+    """Counters that continue across a resume (the wall-clock budget counts every segment)."""
+
+    step: int = 0
+    samples: int = 0
+    wait_s: float = 0.0
+    elapsed_before_s: float = 0.0
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
 def train(
-    policy: Policy, dataset: Any, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True
+    policy: Policy,
+    dataset: Any,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    run_info: dict[str, Any] | None = None,
 ) -> TrainResult:
+    """Train `policy` on `dataset`; with `resume=True` continue from the newest readable checkpoint in run_dir.
+
+    A resumed run reproduces the uninterrupted run exactly on CPU with num_workers=0 and a step budget:
+    the data order is a function of (seed, step), and weights, optimizer, EMA and every RNG state are restored.
+    """
     from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
@@ -131,36 +155,44 @@ def train(
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     policy.to(device).train()
-    (run_dir / "train_config.json").write_text(
-        json.dumps({"policy": policy.config.to_dict(), "train": cfg.to_dict()}, indent=2)
-    )
+    config_record = {"policy": policy.config.to_dict(), "train": cfg.to_dict(), **(run_info or {})}
 
     opt = make_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    prog = _Progress()
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        check_resume_config(run_dir, config_record)
+        _restore(torch.load(ckpt / TRAINER_STATE, weights_only=True), policy, opt, ema, prog)
+        if progress:
+            print(f"resuming {run_dir} from step {prog.step} ({ckpt.name})")
+    (run_dir / "train_config.json").write_text(json.dumps(config_record, indent=2))
 
-    g = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
-        sampler=RandomSampler(dataset, generator=g),
+        batch_sampler=StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start_step=prog.step),
         num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
         persistent_workers=cfg.num_workers > 0,
-        drop_last=len(dataset) >= cfg.batch_size,
+        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched by the loader
     )
-    batches = _infinite(loader)
-    tb = SummaryWriter(str(run_dir / "tb"))
-    curve: list[dict[str, float]] = []
-    t_start = time.perf_counter()
-    wait_s = 0.0
-    samples = 0
+    batches = iter(loader)
+    tb = SummaryWriter(str(run_dir / "tb"), purge_step=prog.step if resume else None)
+    t_start = time.perf_counter() - prog.elapsed_before_s
     loss_val = float("nan")
     window_loss, window_n = 0.0, 0
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     # With a wall-clock budget the step total is only an upper bound: show time left instead of a step ETA.
     bar_total = None if budget_s is not None else cfg.steps
-    bar = tqdm(total=bar_total, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
-    step = 0
+    bar = tqdm(
+        total=bar_total,
+        initial=prog.step,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    step = prog.step
     try:
         while step < cfg.steps:
             elapsed = time.perf_counter() - t_start
@@ -168,7 +200,7 @@ def train(
                 break
             t0 = time.perf_counter()
             batch = next(batches)
-            wait_s += time.perf_counter() - t0
+            prog.wait_s += time.perf_counter() - t0
             progress_frac = max(step / cfg.steps, elapsed / budget_s if budget_s else 0.0)
             lr = lr_at(
                 step, progress_frac, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
@@ -178,8 +210,9 @@ def train(
 
             loss, metrics = policy.loss(batch)
             if not torch.isfinite(loss):
+                prog.step = step
                 path = _save_checkpoint(
-                    run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last
+                    run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last
                 )
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
@@ -192,8 +225,8 @@ def train(
             if ema is not None:
                 ema.update(policy)
             step += 1
-            n = len(batch["task"])
-            samples += n
+            prog.step = step
+            prog.samples += len(batch["task"])
             window_loss += loss.item()
             window_n += 1
 
@@ -201,28 +234,32 @@ def train(
                 loss_val = window_loss / window_n
                 window_loss, window_n = 0.0, 0
                 elapsed = time.perf_counter() - t_start
-                sps = samples / elapsed
-                curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
+                sps = prog.samples / elapsed
+                prog.curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
                 tb.add_scalar("train/loss", loss_val, step)
                 tb.add_scalar("train/lr", lr, step)
                 tb.add_scalar("train/grad_norm", float(grad_norm), step)
                 tb.add_scalar("perf/samples_per_s", sps, step)
-                tb.add_scalar("perf/data_wait_fraction", wait_s / elapsed, step)
+                tb.add_scalar("perf/data_wait_fraction", prog.wait_s / elapsed, step)
                 for k, v in metrics.items():
                     tb.add_scalar(f"train/{k}", v, step)
-                postfix = {"loss": f"{loss_val:.4f}", "sps": f"{sps:.0f}", "wait": f"{wait_s / elapsed:.0%}"}
+                postfix = {
+                    "loss": f"{loss_val:.4f}",
+                    "sps": f"{sps:.0f}",
+                    "wait": f"{prog.wait_s / elapsed:.0%}",
+                }
                 if budget_s is not None:
                     postfix["left"] = f"{max(0.0, budget_s - elapsed) / 60:.1f}min"
                 bar.set_postfix(postfix)
             bar.update(1)
             if step % cfg.save_every == 0:
-                _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+                _save_checkpoint(run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last)
     finally:
         bar.close()
         tb.close()
 
     wall = time.perf_counter() - t_start
-    _save_checkpoint(run_dir, step, policy, ema, _state(step, opt, ema, cfg), cfg.keep_last)
+    _save_checkpoint(run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last)
     if ema is not None:
         ema.copy_to(policy)
     policy.eval()
@@ -230,7 +267,12 @@ def train(
     if window_n:
         loss_val = window_loss / window_n
     result = TrainResult(
-        run_dir, step, wall, samples / wall if wall else 0.0, wait_s / wall if wall else 0.0, loss_val
+        run_dir,
+        step,
+        wall,
+        prog.samples / wall if wall else 0.0,
+        prog.wait_s / wall if wall else 0.0,
+        loss_val,
     )
     summary = {
         "steps": step,
@@ -240,23 +282,110 @@ def train(
         "final_loss": loss_val if math.isfinite(loss_val) else None,
         "parameters": policy.num_parameters(),
         "trainable_parameters": policy.num_parameters(trainable_only=True),
-        "curve": curve,
+        "curve": prog.curve,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    _plot_curve(curve, run_dir / "loss.png")
+    _plot_curve(prog.curve, run_dir / "loss.png")
     return result
 
 
-def _state(step: int, opt: torch.optim.Optimizer, ema: EMA | None, cfg: TrainConfig) -> dict[str, Any]:
+def _state(
+    opt: torch.optim.Optimizer, ema: EMA | None, prog: _Progress, policy: Policy, t_start: float
+) -> dict[str, Any]:
+    """Everything a resume needs, as tensors and plain Python (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
     return {
-        "step": step,
+        "step": prog.step,
+        "samples": prog.samples,
+        "wait_s": prog.wait_s,
+        "elapsed_s": time.perf_counter() - t_start,
+        "curve": prog.curve,
+        "model": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},  # raw, not EMA
         "optimizer": opt.state_dict(),
-        "ema": None if ema is None else ema.state_dict(),
+        "ema": None if ema is None else {k: v.clone() for k, v in ema.state_dict().items()},
         "ema_updates": 0 if ema is None else ema.updates,
-        "train_config": cfg.to_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state()[1],
-            "python": random.getstate()[1],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": list(random.getstate()[1]),
+            "python_gauss": random.getstate()[2],
         },
     }
+
+
+def _restore(
+    state: dict[str, Any], policy: Policy, opt: torch.optim.Optimizer, ema: EMA | None, prog: _Progress
+) -> None:
+    policy.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+        ema.updates = state["ema_updates"]
+    prog.step, prog.samples, prog.wait_s = state["step"], state["samples"], state["wait_s"]
+    prog.elapsed_before_s, prog.curve = state["elapsed_s"], list(state["curve"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    kind, keys, *rest = rng["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate((3, tuple(rng["python"]), rng["python_gauss"]))
+
+
+# Fields that may change between segments of one run; everything else must match to resume.
+RESUMABLE_CHANGES = {
+    "steps",
+    "minutes",
+    "save_every",
+    "log_every",
+    "keep_last",
+    "num_workers",
+    "threads",
+    "device",
+}
+
+
+def check_resume_config(run_dir: Path, current: dict[str, Any]) -> None:
+    """Refuse to resume with a different model or optimisation setup; list every differing field."""
+    path = run_dir / "train_config.json"
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: {path} is missing")
+    saved = json.loads(path.read_text())
+    diffs = []
+    for section in ("policy", "train"):
+        a, b = saved.get(section, {}), current.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if k in RESUMABLE_CHANGES and section == "train":
+                continue
+            if a.get(k) != b.get(k):
+                diffs.append(f"{section}.{k}: checkpoint {a.get(k)!r} != now {b.get(k)!r}")
+    if diffs:
+        raise CheckpointError("cannot resume with a different configuration:\n  " + "\n  ".join(diffs))
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """Newest complete checkpoint; an unreadable one is skipped with a warning (falls back to the previous)."""
+    root = run_dir / "checkpoints"
+    candidates = (
+        sorted((p for p in root.glob("*") if p.name.isdigit()), reverse=True) if root.is_dir() else []
+    )
+    problems = []
+    for ckpt in candidates:
+        try:
+            resolve_checkpoint(ckpt)  # policy files present
+            for name in (
+                "policy/config.json",
+                "policy/model.safetensors",
+                "policy/normalization.safetensors",
+            ):
+                if not (ckpt / name).is_file():
+                    raise CheckpointError(f"missing {name}")
+            safetensors.torch.load_file(str(ckpt / "policy" / "model.safetensors"))
+            torch.load(ckpt / TRAINER_STATE, weights_only=True)
+        except Exception as e:  # truncated or corrupt files raise various error types
+            problems.append(f"{ckpt}: {e}")
+            warnings.warn(
+                f"checkpoint {ckpt} is unreadable ({e}); falling back to the previous one", stacklevel=2
+            )
+            continue
+        return ckpt
+    detail = ("; ".join(problems)) if problems else "no checkpoints found"
+    raise CheckpointError(f"cannot resume {run_dir}: {detail}")

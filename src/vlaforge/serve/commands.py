@@ -1,0 +1,64 @@
+"""`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vlaforge.models.policy import Policy
+    from vlaforge.serve.server import PolicyServer
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    api_key = args.api_key or os.environ.get("VLAFORGE_API_KEY") or None
+    safety = None
+    if args.safety:
+        from vlaforge.runtime.safety import SafetyLimits
+
+        path = Path(args.safety)
+        try:
+            safety = SafetyLimits.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise SystemExit(f"--safety: file {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--safety: {path} is not valid JSON ({e})") from None
+    policy = Policy.load(args.run_dir, map_location=args.device)
+    server = PolicyServer(
+        policy,
+        args.host,
+        args.port,
+        api_key=api_key,
+        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+        safety=safety,
+    )
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("vlaforge.serve").warning("serving on %s without an API key", args.host)
+    server.run()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a trained policy over a websocket (openpi-compatible msgpack protocol)",
+        description="Serve a trained policy: ws://HOST:PORT, GET /healthz; see docs/protocol.md.",
+    )
+    p.add_argument("run_dir", help="run directory or policy checkpoint directory")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all; default 127.0.0.1)"
+    )
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Api-Key KEY' (or set VLAFORGE_API_KEY)"
+    )
+    p.add_argument("--max-message-mb", type=float, default=16.0, help="largest accepted frame in MiB")
+    p.add_argument("--safety", default=None, help="JSON file of SafetyLimits fields; filters every reply")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every request's timing")
+    p.set_defaults(func=_serve)

@@ -1,0 +1,319 @@
+"""PolicyServer: serve a policy over a websocket, in the openpi message format, safely.
+
+    server = PolicyServer(Policy.load("runs/x"), host="0.0.0.0", port=8000, api_key="secret")
+    server.run()  # blocks; SIGTERM / SIGINT close connections cleanly (code 1001) and return
+
+Per connection: the server sends the metadata map, then answers every binary msgpack message. An
+observation gets ``{"actions": (H, A), "server_timing": {...}, "policy_timing": {...}}``; anything that
+cannot be served gets ``{"error": "...", "kind": ...}`` and the connection stays usable. ``GET /healthz``
+answers 200 without a websocket (and without the API key, so load balancers can probe it).
+
+Why these choices (the two best-known open servers get them wrong):
+- the API key is checked during the HTTP handshake, with `hmac.compare_digest` (constant time), and a
+  wrong or missing key gets 401 before any message is read;
+- frames are bounded by ``max_message_bytes`` (websockets closes with 1009 above it) and decoding is
+  bounded too (see protocol.py): no pickle, no object arrays, no huge allocations from a small frame;
+- inference runs on one worker thread, off the event loop, so health checks, handshakes and other
+  clients' error replies are never blocked behind a forward pass.
+
+History: the server keeps the last T observations per connection (T = the policy's history), so an
+openpi-style client sends one observation per call. ``{"control": "reset"}`` starts a new episode, a new
+instruction resets too, and a message may carry the whole history itself (state (T, S)).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from vlaforge.serve.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ProtocolError,
+    control_of,
+    error_message,
+    metadata_message,
+    pack,
+    parse_observation,
+    unpack,
+)
+
+log = logging.getLogger("vlaforge.serve")
+HEALTH_PATH = "/healthz"
+
+
+class TimingStats:
+    """Running latency record for the aggregate log line (bounded memory: last 10k requests)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self.total_ms: deque[float] = deque(maxlen=keep)
+        self.requests = self.errors = 0
+
+    def add(self, ms: float) -> None:
+        self.requests += 1
+        self.total_ms.append(ms)
+
+    def summary(self) -> dict[str, float]:
+        if not self.total_ms:
+            return {"requests": self.requests, "errors": self.errors}
+        arr = np.asarray(self.total_ms)
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": round(float(np.percentile(arr, 50)), 3),
+            "p99_ms": round(float(np.percentile(arr, 99)), 3),
+            "mean_ms": round(float(arr.mean()), 3),
+        }
+
+
+class PolicyServer:
+    """Serve one `PolicyLike` (anything with `.spec` and `.predict(list[Observation])`).
+
+    safety: optional `SafetyLimits`; when set, every returned chunk is filtered (as a trajectory from the
+    observed state) and the reply carries ``"safety": {"interventions": [...], "stats": {...}}``.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        api_key: str | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        safety: Any | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if api_key is not None and not api_key:
+            raise ValueError("PolicyServer: api_key is empty; pass None for no authentication")
+        if max_message_bytes < 1024:
+            raise ValueError(f"PolicyServer: max_message_bytes={max_message_bytes} is too small (>= 1024)")
+        self.policy = policy
+        self.spec = policy.spec
+        self.host, self.port = host, port
+        self.max_message_bytes = max_message_bytes
+        self.safety_limits = safety
+        self._expected_auth = None if api_key is None else f"Api-Key {api_key}".encode()
+        recipe = getattr(getattr(policy, "config", None), "recipe", None)
+        self.metadata = metadata_message(
+            self.spec,
+            recipe=recipe,
+            max_message_bytes=max_message_bytes,
+            safety=safety is not None,
+            **(metadata or {}),
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlaforge-infer")
+        self.stats = TimingStats()
+        self._bound = threading.Event()
+        self._stop: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ HTTP handshake
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.split("?")[0] == HEALTH_PATH:
+            return connection.respond(HTTPStatus.OK, "OK\n")
+        if self._expected_auth is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, self._expected_auth):
+                log.warning(
+                    "rejected connection from %s: missing or wrong API key", connection.remote_address
+                )
+                return connection.respond(
+                    HTTPStatus.UNAUTHORIZED, "missing or wrong API key (Authorization: Api-Key ...)\n"
+                )
+        return None
+
+    # ------------------------------------------------------------------ one connection
+    async def _handler(self, ws: ServerConnection) -> None:
+        peer = ws.remote_address
+        history: deque = deque(maxlen=self.spec.history)
+        safety = None
+        if self.safety_limits is not None:
+            from vlaforge.runtime.safety import SafetyFilter
+
+            safety = SafetyFilter(self.safety_limits)
+        conn_stats = TimingStats()
+        prev_total_ms: float | None = None
+        log.info("client connected: %s", peer)
+        try:
+            await ws.send(pack(self.metadata))
+            async for frame in ws:
+                t0 = time.perf_counter()
+                reply = await self._answer(frame, history, safety, prev_total_ms, t0)
+                await ws.send(pack(reply))
+                total_ms = (time.perf_counter() - t0) * 1e3
+                if "error" in reply:
+                    conn_stats.errors += 1
+                    self.stats.errors += 1
+                    log.info("%s error reply (%s): %s", peer, reply.get("kind"), reply["error"][:200])
+                elif "actions" in reply:
+                    prev_total_ms = total_ms
+                    conn_stats.add(total_ms)
+                    self.stats.add(total_ms)
+                    log.debug("%s request %.2f ms %s", peer, total_ms, reply["server_timing"])
+        except ConnectionClosed:
+            pass
+        finally:
+            log.info("client disconnected: %s %s", peer, conn_stats.summary())
+
+    async def _answer(
+        self, frame: Any, history: deque, safety: Any, prev_total_ms: float | None, t0: float
+    ) -> dict[str, Any]:
+        try:
+            message = unpack(frame, max_bytes=self.max_message_bytes)
+            control = control_of(message)
+            if control == "reset":
+                history.clear()
+                return {"control": "reset", "ok": True}
+            if control == "metadata":
+                return {"control": "metadata", "metadata": self.metadata}
+            if control is not None:
+                raise ProtocolError(f"unknown control {control!r} (known: 'reset', 'metadata')")
+            observations, explicit = parse_observation(message, self.spec)
+        except ProtocolError as e:
+            return error_message(str(e), "protocol")
+        t_decoded = time.perf_counter()
+
+        if explicit:
+            history.clear()
+        elif history and history[-1].instruction != observations[-1].instruction:
+            history.clear()  # a new task is a new episode
+        before = list(history)
+        history.extend(observations)
+        window = list(history)
+        T = self.spec.history
+        if len(window) < T:
+            window = [window[0]] * (T - len(window)) + window  # episode start: edge padding, as in datasets
+
+        loop = asyncio.get_running_loop()
+        try:
+            actions, infer_ms, queue_ms = await loop.run_in_executor(
+                self._executor, self._infer, window, t_decoded
+            )
+        except (ValueError, KeyError) as e:  # the policy's own validation
+            history.clear()
+            history.extend(before)  # a rejected observation must not poison the next request
+            return error_message(f"observation rejected by the policy: {e}", "validation")
+        except Exception as e:  # a crashing forward pass must not take the server down
+            history.clear()
+            history.extend(before)
+            log.exception("inference failed")
+            return error_message(f"inference failed: {type(e).__name__}: {e}", "inference")
+
+        reply: dict[str, Any] = {"actions": actions}
+        if safety is not None:
+            safe, per_step = safety.filter_chunk(actions, observations[-1].state)
+            reply["actions"] = safe
+            reply["safety"] = {
+                "interventions": [
+                    {"step": h, **iv.to_json()} for h, ivs in enumerate(per_step) for iv in ivs
+                ],
+                "stats": safety.stats(),
+            }
+        now = time.perf_counter()
+        reply["server_timing"] = {
+            "decode_ms": (t_decoded - t0) * 1e3,
+            "queue_ms": queue_ms,
+            "infer_ms": infer_ms,
+            "total_ms": (now - t0) * 1e3,
+            **({} if prev_total_ms is None else {"prev_total_ms": prev_total_ms}),
+        }
+        reply["policy_timing"] = {"infer_ms": infer_ms}
+        return reply
+
+    def _infer(self, window: list, t_submitted: float) -> tuple[np.ndarray, float, float]:
+        t0 = time.perf_counter()
+        chunk = self.policy.predict(window)
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        actions = np.asarray(getattr(chunk, "actions", chunk), dtype=np.float32)  # (H, A)
+        if actions.shape != (self.spec.chunk, self.spec.action_dim):
+            raise RuntimeError(
+                f"policy returned actions of shape {actions.shape}, spec says ({self.spec.chunk}, {self.spec.action_dim})"
+            )
+        return actions, infer_ms, (t0 - t_submitted) * 1e3
+
+    # ------------------------------------------------------------------ lifecycle
+    async def serve(self, stop: asyncio.Future | None = None) -> None:
+        """Serve until `stop` resolves (or SIGTERM/SIGINT when run via `run`), then close cleanly."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = stop if stop is not None else self._loop.create_future()
+        async with serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            max_size=self.max_message_bytes,
+            max_queue=4,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+        ) as server:
+            self.port = server.sockets[0].getsockname()[1]  # port 0 -> the one the OS picked
+            self._bound.set()
+            log.info(
+                "serving %s on ws://%s:%d (health: %s)",
+                self.metadata.get("recipe"),
+                self.host,
+                self.port,
+                HEALTH_PATH,
+            )
+            await self._stop
+            log.info("shutting down: closing connections")
+        log.info("server stopped; aggregate %s", self.stats.summary())
+
+    def run(self) -> None:
+        """Blocking entry point for the CLI: serve until SIGTERM or SIGINT."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            stop = loop.create_future()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, lambda s=sig: stop.done() or stop.set_result(s))
+            await self.serve(stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def stop(self) -> None:
+        """Thread-safe: ask a running `serve` to close (used by `running_in_thread`)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._stop.done() or self._stop.set_result(None))
+
+    @contextlib.contextmanager
+    def running_in_thread(self, timeout: float = 10.0) -> Iterator[PolicyServer]:
+        """Run the server on a background thread (tests, notebooks, benchmarks); port 0 picks a free port."""
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self.serve())
+            except BaseException as e:  # surface bind errors to the caller
+                errors.append(e)
+                self._bound.set()
+
+        thread = threading.Thread(target=target, name="vlaforge-server", daemon=True)
+        thread.start()
+        if not self._bound.wait(timeout) or errors:
+            raise RuntimeError(f"PolicyServer did not start on {self.host}:{self.port}: {errors[:1]}")
+        try:
+            yield self
+        finally:
+            self.stop()
+            thread.join(timeout)
+            self._executor.shutdown(wait=True)
