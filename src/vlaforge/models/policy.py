@@ -167,6 +167,10 @@ class Policy(nn.Module):
         return last.mean(dim=1)  # (B, D)
 
     # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss; `forward` so that DistributedDataParallel's hooks run when it wraps the policy."""
+        return self.loss(batch)
+
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         for key in (STATE_KEY, ACTION_KEY):

@@ -158,11 +158,15 @@ class SafetyFilter:
         self._steps_changed = 0
         self.reset()
 
-    def reset(self) -> None:
-        """Forget the trajectory (new episode); counters are kept, see `stats`."""
+    def reset(self, *, at_rest: bool = True) -> None:
+        """Forget the trajectory (new episode); counters are kept, see `stats`.
+
+        at_rest: the robot starts still, so the first step is already acceleration-limited from zero.
+        """
         self._last_action: np.ndarray | None = None
         self._last_target: np.ndarray | None = None
-        self._last_step: np.ndarray | None = None
+        P = len(self.limits.position_dims)
+        self._last_step: np.ndarray | None = np.zeros(P) if at_rest and P else None
 
     def stats(self) -> dict[str, int]:
         return {
@@ -305,7 +309,7 @@ class SafetyFilter:
         actions = np.asarray(actions)
         if actions.ndim != 2:
             raise ValueError(f"SafetyFilter.filter_chunk: expected actions (H, A), got shape {actions.shape}")
-        self.reset()
+        self.reset(at_rest=False)  # the robot is moving: only steps inside the chunk are compared
         rows, per_step = [], []
         for h in range(actions.shape[0]):
             safe, iv = self.filter(actions[h], state if h == 0 else None)

@@ -186,6 +186,9 @@ class PolicyServer:
             observations, explicit = parse_observation(message, self.spec)
         except ProtocolError as e:
             return error_message(str(e), "protocol")
+        except Exception as e:  # a parser bug must cost one reply, not the connection
+            log.exception("unexpected error while decoding a message")
+            return error_message(f"could not decode the message: {type(e).__name__}: {e}", "protocol")
         t_decoded = time.perf_counter()
 
         if explicit:

@@ -13,9 +13,20 @@ from torch.utils.data import Sampler
 
 
 class StepBatchSampler(Sampler[list[int]]):
-    """Infinite stream of shuffled batches; each epoch is a fresh permutation seeded by (seed, epoch)."""
+    """Infinite stream of shuffled batches; each epoch is a fresh permutation seeded by (seed, epoch).
 
-    def __init__(self, n: int, batch_size: int, seed: int, *, start_step: int = 0):
+    With `world_size > 1` every rank computes the same global batch and keeps its own contiguous
+    slice (`batch_size` is the global batch), so N processes see exactly the data of one process.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, *, start_step: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        if batch_size % world_size:
+            raise ValueError(
+                f"StepBatchSampler: global batch_size={batch_size} must be divisible by world_size={world_size}"
+            )
+        self.rank, self.world_size = rank, world_size
         if n < 1:
             raise ValueError("StepBatchSampler: the dataset is empty")
         if batch_size < 1:
@@ -28,10 +39,14 @@ class StepBatchSampler(Sampler[list[int]]):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=g)
 
+    def _local(self, global_batch: torch.Tensor) -> list[int]:
+        per_rank = len(global_batch) // self.world_size
+        return global_batch[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+
     def batch(self, step: int) -> list[int]:
         epoch, k = divmod(step, self.batches_per_epoch)
         perm = self.epoch_permutation(epoch)
-        return perm[k * self.batch_size : (k + 1) * self.batch_size].tolist()
+        return self._local(perm[k * self.batch_size : (k + 1) * self.batch_size])
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start_step
@@ -39,5 +54,5 @@ class StepBatchSampler(Sampler[list[int]]):
             epoch, k = divmod(step, self.batches_per_epoch)
             perm = self.epoch_permutation(epoch)
             for j in range(k, self.batches_per_epoch):
-                yield perm[j * self.batch_size : (j + 1) * self.batch_size].tolist()
+                yield self._local(perm[j * self.batch_size : (j + 1) * self.batch_size])
                 step += 1

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vlaforge.models.policy import CheckpointError, Policy, resolve_checkpoint
+from vlaforge.train import distributed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
 from vlaforge.train.sampler import StepBatchSampler
@@ -144,17 +145,17 @@ def train(
 
     A resumed run reproduces the uninterrupted run exactly on CPU with num_workers=0 and a step budget:
     the data order is a function of (seed, step), and weights, optimizer, EMA and every RNG state are restored.
+    Under torchrun (torch.distributed initialised) the policy is wrapped in DDP, each rank trains on its
+    slice of the global batch, and only rank 0 writes logs and checkpoints.
     """
-    from torch.utils.tensorboard import SummaryWriter
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    di = distributed.current()
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    policy.to(device).train()
+    policy.to(torch.device(cfg.device)).train()
     config_record = {"policy": policy.config.to_dict(), "train": cfg.to_dict(), **(run_info or {})}
 
     opt = make_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -164,39 +165,51 @@ def train(
         ckpt = latest_checkpoint(run_dir)
         check_resume_config(run_dir, config_record)
         _restore(torch.load(ckpt / TRAINER_STATE, weights_only=True), policy, opt, ema, prog)
-        if progress:
+        if progress and di.is_main:
             print(f"resuming {run_dir} from step {prog.step} ({ckpt.name})")
-    (run_dir / "train_config.json").write_text(json.dumps(config_record, indent=2))
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 writes anything
+    log = _RunLogger(run_dir, config_record, purge_step=prog.step if resume else None) if di.is_main else None
+    model = torch.nn.parallel.DistributedDataParallel(policy) if di.enabled else policy
 
+    sampler = StepBatchSampler(
+        len(dataset), cfg.batch_size, cfg.seed, start_step=prog.step, rank=di.rank, world_size=di.world_size
+    )
     loader = DataLoader(
         dataset,
-        batch_sampler=StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start_step=prog.step),
+        batch_sampler=sampler,
         num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
         persistent_workers=cfg.num_workers > 0,
         generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched by the loader
     )
     batches = iter(loader)
-    tb = SummaryWriter(str(run_dir / "tb"), purge_step=prog.step if resume else None)
     t_start = time.perf_counter() - prog.elapsed_before_s
     loss_val = float("nan")
     window_loss, window_n = 0.0, 0
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     # With a wall-clock budget the step total is only an upper bound: show time left instead of a step ETA.
-    bar_total = None if budget_s is not None else cfg.steps
     bar = tqdm(
-        total=bar_total,
+        total=None if budget_s is not None else cfg.steps,
         initial=prog.step,
         desc="train",
         unit="step",
-        disable=not progress,
+        disable=not (progress and di.is_main),
         dynamic_ncols=True,
     )
+
+    def checkpoint() -> Path:
+        path = run_dir / "checkpoints"
+        if di.is_main:
+            path = _save_checkpoint(
+                run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last
+            )
+        return path
+
     step = prog.step
     try:
         while step < cfg.steps:
             elapsed = time.perf_counter() - t_start
-            if budget_s is not None and elapsed >= budget_s:
+            if budget_s is not None and _any_rank(elapsed >= budget_s, di):
                 break
             t0 = time.perf_counter()
             batch = next(batches)
@@ -208,12 +221,11 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            loss, metrics = policy.loss(batch)
-            if not torch.isfinite(loss):
-                prog.step = step
-                path = _save_checkpoint(
-                    run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last
-                )
+            loss, metrics = model(
+                batch
+            )  # Policy.forward == Policy.loss; through DDP's hooks when distributed
+            if _any_rank(not torch.isfinite(loss).item(), di):
+                path = checkpoint()
                 raise TrainingError(
                     f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
                     "Lower the learning rate or check the data for extreme values."
@@ -226,8 +238,8 @@ def train(
                 ema.update(policy)
             step += 1
             prog.step = step
-            prog.samples += len(batch["task"])
-            window_loss += loss.item()
+            prog.samples += len(batch["task"]) * di.world_size
+            window_loss += _mean_over_ranks(loss.detach(), di)
             window_n += 1
 
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -236,13 +248,8 @@ def train(
                 elapsed = time.perf_counter() - t_start
                 sps = prog.samples / elapsed
                 prog.curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
-                tb.add_scalar("train/loss", loss_val, step)
-                tb.add_scalar("train/lr", lr, step)
-                tb.add_scalar("train/grad_norm", float(grad_norm), step)
-                tb.add_scalar("perf/samples_per_s", sps, step)
-                tb.add_scalar("perf/data_wait_fraction", prog.wait_s / elapsed, step)
-                for k, v in metrics.items():
-                    tb.add_scalar(f"train/{k}", v, step)
+                if log is not None:
+                    log.scalars(step, loss_val, lr, float(grad_norm), sps, prog.wait_s / elapsed, metrics)
                 postfix = {
                     "loss": f"{loss_val:.4f}",
                     "sps": f"{sps:.0f}",
@@ -253,17 +260,17 @@ def train(
                 bar.set_postfix(postfix)
             bar.update(1)
             if step % cfg.save_every == 0:
-                _save_checkpoint(run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last)
+                checkpoint()
     finally:
         bar.close()
-        tb.close()
+        if log is not None:
+            log.close()
 
     wall = time.perf_counter() - t_start
-    _save_checkpoint(run_dir, policy, ema, _state(opt, ema, prog, policy, t_start), cfg.keep_last)
+    checkpoint()
     if ema is not None:
         ema.copy_to(policy)
     policy.eval()
-    policy.save(run_dir / "policy")
     if window_n:
         loss_val = window_loss / window_n
     result = TrainResult(
@@ -274,19 +281,78 @@ def train(
         prog.wait_s / wall if wall else 0.0,
         loss_val,
     )
-    summary = {
-        "steps": step,
-        "wall_s": round(wall, 2),
-        "samples_per_s": round(result.samples_per_s, 2),
-        "data_wait_fraction": round(result.data_wait_fraction, 4),
-        "final_loss": loss_val if math.isfinite(loss_val) else None,
-        "parameters": policy.num_parameters(),
-        "trainable_parameters": policy.num_parameters(trainable_only=True),
-        "curve": prog.curve,
-    }
-    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    _plot_curve(prog.curve, run_dir / "loss.png")
+    if log is not None:
+        policy.save(run_dir / "policy")
+        log.finish(result, prog.curve, policy)
+    distributed.barrier()
     return result
+
+
+class _RunLogger:
+    """Rank-0 side effects of a run: train_config.json, TensorBoard, train_summary.json, loss.png."""
+
+    def __init__(self, run_dir: Path, config_record: dict[str, Any], purge_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(config_record, indent=2))
+        self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge_step)
+
+    def scalars(
+        self,
+        step: int,
+        loss: float,
+        lr: float,
+        grad_norm: float,
+        sps: float,
+        wait: float,
+        metrics: dict[str, float],
+    ) -> None:
+        values = {
+            "train/loss": loss,
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "perf/samples_per_s": sps,
+            "perf/data_wait_fraction": wait,
+            **{f"train/{k}": v for k, v in metrics.items()},
+        }
+        for name, v in values.items():
+            self.tb.add_scalar(name, v, step)
+
+    def close(self) -> None:
+        self.tb.close()
+
+    def finish(self, result: TrainResult, curve: list[dict[str, float]], policy: Policy) -> None:
+        summary = {
+            "steps": result.steps,
+            "wall_s": round(result.wall_s, 2),
+            "samples_per_s": round(result.samples_per_s, 2),
+            "data_wait_fraction": round(result.data_wait_fraction, 4),
+            "final_loss": result.final_loss if math.isfinite(result.final_loss) else None,
+            "parameters": policy.num_parameters(),
+            "trainable_parameters": policy.num_parameters(trainable_only=True),
+            "curve": curve,
+        }
+        (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+        _plot_curve(curve, self.run_dir / "loss.png")
+
+
+def _any_rank(flag: bool, di: distributed.DistInfo) -> bool:
+    """True if `flag` is True on any rank (so all ranks stop together)."""
+    if not di.enabled:
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _mean_over_ranks(x: torch.Tensor, di: distributed.DistInfo) -> float:
+    if not di.enabled:
+        return float(x)
+    t = x.detach().float().reshape(1).cpu().clone()
+    torch.distributed.all_reduce(t)
+    return float(t) / di.world_size
 
 
 def _state(

@@ -1,0 +1,276 @@
+"""Fine-tuning: init-from with changed embodiments, freezing, LoRA (train, merge, save/load), param table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from tests.models.policy_fakes import TINY, TinyDataset
+from vlaforge.models.policy import CheckpointError, Policy
+from vlaforge.models.recipes import make_policy
+from vlaforge.train.finetune import (
+    LoRAConfig,
+    LoRALinear,
+    ShapeChange,
+    apply_lora,
+    finetune_policy,
+    freeze,
+    freeze_all_but,
+    load_pretrained,
+    merge_lora,
+    parameter_counts,
+    parameter_table,
+)
+from vlaforge.train.trainer import make_optimizer
+
+
+def _policy(ds: TinyDataset | None = None, seed: int = 0, head: str = "l1") -> Policy:
+    torch.manual_seed(seed)
+    return make_policy("octo-tiny", ds or TinyDataset(), head=head, **{**TINY, "augment": False})
+
+
+def _batch(ds: TinyDataset, n: int = 8) -> dict:
+    return default_collate([ds[i] for i in range(n)])
+
+
+def _without_camera(ds: TinyDataset, cam: str) -> TinyDataset:
+    ds.features = {k: v for k, v in ds.features.items() if k != f"observation.images.{cam}"}
+    return ds
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    """A saved 'pretrained' policy (2 cameras, state 3, action 2) and its directory."""
+    policy = _policy(seed=1)
+    return policy, policy.save(tmp_path / "pre")
+
+
+# ------------------------------------------------------------------------------------------- init-from
+
+
+def test_init_from_same_shapes_copies_everything(pretrained):
+    pre, path = pretrained
+    ds = TinyDataset()
+    fresh = _policy(ds, seed=2)
+    batch = _batch(ds)
+    assert not torch.allclose(fresh.predict_batch(batch), pre.predict_batch(batch))
+    report = load_pretrained(fresh, path)
+    assert report.reinitialized == [] and report.missing == [] and report.unexpected == []
+    assert report.remapped == [] and report.loaded_numel == report.total_numel
+    assert set(report.loaded) == set(fresh.state_dict())
+    torch.testing.assert_close(fresh.predict_batch(batch), pre.predict_batch(batch), rtol=0, atol=0)
+    assert "every tensor of the policy was loaded" in report.format()
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        ("l1", {"head.net.out.weight", "head.net.out.bias"}),
+        ("flow", {"head.net.net.out.weight", "head.net.net.out.bias", "head.net.net.inp.weight"}),
+        ("binned", {"head.slot_emb"}),
+    ],
+)
+def test_init_from_new_action_dim_reinitializes_only_the_head_output(tmp_path, head, expected):
+    pre = _policy(seed=1, head=head)
+    path = pre.save(tmp_path / "pre")
+    policy = _policy(TinyDataset(action_dim=3), seed=2, head=head)
+    fresh_state = {k: v.clone() for k, v in policy.state_dict().items()}
+    report = load_pretrained(policy, path)
+    assert {c.key for c in report.reinitialized} == expected
+    changed = {c.key: c for c in report.reinitialized}
+    if head == "l1":  # MLP-ResNet output layer: H*A = 4*2 -> 4*3 outputs
+        assert changed["head.net.out.weight"] == ShapeChange("head.net.out.weight", (8, 256), (12, 256))
+    assert report.missing == [] and report.unexpected == []
+    assert "action_dim: 2 -> 3" in report.config_changes
+    pre_state, now = pre.state_dict(), policy.state_dict()
+    for key in now:
+        if key in expected:  # fresh init kept
+            torch.testing.assert_close(now[key], fresh_state[key], rtol=0, atol=0)
+        else:  # everything else is the pretrained weight
+            torch.testing.assert_close(now[key], pre_state[key], rtol=0, atol=0)
+    table = report.format()
+    assert all(k in table for k in expected) and "re-initialised" in table
+
+
+def test_init_from_new_state_dim_lists_the_state_projection(pretrained):
+    _, path = pretrained
+    report = load_pretrained(_policy(TinyDataset(state_dim=5)), path)
+    assert report.reinitialized == [ShapeChange("state_encoder.proj.weight", (32, 3), (32, 5))]
+
+
+def test_unknown_checkpoint_keys_are_an_error_unless_allowed(pretrained):
+    _, path = pretrained  # checkpoint has cameras front + wrist
+    policy = _policy(_without_camera(TinyDataset(), "wrist"))
+    with pytest.raises(CheckpointError, match=r"image_encoders\.wrist\..*allow_unknown=True"):
+        load_pretrained(policy, path)
+    report = load_pretrained(policy, path, allow_unknown=True)
+    assert report.unexpected and all(k.startswith("image_encoders.wrist.") for k in report.unexpected)
+    assert report.missing == [] and report.reinitialized == []
+    assert "dropped (unknown)" in report.format()
+
+
+def test_new_camera_is_listed_as_missing(tmp_path):
+    pre = _policy(_without_camera(TinyDataset(), "wrist"), seed=1)
+    path = pre.save(tmp_path / "pre")
+    report = load_pretrained(_policy(TinyDataset()), path)  # now front + wrist
+    assert report.missing and all(k.startswith("image_encoders.wrist.") for k in report.missing)
+    assert report.unexpected == [] and report.reinitialized == []
+
+
+def test_word_embeddings_are_remapped_by_word(pretrained):
+    pre, path = pretrained  # vocabulary of "push the red block" / "open the drawer"
+    ds = TinyDataset()
+    ds.meta = type("Meta", (), {"tasks": ["open the red door", "close the drawer"]})()
+    policy = _policy(ds, seed=2)
+    report = load_pretrained(policy, path)
+    (remap,) = report.remapped
+    assert sorted(remap.new_words) == ["close", "door"]
+    old_tok, new_tok = pre.tokenizer, policy.tokenizer
+    old_w, new_w = pre.text_encoder.embed.weight, policy.text_encoder.embed.weight
+    for word in ("open", "the", "red", "drawer", "<unk>"):
+        torch.testing.assert_close(new_w[new_tok.index[word]], old_w[old_tok.index[word]], rtol=0, atol=0)
+
+
+def test_finetune_policy_takes_architecture_from_checkpoint(tmp_path):
+    pre = _policy(seed=1, head="flow")
+    path = pre.save(tmp_path / "pre")
+    policy, report = finetune_policy(path, TinyDataset(action_dim=3))
+    assert policy.config.head == "flow" and policy.config.width == TINY["width"]
+    assert policy.config.action_dim == 3 and policy.config.augment is False
+    assert {c.key for c in report.reinitialized} == {
+        "head.net.net.out.weight",
+        "head.net.net.out.bias",
+        "head.net.net.inp.weight",
+    }
+
+
+def test_truncated_checkpoint_names_the_file(pretrained):
+    _, path = pretrained
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*truncated"):
+        load_pretrained(_policy(), path)
+
+
+# ------------------------------------------------------------------------------------------- freezing
+
+
+def test_freeze_patterns_and_optimizer_skip_frozen():
+    policy = _policy()
+    frozen = freeze(policy, ["image_encoders.*", "transformer.blocks.0"])
+    assert frozen and all(n.startswith(("image_encoders.", "transformer.blocks.0.")) for n in frozen)
+    for name, p in policy.named_parameters():
+        assert p.requires_grad == (name not in frozen)
+    opt = make_optimizer(policy, lr=1e-3, weight_decay=0.1)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt == {id(p) for p in policy.parameters() if p.requires_grad}
+
+
+def test_unmatched_freeze_pattern_is_an_error_showing_prefixes():
+    with pytest.raises(ValueError, match=r"'encoders\.\*' matches no parameter.*'image_encoders\.\*'"):
+        freeze(_policy(), ["transformer.*", "encoders.*"])
+
+
+def test_freeze_all_but_head_is_head_only_tuning():
+    policy = _policy()
+    freeze_all_but(policy, ["head.*"])
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in policy.named_parameters() if n.startswith("head.")}
+    with pytest.raises(ValueError, match="no patterns"):
+        freeze_all_but(policy, [])
+
+
+# ------------------------------------------------------------------------------------------- LoRA
+
+
+def test_lora_wraps_attention_and_mlp_linears_and_starts_as_identity():
+    ds = TinyDataset()
+    policy = _policy(ds)
+    batch = _batch(ds)
+    before = policy.predict_batch(batch)
+    wrapped = apply_lora(policy, ["transformer.*"], rank=4, alpha=8)
+    per_block = {"attn.qkv", "attn.proj", "mlp.fc", "mlp.proj"}
+    assert set(wrapped) == {f"transformer.blocks.{i}.{m}" for i in range(TINY["depth"]) for m in per_block}
+    assert all(isinstance(policy.get_submodule(n), LoRALinear) for n in wrapped)
+    torch.testing.assert_close(policy.predict_batch(batch), before, rtol=0, atol=0)  # B = 0 at init
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable == {f"{n}.lora_{x}" for n in wrapped for x in "AB"}
+    with pytest.raises(ValueError, match="already has LoRA"):
+        apply_lora(policy)
+
+
+def test_lora_unmatched_target_and_bad_config_are_errors():
+    with pytest.raises(ValueError, match=r"'backbone\.\*' matches no nn\.Linear module"):
+        apply_lora(_policy(), ["backbone.*"])
+    with pytest.raises(ValueError, match=r"LoRAConfig\.rank=0"):
+        LoRAConfig(rank=0)
+    with pytest.raises(ValueError, match=r"LoRAConfig\.targets.*\['transformer\.\*'\]"):
+        LoRAConfig(targets="transformer.*")
+    with pytest.raises(ValueError, match=r"LoRAConfig\.targets.*write \['transformer\.\*'\]"):
+        apply_lora(_policy(), "transformer.*")
+    cfg = LoRAConfig(**LoRAConfig(rank=2, targets=["*.attn.*"]).to_dict())  # round-trips (stored with a run)
+    policy = _policy()
+    assert cfg.apply(policy) == [
+        f"transformer.blocks.{i}.attn.{m}" for i in range(2) for m in ("proj", "qkv")
+    ]
+
+
+def test_lora_training_changes_only_adapters_and_train_also_then_merges(tmp_path):
+    ds = TinyDataset()
+    policy = _policy(ds)
+    apply_lora(policy, ["transformer.*"], rank=4, alpha=8, dropout=0.1, train_also=["head.*"])
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in policy.named_parameters() if "lora_" in n or n.startswith("head.")}
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    opt = make_optimizer(policy, lr=1e-2, weight_decay=0.1)
+    batch = _batch(ds)
+    policy.train()
+    for _ in range(3):
+        loss, _ = policy.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == trainable  # every adapter moved (B is non-zero now), nothing frozen did
+
+    lora_actions = policy.predict_batch(batch)  # eval mode: LoRA dropout off
+    merged = merge_lora(policy)
+    assert len(merged) == 4 * TINY["depth"]
+    assert not any(isinstance(m, LoRALinear) for m in policy.modules())
+    assert not any("lora_" in k for k in policy.state_dict())
+    torch.testing.assert_close(policy.predict_batch(batch), lora_actions, rtol=0, atol=1e-5)
+    loaded = Policy.load(policy.save(tmp_path / "merged"))  # strict key check passes: plain checkpoint
+    torch.testing.assert_close(loaded.predict_batch(batch), lora_actions, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="no LoRA adapters"):
+        merge_lora(policy)
+
+
+def test_unmerged_lora_checkpoint_hints_at_merging(tmp_path):
+    policy = _policy()
+    apply_lora(policy, rank=2)
+    path = policy.save(tmp_path / "lora")
+    with pytest.raises(CheckpointError, match="merge them first"):
+        load_pretrained(_policy(), path)
+
+
+# ------------------------------------------------------------------------------------------- table
+
+
+def test_parameter_table_numbers_add_up():
+    policy = _policy()
+    apply_lora(policy, rank=4, train_also=["head.*"])
+    counts = parameter_counts(policy)
+    assert list(counts)[:3] == ["time_embed", "readout_embed", "image_encoders"]
+    assert sum(n for _, n in counts.values()) == policy.num_parameters()
+    trainable = policy.num_parameters(trainable_only=True)
+    assert sum(t for t, _ in counts.values()) == trainable
+    assert counts["head"][0] == counts["head"][1] and counts["image_encoders"][0] == 0
+    lora = sum(p.numel() for n, p in policy.named_parameters() if "lora_" in n)
+    assert counts["transformer"][0] == lora
+    table = parameter_table(policy)
+    pct = 100 * trainable / policy.num_parameters()
+    assert table.splitlines()[-1] == (
+        f"trainable params: {trainable:,} || all params: {policy.num_parameters():,} || trainable%: {pct:.4f}"
+    )
+    assert f"{policy.num_parameters():>13,}" in table.splitlines()[-2]
