@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "vlaforge.envs.commands",  # record
     "vlaforge.train.commands",  # train
     "vlaforge.eval.commands",  # eval
+    "vlaforge.serve.commands",  # serve
     "vlaforge.quickstart",  # quickstart
     "vlaforge.info",  # info
 ]

@@ -243,8 +243,11 @@ class Policy(nn.Module):
         return ActionChunk(out, control_hz=self.config.fps)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write config.json + model.safetensors + normalization.safetensors (no pickle)."""
+    def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write config.json + model.safetensors + normalization.safetensors (no pickle).
+
+        state_dict: weights to write instead of `self.state_dict()` (the trainer passes LoRA-merged ones).
+        """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -255,7 +258,8 @@ class Policy(nn.Module):
         (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         # A frozen pretrained text model lives outside the module tree: it is re-loaded from its local
         # directory, so its weights are not copied into every checkpoint.
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        weights = self.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
         save_file(state, str(d / WEIGHTS_FILE))
         save_file(self.normalizer.state_dict(), str(d / NORM_FILE))
         return d

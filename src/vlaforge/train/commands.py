@@ -16,19 +16,35 @@ def run_training(
     language: str | None = None,
     train_overrides: dict | None = None,
     model_overrides: dict | None = None,
+    finetune: dict | None = None,
     progress: bool = True,
 ):
-    """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult)."""
+    """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult).
+
+    finetune: {"init_from": CKPT, "allow_unknown": bool, "freeze": [globs], "lora": LoRAConfig fields}.
+    With init_from the architecture comes from the checkpoint and the embodiment from `data`.
+    """
     from vlaforge.data import Dataset
     from vlaforge.models.recipes import get_recipe, make_policy
     from vlaforge.train.config import TrainConfig
+    from vlaforge.train.finetune import apply_finetune_setup, finetune_policy, parameter_table
     from vlaforge.train.trainer import train
 
     r = get_recipe(recipe)
     probe = Dataset(data)
+    ft = {k: v for k, v in (finetune or {}).items() if v}
     model_kw = {**(model_overrides or {}), "head": head, "language": language}
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
-    policy = make_policy(recipe, probe, **model_kw)
+    if ft.get("init_from"):
+        overrides = {k: v for k, v in model_kw.items() if v is not None}
+        policy, report = finetune_policy(
+            ft["init_from"], probe, allow_unknown=ft.get("allow_unknown", False), **overrides
+        )
+        if progress:
+            print(report.format())
+    else:
+        policy = make_policy(recipe, probe, **model_kw)
+    apply_finetune_setup(policy, ft)
     dataset = _training_dataset(data, policy.config.history, policy.config.chunk, cfg.cache_frames, progress)
     if progress:
         n = policy.num_parameters()
@@ -36,7 +52,9 @@ def run_training(
             f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params"
         )
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
-    info = {"recipe": recipe, "data": str(Path(data).resolve())}
+        if ft.get("freeze") or ft.get("lora"):
+            print(parameter_table(policy))
+    info = {"recipe": recipe, "data": str(Path(data).resolve()), "finetune": ft}
     return policy, train(policy, dataset, cfg, out, progress=progress, run_info=info)
 
 
@@ -44,6 +62,7 @@ def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None,
     """Continue a run from its newest readable checkpoint (only budget/logging fields may change)."""
     from vlaforge.models.policy import CheckpointError, Policy
     from vlaforge.train.config import TrainConfig
+    from vlaforge.train.finetune import apply_finetune_setup
     from vlaforge.train.trainer import latest_checkpoint, train
 
     run_dir = Path(run_dir)
@@ -56,12 +75,17 @@ def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None,
     cfg = TrainConfig(
         **{**saved["train"], **{k: v for k, v in (train_overrides or {}).items() if v is not None}}
     )
-    policy = Policy.load(
-        latest_checkpoint(run_dir) / "policy"
-    )  # modules + statistics; raw weights restored by train()
+    # Modules and statistics come from the newest checkpoint's policy; train() then restores the raw
+    # training weights, so LoRA adapters must exist first.
+    policy = Policy.load(latest_checkpoint(run_dir) / "policy")
+    apply_finetune_setup(policy, saved.get("finetune", {}))
     c = policy.config
     dataset = _training_dataset(saved["data"], c.history, c.chunk, cfg.cache_frames, progress)
-    info = {"recipe": saved.get("recipe", c.recipe), "data": saved["data"]}
+    info = {
+        "recipe": saved.get("recipe", c.recipe),
+        "data": saved["data"],
+        "finetune": saved.get("finetune", {}),
+    }
     return policy, train(policy, dataset, cfg, run_dir, progress=progress, resume=True, run_info=info)
 
 
@@ -95,6 +119,21 @@ def _run(args: argparse.Namespace) -> int:
     model_kw = json.loads(args.model_overrides) if args.model_overrides else {}
     if args.no_augment:
         model_kw["augment"] = False
+    lora = None
+    if args.lora_rank:
+        lora = {
+            "rank": args.lora_rank,
+            "alpha": args.lora_alpha if args.lora_alpha is not None else float(args.lora_rank),
+            "dropout": args.lora_dropout,
+            "targets": args.lora_targets,
+            "train_also": args.lora_train_also,
+        }
+    finetune = {
+        "init_from": args.init_from,
+        "allow_unknown": args.allow_unknown_keys,
+        "freeze": args.freeze,
+        "lora": lora,
+    }
     _, res = run_training(
         args.recipe,
         args.data,
@@ -103,6 +142,7 @@ def _run(args: argparse.Namespace) -> int:
         language=args.language,
         train_overrides=train_kw,
         model_overrides=model_kw,
+        finetune=finetune,
     )
     _print_result(res)
     return 0
@@ -144,5 +184,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="disable image augmentation")
     p.add_argument(
         "--model-overrides", default=None, help="JSON of PolicyConfig overrides, e.g. '{\"depth\": 2}'"
+    )
+    ft = p.add_argument_group("fine-tuning")
+    ft.add_argument("--init-from", metavar="CKPT", help="start from a trained policy (run dir or policy dir)")
+    ft.add_argument(
+        "--allow-unknown-keys", action="store_true", help="ignore checkpoint weights the new policy lacks"
+    )
+    ft.add_argument(
+        "--freeze", nargs="+", default=None, metavar="GLOB", help="freeze parameters, e.g. 'image_encoders.*'"
+    )
+    ft.add_argument(
+        "--lora-rank", type=int, default=None, help="wrap linear layers with LoRA adapters of this rank"
+    )
+    ft.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
+    ft.add_argument("--lora-dropout", type=float, default=0.0)
+    ft.add_argument("--lora-targets", nargs="+", default=["transformer.*"], metavar="GLOB")
+    ft.add_argument(
+        "--lora-train-also",
+        nargs="+",
+        default=["head.*"],
+        metavar="GLOB",
+        help="kept trainable besides the adapters",
     )
     p.set_defaults(func=_run)

@@ -510,3 +510,31 @@ def parameter_table(policy: nn.Module) -> str:
     pct = 100 * trainable / total if total else 0.0
     lines.append(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {pct:.4f}")
     return "\n".join(lines)
+
+
+# ================================================================================================ export
+
+
+@torch.no_grad()
+def export_state_dict(policy: nn.Module) -> dict[str, torch.Tensor]:
+    """The policy's weights as a plain checkpoint: LoRA adapters folded into their base weights.
+
+    Training keeps the adapters (resume needs them); everything written as a *policy* — periodic
+    checkpoints and the final `policy/` — goes through here, so `Policy.load` always reads it.
+    """
+    state = dict(policy.state_dict())
+    for name, module in policy.named_modules():
+        if isinstance(module, LoRALinear):
+            prefix = f"{name}." if name else ""
+            state[f"{prefix}weight"] = module.merged_weight()
+            state.pop(f"{prefix}lora_A", None)
+            state.pop(f"{prefix}lora_B", None)
+    return state
+
+
+def apply_finetune_setup(policy: nn.Module, setup: dict[str, Any]) -> None:
+    """Re-apply freezing and LoRA recorded in a run's train_config.json ("finetune" section)."""
+    if setup.get("freeze"):
+        freeze(policy, setup["freeze"])
+    if setup.get("lora"):
+        LoRAConfig(**setup["lora"]).apply(policy)

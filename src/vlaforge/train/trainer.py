@@ -33,6 +33,7 @@ from vlaforge.models.policy import CheckpointError, Policy, resolve_checkpoint
 from vlaforge.train import distributed
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
+from vlaforge.train.finetune import export_state_dict
 from vlaforge.train.sampler import StepBatchSampler
 from vlaforge.train.schedule import lr_at
 
@@ -88,7 +89,7 @@ def _save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     backup = ema.copy_to(policy) if ema is not None else None
     try:
-        policy.save(tmp / "policy")
+        policy.save(tmp / "policy", state_dict=export_state_dict(policy))
     finally:
         if backup is not None:
             policy.load_state_dict(backup, strict=False)
@@ -282,7 +283,7 @@ def train(
         loss_val,
     )
     if log is not None:
-        policy.save(run_dir / "policy")
+        policy.save(run_dir / "policy", state_dict=export_state_dict(policy))
         log.finish(result, prog.curve, policy)
     distributed.barrier()
     return result
@@ -416,7 +417,7 @@ def check_resume_config(run_dir: Path, current: dict[str, Any]) -> None:
         raise CheckpointError(f"cannot resume: {path} is missing")
     saved = json.loads(path.read_text())
     diffs = []
-    for section in ("policy", "train"):
+    for section in ("policy", "train", "finetune"):
         a, b = saved.get(section, {}), current.get(section, {})
         for k in sorted(set(a) | set(b)):
             if k in RESUMABLE_CHANGES and section == "train":
