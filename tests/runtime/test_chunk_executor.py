@@ -120,7 +120,9 @@ def test_misuse_fails_loudly():
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        ({"mode": "rtc"}, "mode"),
+        ({"mode": "bogus"}, "mode"),
+        ({"mode": "rtc", "execute": 1, "rtc_delay": 2}, "execute"),
+        ({"rtc_delay": -1}, "rtc_delay"),
         ({"execute": 0}, "execute"),
         ({"ensemble_decay": math.inf}, "ensemble_decay"),
     ],

@@ -1,7 +1,9 @@
 """`vlaforge train` flows on a generated on-disk dataset: pretrain -> fine-tune with LoRA -> load -> resume."""
 
 import json
+import os
 
+import pytest
 import torch
 
 from vlaforge.cli import main
@@ -92,3 +94,32 @@ def test_freeze_flag_freezes(tmp_path):
     )
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["trainable_parameters"] < summary["parameters"]
+
+
+@pytest.mark.slow
+def test_in_training_eval_logs_success_and_keeps_best(tmp_path):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    data = write_synthetic_dataset(
+        tmp_path / "data", episodes=2, length=10, height=128, width=128, state_dim=4, action_dim=4
+    )
+    run = tmp_path / "run"
+    args = [
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--head",
+        "l1",
+        "--model-overrides",
+        SMALL,
+    ]
+    assert _train(*args, "--eval-every", "2", "--eval-tasks", "reach", "--eval-episodes", "1") == 0
+    curve = json.loads((run / "train_summary.json").read_text())["curve"]
+    evals = [c for c in curve if "eval_success" in c]
+    assert len(evals) == 1 and 0.0 <= evals[0]["eval_success"] <= 1.0
+    best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+    assert best["step"] == 2
+    assert Policy.load(run / "checkpoints" / "best" / "policy").config.head == "l1"
+    assert (run / "evals" / "00000002" / "eval.json").is_file()

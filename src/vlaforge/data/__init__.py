@@ -6,6 +6,8 @@ Public API:
     Dataset(root, *, history=1, chunk=1, cameras=None, video_backend="pyav")
         ds[i] -> dict of tensors;  ds.episode(e);  ds.meta;  ds.stats;  ds.cache_frames()
     WindowSampler(episode_starts, episode_ends).window(index, offsets) -> (indices, is_pad)
+    MixtureDataset({name: Dataset}, {name: weight}, *, state_dim=None, action_dim=None, seed=0)
+        cross-embodiment mixture: weighted sampling, zero-padded state/action + dim masks, per-dataset stats
     convert_dataset(src, dst, to="v2.1" | "v3.0");  dataset_summary(root) -> str
     DatasetError (ValueError): every problem with a dataset on disk, naming the file/key.
 """
@@ -17,6 +19,7 @@ from vlaforge.data.dataset import Dataset
 from vlaforge.data.errors import DatasetError, DatasetIndexError
 from vlaforge.data.format import DEFAULT_FEATURES, SUPPORTED_VERSIONS, V21, V30
 from vlaforge.data.meta import DatasetMeta, EpisodeRecord, load_meta
+from vlaforge.data.mixture import MixtureDataset
 from vlaforge.data.sampler import WindowSampler
 from vlaforge.data.stats import QUANTILE_KEYS, STAT_KEYS
 from vlaforge.data.summary import dataset_summary
@@ -36,6 +39,7 @@ __all__ = [
     "DatasetMeta",
     "DatasetWriter",
     "EpisodeRecord",
+    "MixtureDataset",
     "WindowSampler",
     "convert_dataset",
     "dataset_summary",

@@ -1,7 +1,8 @@
 """`vlaforge eval`: evaluate a trained run (or the scripted expert) on simulated tasks.
 
 vlaforge eval runs/octo-mt10 --tasks mt10 --episodes 20 --execute 4 --videos 1
-vlaforge eval --expert --tasks reach-v3,push-v3 --episodes 5
+vlaforge eval --expert --tasks reach-v3,push-v3 --episodes 5 --safety benchmarks/safety_metaworld.json
+vlaforge eval runs/pi0-mt10 --tasks mt10 --rtc --execute 4 --rtc-delay 2   # real-time chunking
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.eval.rollout import evaluate
     from vlaforge.runtime.executor import ExecutorConfig
 
+    if args.rtc and args.ensemble:
+        raise SystemExit("vlaforge eval: choose one of --ensemble and --rtc")
     if args.expert:
-        if args.execute is not None or args.ensemble:
+        if args.execute is not None or args.ensemble or args.rtc:
             raise SystemExit(
-                "vlaforge eval: --execute/--ensemble do not apply to --expert (it acts one step at a time)"
+                "vlaforge eval: --execute/--ensemble/--rtc do not apply to --expert (it acts one step at a time)"
             )
         factory: Any = ExpertPolicy
         name = "scripted expert"
@@ -73,11 +76,23 @@ def _run(args: argparse.Namespace) -> int:
         name = str(args.run_dir)
         out = Path(args.out or Path(args.run_dir) / "eval")
 
-    executor = ExecutorConfig(
-        mode="ensemble" if args.ensemble else "receding",
-        execute=args.execute,
-        ensemble_decay=args.ensemble_decay,
-    )
+    try:
+        executor = ExecutorConfig(
+            mode="ensemble" if args.ensemble else "rtc" if args.rtc else "receding",
+            execute=args.execute,
+            ensemble_decay=args.ensemble_decay,
+            rtc_delay=args.rtc_delay,
+        )
+    except ValueError as e:
+        raise SystemExit(f"vlaforge eval: {e}") from None
+    safety = None
+    if args.safety:
+        from vlaforge.runtime.safety import load_limits
+
+        try:
+            safety = load_limits(args.safety)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"vlaforge eval: --safety: {e}") from None
     instructions = load_instructions(args.instructions) if args.instructions else None
     tasks = resolve_task_list(args.tasks)
     report = evaluate(
@@ -94,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         out_dir=out,
         progress=not args.no_progress,
         metadata={"policy": name, "vlaforge": __version__},
+        safety=safety,
     )
     print()
     print(markdown_table(report))
@@ -125,6 +141,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     mode.add_argument("--ensemble", action="store_true", help="ACT temporal ensembling (re-plan every step)")
     p.add_argument("--ensemble-decay", type=float, default=0.01, help="m in w_i = exp(-m i), i=0 oldest")
+    p.add_argument(
+        "--rtc",
+        action="store_true",
+        help="real-time chunking (flow/diffusion heads): each chunk continues the previous one; "
+        "re-plan every --execute K ticks (default H/2)",
+    )
+    p.add_argument(
+        "--rtc-delay", type=int, default=1, metavar="D", help="RTC inference delay in ticks (frozen actions)"
+    )
+    p.add_argument(
+        "--safety", metavar="FILE", help="JSON SafetyLimits: filter every action, report interventions"
+    )
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
     p.add_argument("--videos", type=int, default=1, help="videos recorded per task (default 1)")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")

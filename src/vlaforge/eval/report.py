@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlaforge.eval.results import EvalReport
+from vlaforge.runtime.safety import KINDS
 
 
 def _finite_or_none(x: Any) -> Any:
@@ -66,7 +67,31 @@ def markdown_table(report: EvalReport) -> str:
             f"{lat['actions_per_call']:.1f} actions per call → up to {lat['max_control_hz']:.0f} Hz control "
             f"(the env runs at {lat['env_fps']:g} Hz)."
         )
+    lines.extend(safety_table(report))
     return "\n".join(lines) + "\n"
+
+
+def safety_table(report: EvalReport) -> list[str]:
+    """Lines of the SafetyFilter section (empty when evaluated without one): per task, steps the filter
+    changed, episodes it touched, and the count of each intervention kind."""
+    total = report.safety()
+    if total is None:
+        return []
+    kinds = [k for k in KINDS if total.get(k)]  # only the kinds that happened, to keep the table narrow
+    lines = ["", "## Safety filter", ""]
+    if not total["steps_changed"]:
+        lines.append(f"No interventions in {total['steps']} filtered steps ({total['episodes']} episodes).")
+        return lines
+    lines.append("| task | steps changed | episodes changed | " + " | ".join(kinds) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(kinds))
+    rows = [(t.task, t.safety) for t in report.tasks if t.safety is not None] + [("**all**", total)]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {s['steps_changed']}/{s['steps']} | {s['episodes_changed']}/{s['episodes']} | "
+            + " | ".join(str(s.get(k, 0)) for k in kinds)
+            + " |"
+        )
+    return lines
 
 
 def plot_success(report: EvalReport, path: str | Path) -> Path:

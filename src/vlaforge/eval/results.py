@@ -22,6 +22,8 @@ class EpisodeResult:
     latencies_s: wall time of every `policy.predict` call in this episode, in seconds.
     frames: per step, camera name -> uint8 (Hi, Wi, 3); only when video was recorded (dropped
     once the video is written, so results stay small).
+    safety: SafetyFilter interventions of this episode, {"steps_changed": n, <kind>: count, ...}
+    (kinds of `vlaforge.runtime.safety.KINDS`); None when no filter ran.
     """
 
     task: str
@@ -33,9 +35,10 @@ class EpisodeResult:
     fps: float = 10.0
     frames: list[dict[str, np.ndarray]] | None = None
     video: str | None = None
+    safety: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "task": self.task,
             "seed": self.seed,
             "success": self.success,
@@ -44,6 +47,24 @@ class EpisodeResult:
             "predict_calls": len(self.latencies_s),
             "video": self.video,
         }
+        if self.safety is not None:
+            out["safety"] = dict(self.safety)
+        return out
+
+
+def sum_safety(episodes: list[EpisodeResult]) -> dict[str, int] | None:
+    """Interventions summed over episodes, plus steps and episodes touched; None if no filter ran."""
+    filtered = [e for e in episodes if e.safety is not None]
+    if not filtered:
+        return None
+    total: dict[str, int] = {}
+    for e in filtered:
+        for k, v in e.safety.items():  # type: ignore[union-attr]
+            total[k] = total.get(k, 0) + int(v)
+    total["steps"] = sum(e.length for e in filtered)
+    total["episodes_changed"] = sum(bool(e.safety.get("steps_changed")) for e in filtered)  # type: ignore[union-attr]
+    total["episodes"] = len(filtered)
+    return total
 
 
 @dataclass
@@ -62,6 +83,7 @@ class TaskSummary:
     median_length: float
     seeds: list[int]
     videos: list[str]
+    safety: dict[str, int] | None = None  # `sum_safety` of the task's episodes
 
     @classmethod
     def from_episodes(cls, task: str, episodes: list[EpisodeResult], confidence: float) -> TaskSummary:
@@ -85,6 +107,7 @@ class TaskSummary:
             median_length=float(statistics.median(lengths)),
             seeds=[e.seed for e in episodes],
             videos=[e.video for e in episodes if e.video],
+            safety=sum_safety(episodes),
         )
 
 
@@ -141,6 +164,10 @@ class EvalReport:
             "confidence": self.confidence,
         }
 
+    def safety(self) -> dict[str, int] | None:
+        """SafetyFilter interventions over all episodes (`sum_safety`); None when evaluated without one."""
+        return sum_safety(self.episodes)
+
     def latency(self) -> dict[str, Any]:
         """Policy call latency and the control rate it allows (actions executed per call / latency)."""
         lat = [x for e in self.episodes for x in e.latencies_s]
@@ -175,10 +202,12 @@ class EvalReport:
                     "instructions": t.instructions,
                     "seeds": t.seeds,
                     "videos": t.videos,
+                    **({} if t.safety is None else {"safety": t.safety}),
                 }
                 for t in self.tasks
             },
             "overall": self.overall(),
+            **({} if self.safety() is None else {"safety": self.safety()}),
             "latency": self.latency(),
             "config": self.config,
             "episodes": [e.to_json() for e in self.episodes],

@@ -4,6 +4,11 @@ The environment and the policy never import each other (diffusion_policy's env-r
 `rollout` only speaks the `Env` and `PolicyLike` contracts of `vlaforge.types`, so a trained
 policy, the scripted expert or a remote client are evaluated by the same loop.
 
+Every action can pass a `SafetyFilter` (``safety=SafetyLimits``) right before ``env.step``, as on
+a robot; its interventions are counted per episode, so a report shows how often the limits, not
+the policy, decided what the arm did. With ``ExecutorConfig(mode="rtc")`` chunks are sampled by
+real-time chunking (`vlaforge.runtime.rtc`): each continues the one being executed.
+
 Seeds are fixed (seed0 .. seed0 + episodes - 1 for every task) and the eval split of the
 environment draws configurations disjoint from the ones used for recording, so two evaluations
 of the same checkpoint are comparable, and a score is not a memorised training scene.
@@ -15,7 +20,7 @@ import atexit
 import os
 import time
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -27,6 +32,7 @@ import numpy as np
 
 from vlaforge.eval.results import EpisodeResult, EvalReport
 from vlaforge.runtime.executor import ChunkExecutor, ExecutorConfig
+from vlaforge.runtime.safety import KINDS, SafetyFilter, SafetyLimits
 from vlaforge.types import ActionChunk, Env, Observation, PolicyLike, PolicySpec
 
 
@@ -119,15 +125,31 @@ def rollout(
     executor: ChunkExecutor | ExecutorConfig | None = None,
     max_steps: int | None = None,
     record_video: bool = False,
+    safety: SafetyFilter | SafetyLimits | None = None,
 ) -> EpisodeResult:
     """Run one closed-loop episode; stops at the first success, at `done`, or after max_steps.
 
     The policy receives the last `policy.spec.history` observations (oldest first) whenever the
-    executor asks for a new chunk; each call's wall time is recorded.
+    executor asks for a new chunk; each call's wall time is recorded. With `safety`, every action
+    is filtered (current position from the observation's state) and interventions are counted in
+    ``result.safety``.
     """
     if not isinstance(executor, ChunkExecutor):
         executor = ChunkExecutor(executor)
     executor.reset()
+    rtc = executor.config.mode == "rtc"
+    if rtc:
+        from vlaforge.runtime.rtc import predict_rtc, supports_rtc
+
+        if not supports_rtc(policy):
+            raise TypeError(
+                f"executor mode 'rtc' needs a policy that can inpaint a prefix (a vlaforge Policy with a flow or "
+                f"diffusion head, or one with predict_rtc); got {type(policy).__name__}"
+            )
+    safety_filter = SafetyFilter(safety) if isinstance(safety, SafetyLimits) else safety
+    if safety_filter is not None:
+        safety_filter.reset()
+    interventions: Counter[str] = Counter()
     attach = getattr(policy, "attach_env", None)
     if callable(attach):  # policies that read the simulator itself (the scripted expert)
         attach(env)
@@ -149,11 +171,19 @@ def rollout(
     success, length = False, 0
     for step in range(limit):
         if executor.needs_new_chunk():
+            guide = executor.rtc_guidance() if rtc else None  # (prefix (H, A), weights (H,)) | None
             t0 = time.perf_counter()
-            chunk = policy.predict(history.observations(), generator=generator)
+            if guide is None:
+                chunk = policy.predict(history.observations(), generator=generator)
+            else:
+                chunk = predict_rtc(policy, history.observations(), *guide, generator=generator)
             latencies.append(time.perf_counter() - t0)
             executor.push(_as_actions(chunk, policy.spec))
         action = executor.next_action()  # (A,)
+        if safety_filter is not None:
+            action, ivs = safety_filter.filter(action, state=obs.state)  # (A,) within the limits
+            interventions.update(iv.kind for iv in ivs)
+            interventions["steps_changed"] += bool(ivs)
         obs, _reward, done, info = env.step(action)
         length = step + 1
         history.append(obs)
@@ -175,6 +205,9 @@ def rollout(
         latencies_s=latencies,
         fps=float(env.fps),
         frames=frames,
+        safety=None
+        if safety_filter is None
+        else {k: int(interventions[k]) for k in ("steps_changed", *KINDS)},
     )
 
 
@@ -204,6 +237,7 @@ class RunSettings:
     instructions: dict[str, str] = field(default_factory=dict)
     video_dir: str | None = None
     env_factory: EnvFactory = default_env_factory
+    safety: SafetyLimits | None = None
 
 
 def _env_camera_args(spec: PolicySpec) -> tuple[tuple[str, ...] | None, tuple[int, int] | None]:
@@ -227,6 +261,7 @@ class EpisodeRunner:
         self.settings = settings
         self.cameras, self.image_size = _env_camera_args(self.policy.spec)
         self.executor = ChunkExecutor(settings.executor)
+        self.safety = None if settings.safety is None else SafetyFilter(settings.safety)
         self._envs: dict[str, Env] = {}
 
     def env(self, task: str) -> Env:
@@ -252,6 +287,7 @@ class EpisodeRunner:
             executor=self.executor,
             max_steps=self.settings.max_steps,
             record_video=job.record_video,
+            safety=self.safety,
         )
         override = self.settings.instructions.get(job.task)
         if override is not None and result.instruction != override:
@@ -359,13 +395,15 @@ def evaluate(
     env_factory: EnvFactory | None = None,
     confidence: float = 0.95,
     metadata: Mapping[str, Any] | None = None,
+    safety: SafetyLimits | None = None,
 ) -> EvalReport:
     """Evaluate a policy on `tasks` × seeds seed0 .. seed0 + episodes - 1; write a report if out_dir.
 
     policy_or_factory: a policy, or a picklable zero-argument callable returning one (required for
     workers > 1: every worker process loads its own policy and its own environments).
     instructions: optional {task: instruction} replacing the env's instruction (language
-    generalisation tests). out_dir gets eval.json, eval.md, success.png and videos/.
+    generalisation tests). safety: filter every executed action with these limits and report the
+    interventions per episode and per task. out_dir gets eval.json, eval.md, success.png and videos/.
     """
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
@@ -386,6 +424,8 @@ def evaluate(
     if unknown:
         warnings.warn(f"instruction overrides for tasks not evaluated are ignored: {unknown}", stacklevel=2)
     executor = executor or ExecutorConfig()
+    if safety is not None and not isinstance(safety, SafetyLimits):
+        raise TypeError(f"evaluate: safety must be SafetyLimits or None, got {type(safety).__name__}")
     out = Path(out_dir) if out_dir is not None else None
     video_dir = str(out / "videos") if out is not None and videos_per_task > 0 else None
     settings = RunSettings(
@@ -395,6 +435,7 @@ def evaluate(
         instructions={t: instructions[t] for t in tasks if t in instructions},
         video_dir=video_dir,
         env_factory=env_factory or default_env_factory,
+        safety=safety,
     )
     jobs = [
         EpisodeJob(task, seed0 + i, record_video=video_dir is not None and i < videos_per_task)
@@ -443,6 +484,7 @@ def evaluate(
         "workers": workers,
         "policy_spec": spec,
         "wall_s": wall_s,
+        "safety": None if safety is None else asdict(safety),
     }
     report = EvalReport.from_episodes(tasks, results, config, confidence=confidence)
     if out is not None:

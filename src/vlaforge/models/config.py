@@ -28,6 +28,10 @@ class PolicyConfig:
     chunk: int = 4  # H, actions predicted per call
     history: int = 2  # T, observation steps read per call
     fps: float = 10.0
+    # Cross-embodiment mixtures: the datasets trained on and each one's real [state_dim, action_dim]
+    # (state_dim / action_dim above are the padded maxima). Empty = one dataset, plain statistics.
+    datasets: list[str] = field(default_factory=list)
+    dataset_dims: dict[str, list[int]] = field(default_factory=dict)
     # --- model ---
     width: int = 128
     depth: int = 4
@@ -84,11 +88,39 @@ class PolicyConfig:
                 raise bad(
                     "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
                 )
+        self._check_datasets(bad)
         if self.format_version != CHECKPOINT_FORMAT:
             raise bad(
                 "format_version",
                 f"this vlaforge reads checkpoint format {CHECKPOINT_FORMAT}; re-train or convert the checkpoint",
             )
+
+    def _check_datasets(self, bad: Any) -> None:
+        if len(set(self.datasets)) != len(self.datasets):
+            raise bad("datasets", "names must be unique")
+        for name in self.datasets:
+            if not isinstance(name, str) or not name or "@" in name:
+                raise bad("datasets", f"name {name!r} must be a non-empty string without '@'")
+        if set(self.dataset_dims) != set(self.datasets):
+            raise bad(
+                "dataset_dims",
+                f"needs exactly one [state_dim, action_dim] per dataset in datasets={self.datasets}",
+            )
+        for name, dims in self.dataset_dims.items():
+            if len(dims) != 2 or min(dims) < 1:
+                raise bad("dataset_dims", f"'{name}' needs [state_dim, action_dim] >= 1, got {dims}")
+            if self.state_dim and dims[0] > self.state_dim or self.action_dim and dims[1] > self.action_dim:
+                raise bad(
+                    "dataset_dims",
+                    f"'{name}' {dims} exceeds the padded sizes [{self.state_dim}, {self.action_dim}]",
+                )
+
+    def dataset_spec(self, name: str) -> PolicySpec:
+        """The spec of one dataset of a mixture: its real state and action sizes."""
+        if name not in self.dataset_dims:
+            raise KeyError(f"unknown dataset '{name}'; this policy was trained on {self.datasets}")
+        s, a = self.dataset_dims[name]
+        return dataclasses.replace(self.spec, state_dim=int(s), action_dim=int(a))
 
     @property
     def spec(self) -> PolicySpec:

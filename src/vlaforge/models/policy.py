@@ -10,6 +10,11 @@ readouts are pure "read heads" and adding them never changes the observation fea
 the mean of the last timestep's readout outputs.
 
 The policy works in normalized space internally; `predict` returns actions in robot units.
+
+Cross-embodiment mixtures (config.datasets non-empty): state and action are padded to the largest
+sizes; each sample is normalized with its own dataset's statistics (`batch["dataset_name"]`), padded
+action dimensions carry no loss, and `predict(..., dataset=NAME)` unnormalizes with that dataset's
+statistics and returns only its real action dimensions (OpenVLA's `unnorm_key`).
 """
 
 from __future__ import annotations
@@ -60,8 +65,11 @@ class Policy(nn.Module):
         if not c.cameras:
             raise ValueError("PolicyConfig.cameras is empty: a visuomotor policy needs at least one camera")
         for key in (STATE_KEY, ACTION_KEY):
-            if key not in normalizer.features:
-                raise ValueError(f"normalizer has no statistics for '{key}'")
+            for name in c.datasets or [None]:
+                try:
+                    normalizer.resolve(key, name)
+                except (KeyError, ValueError) as e:
+                    raise ValueError(f"normalizer does not fit the policy config: {e}") from e
 
         self.camera_names = sorted(c.cameras)
         self.image_encoders = nn.ModuleDict(
@@ -147,7 +155,12 @@ class Policy(nn.Module):
             x = x * 2.0 - 1.0  # Octo scales images to [-1, 1]
             tok = self.image_encoders[cam](x)  # (B*T, n, D)
             obs_tokens.append(tok.reshape(B, T, -1, D))
-        s = self.normalizer.normalize(STATE_KEY, state.to(self.device).float())  # (B, T, S)
+        names = self._batch_datasets(batch, B)
+        s = self.normalizer.normalize(STATE_KEY, state.to(self.device).float(), names)  # (B, T, S)
+        if names is not None:  # padded state dimensions read as exactly 0, whatever the batch holds
+            sizes = torch.tensor([c.dataset_dims[n][0] for n in names], device=self.device)  # (B,)
+            real = torch.arange(c.state_dim, device=self.device).unsqueeze(0) < sizes.unsqueeze(1)  # (B, S)
+            s = s.masked_fill(~real.unsqueeze(1), 0.0)  # (B, T, S)
         obs_tokens.append(self.state_encoder(s.reshape(B * T, -1)).reshape(B, T, 1, D))
         obs = torch.cat(obs_tokens, dim=2) + self.time_embed  # (B, T, n_obs, D)
 
@@ -185,24 +198,96 @@ class Policy(nn.Module):
             raise ValueError(
                 f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
             )
-        actions = self.normalizer.normalize(ACTION_KEY, actions)  # (B, H, A)
+        names = self._batch_datasets(batch, actions.shape[0])
+        actions = self.normalizer.normalize(ACTION_KEY, actions, names)  # (B, H, A)
         pad = batch.get(f"{ACTION_KEY}_is_pad")
         mask = None
         if pad is not None:
             mask = (~pad.to(self.device).bool()).unsqueeze(-1).expand_as(actions)  # (B, H, A)
+        dim_mask = self._action_dim_mask(batch, names, actions.shape[0])  # (B, A) or None
+        if dim_mask is not None:
+            dims = dim_mask.unsqueeze(1).expand_as(actions)  # (B, H, A): padded dims carry no loss
+            mask = dims if mask is None else mask & dims
         features = self.encode(batch, train=self.training)
         return self.head.loss(features, actions, mask)
 
+    # ------------------------------------------------------------------ mixtures
+    def _batch_datasets(self, batch: dict[str, Any], B: int) -> list[str] | None:
+        """Per-sample dataset names of a mixture batch; None for a single-dataset policy."""
+        known = self.config.datasets
+        if not known:
+            return None  # a plain policy ignores dataset_name (its statistics are unambiguous)
+        names = batch.get("dataset_name")
+        if names is None:
+            if len(known) == 1:
+                return [known[0]] * B
+            raise ValueError(
+                f"this policy was trained on several datasets {known}: the batch needs 'dataset_name' "
+                "(one name per sample) to pick each sample's normalization statistics"
+            )
+        names = [names] * B if isinstance(names, str) else [str(n) for n in names]
+        if len(names) != B:
+            raise ValueError(f"batch['dataset_name'] has {len(names)} names for a batch of {B}")
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"batch['dataset_name'] holds unknown datasets {unknown}; policy knows {known}")
+        return names
+
+    def _action_dim_mask(self, batch: dict[str, Any], names: list[str] | None, B: int) -> torch.Tensor | None:
+        """(B, A) True on real action dimensions: the batch's `action_dim_mask` and each dataset's size."""
+        A = self.config.action_dim
+        mask = None
+        given = batch.get("action_dim_mask")
+        if given is not None:
+            mask = given.to(self.device).bool()
+            if mask.dim() == 1:
+                mask = mask.unsqueeze(0).expand(B, A)  # (A,) -> (B, A)
+            if tuple(mask.shape) != (B, A):
+                raise ValueError(f"'action_dim_mask': expected bool (B, {A}), got {tuple(mask.shape)}")
+        if names is not None:
+            sizes = torch.tensor([self.config.dataset_dims[n][1] for n in names], device=self.device)  # (B,)
+            real = torch.arange(A, device=self.device).unsqueeze(0) < sizes.unsqueeze(1)  # (B, A)
+            mask = real if mask is None else mask & real
+        return mask
+
+    def resolve_dataset(self, dataset: str | None) -> str | None:
+        """The dataset whose statistics inference uses; an error if a mixture policy is asked without one."""
+        known = self.config.datasets
+        if not known:
+            if dataset is not None:
+                raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+            return None
+        if dataset is None:
+            if len(known) == 1:
+                return known[0]
+            raise ValueError(
+                f"this policy was trained on several datasets {known}: pass dataset=NAME to choose whose "
+                "action statistics and action size to use (OpenVLA's unnorm_key)"
+            )
+        if dataset not in known:
+            raise KeyError(f"unknown dataset '{dataset}'; this policy was trained on {known}")
+        return dataset
+
+    def for_dataset(self, name: str) -> DatasetPolicy:
+        """A `PolicyLike` bound to one dataset of a mixture (its spec has that dataset's real sizes)."""
+        return DatasetPolicy(self, name)
+
     # ------------------------------------------------------------------ inference
-    def observations_to_batch(self, observations: Observation | Sequence[Observation]) -> dict[str, Any]:
-        """Validate and stack the last T observations (oldest first) into a batch of one."""
+    def observations_to_batch(
+        self, observations: Observation | Sequence[Observation], *, dataset: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and stack the last T observations (oldest first) into a batch of one.
+
+        dataset: a mixture policy's dataset; its state has that dataset's real size (padded later).
+        """
         obs_list = [observations] if isinstance(observations, Observation) else list(observations)
         T = self.config.history
         if len(obs_list) == 1 and T > 1:
             obs_list = obs_list * T  # episode start: repeat, as the dataset pads at episode edges
         if len(obs_list) != T:
             raise ValueError(f"policy reads {T} observations (history), got {len(obs_list)}")
-        spec = self.spec
+        name = self.resolve_dataset(dataset)
+        spec = self.spec if name is None else self.config.dataset_spec(name)
         for o in obs_list:
             o.validate(spec.cameras, spec.state_dim)
         batch: dict[str, Any] = {
@@ -211,31 +296,63 @@ class Policy(nn.Module):
         }
         for cam in self.camera_names:
             batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.stack([o.images[cam] for o in obs_list]))[None]
+        if name is not None:
+            batch["dataset_name"] = [name]
         return batch
 
     @torch.inference_mode()
     def predict_batch(
-        self, batch: dict[str, Any], *, steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        batch: dict[str, Any],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Batched inference: returns actions (B, H, A) in robot units."""
+        """Batched inference: returns actions (B, H, A) in robot units.
+
+        Mixture policies: `dataset` (or one name in batch["dataset_name"]) chooses the statistics; the
+        state may have that dataset's real size, and only its real action dimensions are returned.
+        """
+        if dataset is None and self.config.datasets:
+            dataset = _single_name(batch)
+        name = self.resolve_dataset(dataset)
         was_training = self.training
         self.eval()
         try:
+            if name is not None:
+                batch = self._pad_for_dataset(batch, name)
             features = self.encode(batch, train=False)
             actions = self.head.sample(features, steps=steps, generator=generator)  # (B, H, A) normalized
-            return self.normalizer.unnormalize(ACTION_KEY, actions.float())
+            actions = self.normalizer.unnormalize(ACTION_KEY, actions.float(), name)
+            if name is not None:
+                actions = actions[..., : self.config.dataset_dims[name][1]]  # (B, H, A_d)
+            return actions
         finally:
             self.train(was_training)
+
+    def _pad_for_dataset(self, batch: dict[str, Any], name: str) -> dict[str, Any]:
+        state = batch[STATE_KEY]
+        real, full = self.config.dataset_dims[name][0], self.config.state_dim
+        if state.shape[-1] == real and real < full:
+            state = torch.nn.functional.pad(state, (0, full - real))  # (B, [T,] S_max)
+        B = state.shape[0]
+        return {**batch, STATE_KEY: state, "dataset_name": [name] * B}
 
     def predict(
         self,
         observations: Observation | Sequence[Observation],
         *,
+        dataset: str | None = None,
         steps: int | None = None,
         generator: torch.Generator | None = None,
     ) -> ActionChunk:
+        """dataset: for a policy trained on a mixture, whose statistics and action size to use."""
         actions = self.predict_batch(
-            self.observations_to_batch(observations), steps=steps, generator=generator
+            self.observations_to_batch(observations, dataset=dataset),
+            dataset=dataset,
+            steps=steps,
+            generator=generator,
         )
         out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
         if not np.all(np.isfinite(out)):
@@ -291,6 +408,31 @@ class Policy(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+
+class DatasetPolicy:
+    """One dataset's view of a mixture policy: a `PolicyLike` for eval, serving and the runtime."""
+
+    def __init__(self, policy: Policy, name: str):
+        if not policy.config.datasets:
+            raise ValueError("for_dataset() is for mixture policies; this one was trained on one dataset")
+        policy.resolve_dataset(name)  # unknown name -> error now, not at the first action
+        self.policy, self.name = policy, name
+        self.spec = policy.config.dataset_spec(name)
+
+    def predict(self, observations: Observation | Sequence[Observation], **kwargs: Any) -> ActionChunk:
+        return self.policy.predict(observations, dataset=self.name, **kwargs)
+
+
+def _single_name(batch: dict[str, Any]) -> str | None:
+    """The one dataset named by batch["dataset_name"] (None if absent); several -> error."""
+    names = batch.get("dataset_name")
+    if names is None or isinstance(names, str):
+        return names
+    unique = sorted(set(names))
+    if len(unique) > 1:
+        raise ValueError(f"predict_batch serves one dataset per call; the batch names {unique}")
+    return unique[0] if unique else None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -3,6 +3,8 @@
 `make_policy("octo-tiny", dataset, head="flow")` fills the embodiment (cameras, state/action
 sizes, fps, statistics, vocabulary) from the dataset and the architecture from the recipe.
 Sizes of octo-small / octo-base are the published ones (REFERENCE.md); octo-tiny is CPU-sized.
+`make_mixture_policy("octo-tiny", MixtureDataset(...))` does the same for a cross-embodiment mixture:
+padded sizes, one set of statistics per dataset.
 """
 
 from __future__ import annotations
@@ -100,21 +102,47 @@ def config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> PolicyCo
     for key in (STATE_KEY, ACTION_KEY):
         if key not in feats:
             raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
-    action_names = feats[ACTION_KEY].get("names") or []
-    if isinstance(action_names, dict):  # LeRobot sometimes nests names: {"motors": [...]}
-        action_names = next(iter(action_names.values()), [])
-    gripper_dims = [i for i, n in enumerate(action_names) if "gripper" in str(n).lower()]
     base: dict[str, Any] = {
         "recipe": recipe,
         "cameras": cams,
         "state_dim": int(feats[STATE_KEY]["shape"][0]),
         "action_dim": int(feats[ACTION_KEY]["shape"][0]),
         "fps": float(dataset.fps),
-        "unnormalized_action_dims": gripper_dims,
+        "unnormalized_action_dims": gripper_dims(feats),
         **r.model,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     return PolicyConfig(**base)
+
+
+def gripper_dims(features: dict[str, dict[str, Any]]) -> list[int]:
+    """Action dimensions named like a gripper (left unnormalized, as Octo and OpenVLA do)."""
+    action_names = features[ACTION_KEY].get("names") or []
+    if isinstance(action_names, dict):  # LeRobot sometimes nests names: {"motors": [...]}
+        action_names = next(iter(action_names.values()), [])
+    return [i for i, n in enumerate(action_names) if "gripper" in str(n).lower()]
+
+
+def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
+    """Build an untrained policy for a `vlaforge.data.MixtureDataset` (padded sizes, per-dataset statistics).
+
+    The padded state/action sizes are the mixture's; build the mixture with `state_dim=` / `action_dim=`
+    to reserve room for embodiments added later.
+    """
+    for fld in ("state_dim", "action_dim", "datasets", "dataset_dims"):
+        if overrides.get(fld) is not None:
+            raise ValueError(f"make_mixture_policy: '{fld}' comes from the mixture; set it on MixtureDataset")
+    cfg = config_from_dataset(recipe, mixture, **overrides)
+    cfg = cfg.replace(
+        datasets=list(mixture.datasets),
+        dataset_dims={n: [int(s), int(a)] for n, (s, a) in mixture.dataset_dims.items()},
+        unnormalized_action_dims=[],  # per dataset, in the normalizer's masks
+    )
+    masks = {}
+    for name, ds in mixture.datasets.items():
+        masks[name] = np.ones(cfg.action_dim, dtype=bool)
+        masks[name][gripper_dims(ds.features)] = False
+    return policy_from_config(cfg, mixture.stats, task_texts(mixture), action_masks=masks)
 
 
 def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
@@ -124,17 +152,36 @@ def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
 
 
 def policy_from_config(
-    cfg: PolicyConfig, stats: dict[str, dict[str, np.ndarray]], texts: list[str]
+    cfg: PolicyConfig,
+    stats: dict[str, Any],
+    texts: list[str],
+    *,
+    action_masks: dict[str, np.ndarray] | None = None,
 ) -> Policy:
-    action_mask = np.ones(cfg.action_dim, dtype=bool)
+    """stats: the dataset's statistics, or for a mixture (cfg.datasets) dataset name -> its padded statistics.
+
+    action_masks: mixtures only, dataset name -> (A,) bool, False = leave unnormalized (default:
+    cfg.unnormalized_action_dims for every dataset).
+    """
+    default_mask = np.ones(cfg.action_dim, dtype=bool)
     for d in cfg.unnormalized_action_dims:
-        action_mask[d] = False
-    normalizer = Normalizer.from_dataset_stats(
-        stats,
-        {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm},
-        masks={ACTION_KEY: action_mask},
-        clip=True,
-    )
+        default_mask[d] = False
+    modes = {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm}
+    if cfg.datasets:
+        missing = [n for n in cfg.datasets if n not in stats]
+        if missing:
+            raise ValueError(f"no statistics for datasets {missing} of the mixture (have {sorted(stats)})")
+        masks = action_masks or {}
+        normalizer = Normalizer.combine(
+            {
+                name: Normalizer.from_dataset_stats(
+                    stats[name], modes, masks={ACTION_KEY: masks.get(name, default_mask)}, clip=True
+                )
+                for name in cfg.datasets
+            }
+        )
+    else:
+        normalizer = Normalizer.from_dataset_stats(stats, modes, masks={ACTION_KEY: default_mask}, clip=True)
     tokenizer = WordTokenizer.build(texts) if cfg.language == "words" else None
     return Policy(cfg, normalizer, tokenizer)
 

@@ -14,12 +14,20 @@ chunks are consumed matters as much as how they are predicted:
   weigh more, which smooths the motion; a smaller m incorporates new observations faster;
   m < 0 favours the newest prediction.
 
-Seam for real-time / asynchronous chunking: every chunk is stored together with the tick its
-first action is due at (``push(chunk, start_step=...)``). A chunk requested at tick s that
-arrives after a delay of d ticks is pushed with ``start_step=s``; its first d actions are then
-already in the past and are skipped (receding) or only overlap-averaged for the remaining
-ticks (ensemble). A real-time-chunking executor (inpainting the frozen prefix) slots in as one
-more mode using ``executed_since(start)`` and ``pending_actions()``.
+- **rtc** (real-time chunking, Black et al. 2025, arXiv 2506.07339): re-plan every k = s ticks
+  like receding, but the next chunk is *inpainted*: its first d actions (those due while the
+  policy is still thinking, d = ``rtc_delay``) are frozen to the previous chunk's, the rest of
+  the overlap is guided toward it with decaying weights, and only the tail is free. Chunks then
+  join without the jump a receding switch makes when two samples pick different modes.
+  ``rtc_guidance()`` hands the previous chunk (aligned to now) and the weights to the caller,
+  which samples with ``vlaforge.runtime.rtc`` (flow and diffusion heads).
+
+Every chunk is stored together with the tick its first action is due at
+(``push(chunk, start_step=...)``). A chunk requested at tick s that arrives after a delay of d
+ticks is pushed with ``start_step=s``; its first d actions are then already in the past and are
+skipped (receding, rtc) or only overlap-averaged for the remaining ticks (ensemble). In a
+synchronous loop (simulation) RTC needs no late push: the frozen first d actions of the new
+chunk *are* the previous chunk's, so executing them from the new chunk is the same.
 """
 
 from __future__ import annotations
@@ -32,21 +40,24 @@ import numpy as np
 
 from vlaforge.types import ActionChunk
 
-MODES = ("receding", "ensemble")
+MODES = ("receding", "ensemble", "rtc")
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
     """How chunks are executed.
 
-    mode: "receding" | "ensemble".
-    execute: k, ticks between two policy calls. None = the whole chunk H (receding) or 1 (ensemble).
+    mode: "receding" | "ensemble" | "rtc".
+    execute: k, ticks between two policy calls. None = the whole chunk H (receding), 1 (ensemble)
+        or H // 2 (rtc, the paper's s; needs rtc_delay <= s <= H - rtc_delay).
     ensemble_decay: m in w_i = exp(-m * i), i = 0 the oldest prediction (ACT uses 0.01).
+    rtc_delay: d, inference delay in ticks for rtc: the first d actions of a new chunk are frozen.
     """
 
     mode: str = "receding"
     execute: int | None = None
     ensemble_decay: float = 0.01
+    rtc_delay: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -58,20 +69,39 @@ class ExecutorConfig:
                 f"ExecutorConfig.execute: expected a positive int (actions per policy call) or None "
                 f"for the default, got {self.execute!r}"
             )
+        if isinstance(self.rtc_delay, bool) or not isinstance(self.rtc_delay, int) or self.rtc_delay < 0:
+            raise ValueError(
+                f"ExecutorConfig.rtc_delay: expected an int >= 0 (inference delay in control ticks), "
+                f"got {self.rtc_delay!r}"
+            )
+        if self.mode == "rtc" and self.execute is not None and self.execute < self.rtc_delay:
+            raise ValueError(
+                f"ExecutorConfig.execute={self.execute} < rtc_delay={self.rtc_delay}: real-time chunking "
+                "needs d <= s (a chunk must not be requested before the previous one arrived)"
+            )
         if not math.isfinite(self.ensemble_decay):
             raise ValueError(
                 f"ExecutorConfig.ensemble_decay: expected a finite float, got {self.ensemble_decay!r}"
             )
 
     def describe(self) -> str:
-        """A short human-readable label, e.g. 'receding k=8' or 'ensemble k=1 m=0.01'."""
+        """A short human-readable label, e.g. 'receding k=8', 'ensemble k=1 m=0.01', 'rtc k=H/2 d=1'."""
+        if self.mode == "rtc":
+            return f"rtc k={self.execute or 'H/2'} d={self.rtc_delay}"
         k = "H" if self.execute is None and self.mode == "receding" else (self.execute or 1)
         if self.mode == "receding":
             return f"receding k={k}"
         return f"ensemble k={k} m={self.ensemble_decay:g}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "execute": self.execute, "ensemble_decay": self.ensemble_decay}
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "execute": self.execute,
+            "ensemble_decay": self.ensemble_decay,
+        }
+        if self.mode == "rtc":
+            out["rtc_delay"] = self.rtc_delay
+        return out
 
 
 def ensemble_weights(n: int, decay: float) -> np.ndarray:
@@ -121,7 +151,10 @@ class ChunkExecutor:
             return self.config.execute
         if self.config.mode == "ensemble":
             return 1
-        return len(self._chunks[-1][1]) if self._chunks else None
+        if not self._chunks:
+            return None
+        horizon = len(self._chunks[-1][1])
+        return max(horizon // 2, self.config.rtc_delay, 1) if self.config.mode == "rtc" else horizon
 
     def executed_since(self, start_step: int) -> int:
         """Ticks executed since `start_step` (the inference delay, for asynchronous schedulers)."""
@@ -165,7 +198,7 @@ class ChunkExecutor:
                 f"in the past (now at step {self.step})"
             )
         self._action_dim = actions.shape[1]
-        if self.config.mode == "receding":
+        if self.config.mode != "ensemble":  # receding and rtc: the newest chunk replaces the plan
             self._chunks = [(start, actions)]
         else:
             self._chunks.append((start, actions))
@@ -176,6 +209,27 @@ class ChunkExecutor:
             raise RuntimeError("ChunkExecutor.pending_actions: no chunk pushed yet")
         start, chunk = self._chunks[-1]
         return chunk[self.step - start :]
+
+    def rtc_guidance(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the next chunk must continue, for mode "rtc": (prefix (H, A), weights (H,)), or None.
+
+        prefix[i] is the previous chunk's action for tick now + i (padded with its last action
+        where it has none; those entries get weight 0); weights = rtc_weights(H, d, s) with
+        s = ticks executed from the previous chunk and d = min(rtc_delay, H - s). None before the
+        first chunk of an episode (nothing to continue: sample freely).
+        """
+        if self.config.mode != "rtc":
+            raise RuntimeError(
+                f"ChunkExecutor.rtc_guidance: executor mode is {self.config.mode!r}; use ExecutorConfig(mode='rtc')"
+            )
+        if not self._chunks:
+            return None
+        from vlaforge.runtime.rtc import aligned_prefix, rtc_weights
+
+        start, chunk = self._chunks[-1]
+        horizon, s = len(chunk), self.step - start
+        d = min(self.config.rtc_delay, horizon - s)
+        return aligned_prefix(chunk, s), rtc_weights(horizon, d, s)
 
     def next_action(self) -> np.ndarray:
         """The action for the current tick (A,), then advance one tick."""
@@ -190,7 +244,7 @@ class ChunkExecutor:
                 f"ChunkExecutor.next_action: chunk pushed at step {start} with H={len(chunk)} is used up at "
                 f"step {t}; check needs_new_chunk() and push a new chunk"
             )
-        if self.config.mode == "receding":
+        if self.config.mode != "ensemble":
             start, chunk = live[-1]
             action = chunk[t - start].copy()  # (A,)
         else:

@@ -23,8 +23,10 @@ filter's own last commanded target; without either, the workspace of delta actio
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +136,23 @@ class SafetyLimits:
         if unknown:
             raise ValueError(f"SafetyLimits: unknown field(s) {sorted(unknown)}")
         return cls(**d)
+
+
+def load_limits(path: str | Path) -> SafetyLimits:
+    """Read a JSON file of `SafetyLimits` fields; errors name the file and what is wrong with it."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"safety limits file {p} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"safety limits file {p} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"safety limits file {p} must hold a JSON object of SafetyLimits fields")
+    try:
+        return SafetyLimits.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"safety limits file {p}: {e}") from None
 
 
 @dataclass
@@ -247,9 +266,12 @@ class SafetyFilter:
                 target = pos.copy()
                 step = None if current is None else target - current
             if target is not None and lim.workspace_low is not None:
-                target = self._clip_vec(target, lim.workspace_low, lim.workspace_high, "workspace", P, out)
-                if current is not None:
-                    step = target - current
+                clipped = self._clip_vec(target, lim.workspace_low, lim.workspace_high, "workspace", P, out)
+                if current is not None and np.any(clipped != target):
+                    # recompute only when the wall moved the target: (current + step) - current is not
+                    # exactly step in floating point, and the speed check would count that round-off
+                    step = clipped - current
+                target = clipped
             if step is not None:
                 vmax = lim.step_limit
                 if vmax is not None:
@@ -263,10 +285,12 @@ class SafetyFilter:
                 if current is not None:
                     target = current + step
                     if lim.workspace_low is not None:  # the wall wins over acceleration
-                        target = self._clip_vec(
+                        clipped = self._clip_vec(
                             target, lim.workspace_low, lim.workspace_high, "workspace", P, out
                         )
-                    step = target - current
+                        if np.any(clipped != target):
+                            step = clipped - current
+                        target = clipped
                 a[P] = step / lim.delta_scale if lim.action_is_delta else target
             elif target is not None:
                 a[P] = target

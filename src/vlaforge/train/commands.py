@@ -109,6 +109,12 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "save_every": args.save_every,
         "cache_frames": not args.no_cache,
+        "precision": args.precision,
+        "grad_accum": args.grad_accum,
+        "grad_checkpointing": args.grad_checkpointing or None,
+        "eval_every": args.eval_every,
+        "eval_tasks": args.eval_tasks,
+        "eval_episodes": args.eval_episodes,
     }
     if args.resume:
         _, res = resume_training(args.resume, train_overrides={k: train_kw[k] for k in ("steps", "minutes")})
@@ -185,6 +191,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model-overrides", default=None, help="JSON of PolicyConfig overrides, e.g. '{\"depth\": 2}'"
     )
+    perf = p.add_argument_group("precision and memory")
+    perf.add_argument(
+        "--precision", choices=["fp32", "bf16"], default=None, help="bf16 autocasts the forward pass"
+    )
+    perf.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
+    perf.add_argument(
+        "--grad-checkpointing", action="store_true", help="recompute transformer blocks in backward"
+    )
+    ev = p.add_argument_group("evaluation during training")
+    ev.add_argument("--eval-every", type=int, default=None, help="run simulator episodes every N steps")
+    ev.add_argument("--eval-tasks", default=None, help="e.g. mt10 or reach,drawer-close")
+    ev.add_argument("--eval-episodes", type=int, default=None, help="episodes per task (fixed eval seeds)")
     ft = p.add_argument_group("fine-tuning")
     ft.add_argument("--init-from", metavar="CKPT", help="start from a trained policy (run dir or policy dir)")
     ft.add_argument(

@@ -23,6 +23,12 @@ class TrainConfig:
     num_workers: int = 1
     threads: int | None = None  # torch threads in the training process (default: all cores)
     cache_frames: bool = True  # decode every video frame once into RAM/disk instead of per sample
+    precision: str = "fp32"  # "bf16": autocast the forward pass (weights and optimizer stay fp32)
+    grad_accum: int = 1  # micro-batches of `batch_size` per optimizer step
+    grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, more time
+    eval_every: int = 0  # run simulator episodes every N steps (0: never); logged as eval/success
+    eval_tasks: str = ""  # e.g. "mt10" or "reach,drawer-close"
+    eval_episodes: int = 2  # per task
     seed: int = 0
     log_every: int = 50
     save_every: int = 2000
@@ -46,6 +52,14 @@ class TrainConfig:
             raise bad("num_workers", "must be >= 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise bad("min_lr_ratio", "must be in [0, 1]")
+        if self.precision not in ("fp32", "bf16"):
+            raise bad("precision", "use 'fp32' or 'bf16'")
+        if self.grad_accum < 1:
+            raise bad("grad_accum", "must be >= 1")
+        if self.eval_every < 0 or self.eval_episodes < 1:
+            raise bad("eval_every", "eval_every must be >= 0 and eval_episodes >= 1")
+        if self.eval_every and not self.eval_tasks:
+            raise bad("eval_tasks", "set the tasks to evaluate (e.g. 'mt10') when eval_every > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

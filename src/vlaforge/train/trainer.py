@@ -13,6 +13,7 @@ Run directory layout:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -103,19 +104,27 @@ def _save_checkpoint(
 
 
 def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
+    """Training loss (log scale) and, when evaluated during training, success on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not curve:
+    losses = [c for c in curve if "loss" in c]
+    evals = [c for c in curve if "eval_success" in c]
+    if not losses:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([c["step"] for c in curve], [c["loss"] for c in curve], lw=1.2)
+    ax.plot([c["step"] for c in losses], [c["loss"] for c in losses], lw=1.2, label="loss")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([c["step"] for c in evals], [c["eval_success"] for c in evals], "o-", color="#C44E52")
+        ax2.set_ylabel("eval success", color="#C44E52")
+        ax2.set_ylim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -130,6 +139,7 @@ class _Progress:
     wait_s: float = 0.0
     elapsed_before_s: float = 0.0
     curve: list[dict[str, float]] = field(default_factory=list)
+    best_success: float = -1.0
 
 
 def train(
@@ -171,9 +181,17 @@ def train(
     distributed.barrier()  # every rank has read the checkpoint before rank 0 writes anything
     log = _RunLogger(run_dir, config_record, purge_step=prog.step if resume else None) if di.is_main else None
     model = torch.nn.parallel.DistributedDataParallel(policy) if di.enabled else policy
+    policy.transformer.gradient_checkpointing = cfg.grad_checkpointing
+    device_type = torch.device(cfg.device).type
+    accum = cfg.grad_accum
 
     sampler = StepBatchSampler(
-        len(dataset), cfg.batch_size, cfg.seed, start_step=prog.step, rank=di.rank, world_size=di.world_size
+        len(dataset),
+        cfg.batch_size,
+        cfg.seed,
+        start_step=prog.step * accum,  # the sampler counts micro-batches
+        rank=di.rank,
+        world_size=di.world_size,
     )
     loader = DataLoader(
         dataset,
@@ -212,9 +230,6 @@ def train(
             elapsed = time.perf_counter() - t_start
             if budget_s is not None and _any_rank(elapsed >= budget_s, di):
                 break
-            t0 = time.perf_counter()
-            batch = next(batches)
-            prog.wait_s += time.perf_counter() - t0
             progress_frac = max(step / cfg.steps, elapsed / budget_s if budget_s else 0.0)
             lr = lr_at(
                 step, progress_frac, base_lr=cfg.lr, warmup_steps=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio
@@ -222,25 +237,34 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            loss, metrics = model(
-                batch
-            )  # Policy.forward == Policy.loss; through DDP's hooks when distributed
-            if _any_rank(not torch.isfinite(loss).item(), di):
-                path = checkpoint()
-                raise TrainingError(
-                    f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
-                    "Lower the learning rate or check the data for extreme values."
-                )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss = 0.0
+            for micro in range(accum):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                prog.wait_s += time.perf_counter() - t0
+                # DDP all-reduces gradients only on the last micro-batch of the step.
+                last = micro == accum - 1
+                sync = model.no_sync() if di.enabled and not last else contextlib.nullcontext()
+                with sync:
+                    with torch.autocast(device_type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                        loss, metrics = model(batch)  # Policy.forward == Policy.loss (through DDP's hooks)
+                    if _any_rank(not torch.isfinite(loss).item(), di):
+                        path = checkpoint()
+                        raise TrainingError(
+                            f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
+                            "Lower the learning rate or check the data for extreme values."
+                        )
+                    (loss.float() / accum).backward()
+                step_loss += _mean_over_ranks(loss.detach().float(), di) / accum
+                prog.samples += len(batch["task"]) * di.world_size
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
             opt.step()
             if ema is not None:
                 ema.update(policy)
             step += 1
             prog.step = step
-            prog.samples += len(batch["task"]) * di.world_size
-            window_loss += _mean_over_ranks(loss.detach(), di)
+            window_loss += step_loss
             window_n += 1
 
             if step % cfg.log_every == 0 or step == cfg.steps:
@@ -262,6 +286,15 @@ def train(
             bar.update(1)
             if step % cfg.save_every == 0:
                 checkpoint()
+            if cfg.eval_every and step % cfg.eval_every == 0 and di.is_main:
+                success = _evaluate_during_training(policy, ema, cfg, run_dir, step)
+                prog.curve.append({"step": step, "eval_success": success})
+                if log is not None:
+                    log.tb.add_scalar("eval/success", success, step)
+                if success > prog.best_success:
+                    prog.best_success = success
+                    _save_best(run_dir, policy, ema, step, success)
+                bar.write(f"step {step}: eval success {success:.1%} (best {prog.best_success:.1%})")
     finally:
         bar.close()
         if log is not None:
@@ -337,6 +370,52 @@ class _RunLogger:
         }
         (self.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
         _plot_curve(curve, self.run_dir / "loss.png")
+
+
+def _evaluate_during_training(
+    policy: Policy, ema: EMA | None, cfg: TrainConfig, run_dir: Path, step: int
+) -> float:
+    """Roll out the EMA policy on fixed eval seeds; the training RNG state is left exactly as it was."""
+    from vlaforge.envs import resolve_tasks
+    from vlaforge.eval.rollout import evaluate
+
+    rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
+    backup = ema.copy_to(policy) if ema is not None else None
+    policy.eval()
+    try:
+        report = evaluate(
+            policy,
+            resolve_tasks(cfg.eval_tasks),
+            episodes=cfg.eval_episodes,
+            workers=1,
+            videos_per_task=0,
+            out_dir=run_dir / "evals" / f"{step:08d}",
+            progress=False,
+        )
+    finally:
+        if backup is not None:
+            policy.load_state_dict(backup, strict=False)
+        policy.train()
+        torch.set_rng_state(rng[0])
+        np.random.set_state(rng[1])
+        random.setstate(rng[2])
+    return float(report.mean_success)
+
+
+def _save_best(run_dir: Path, policy: Policy, ema: EMA | None, step: int, success: float) -> None:
+    """checkpoints/best/policy: the EMA policy with the highest in-training eval success (atomic)."""
+    root = run_dir / "checkpoints"
+    tmp, final = root / ".tmp-best", root / "best"
+    shutil.rmtree(tmp, ignore_errors=True)
+    backup = ema.copy_to(policy) if ema is not None else None
+    try:
+        policy.save(tmp / "policy", state_dict=export_state_dict(policy))
+    finally:
+        if backup is not None:
+            policy.load_state_dict(backup, strict=False)
+    (tmp / "best.json").write_text(json.dumps({"step": step, "eval_success": success}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
 
 
 def _any_rank(flag: bool, di: distributed.DistInfo) -> bool:

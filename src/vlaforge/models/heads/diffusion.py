@@ -5,6 +5,16 @@ regression head averages the modes into an action that is neither, a denoising m
 one of them. Training: pick t ~ U{0..T-1}, noise the chunk with the cosine schedule, predict
 the noise (ε-prediction), MSE over valid entries. Sampling: DDPM through all T steps (Octo) or
 DDIM on fewer steps; the result is clipped to ±max_action.
+
+Inpainting (real-time chunking, arXiv 2506.07339; see ``flow.py``): with ``prefix=Y,
+prefix_weights=W`` every denoising step adds ΠGDM guidance (Song et al. 2023) to the noise
+prediction, with r_t² = 1 − ᾱ_t for this variance-preserving process:
+
+    ε̂' = ε̂ − min(β, 1 / sqrt(1 − ᾱ_t)) · (Y − x̂0)ᵀ diag(W) ∂x̂0/∂x_t,   x̂0 = (x_t − sqrt(1 − ᾱ_t)·ε̂) / sqrt(ᾱ_t)
+
+i.e. the guided score is the score plus ∇ log N(Y; x̂0, r_t²/W), with the weight clipped to β like
+the flow head's. The samplers (DDPM, DDIM) then use ε̂' unchanged. Entries with W = 1 come out
+exactly equal to Y; with W = 0 everywhere the sample equals the unguided one.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from vlaforge.models.heads.base import ActionHead, masked_mean
+from vlaforge.models.heads.flow import check_prefix
 from vlaforge.models.heads.mlp_resnet import TimeConditionedMLP
 from vlaforge.models.heads.samplers import DDIMSampler, DDPMSampler
 from vlaforge.models.heads.schedules import CosineSchedule
@@ -119,9 +130,17 @@ class DiffusionHead(ActionHead):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         sampler: str | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_weights: torch.Tensor | None = None,
+        guidance_clip: float = 5.0,
     ) -> torch.Tensor:
-        """steps: DDIM steps (a DDPM request with steps != T switches to DDIM); sampler overrides the default."""
+        """steps: DDIM steps (a DDPM request with steps != T switches to DDIM); sampler overrides the default.
+
+        prefix (B, H, A) normalized actions to inpaint, prefix_weights (H,) in [0, 1], guidance_clip β
+        (module docstring). Guided sampling runs a backward pass: not under ``torch.inference_mode()``.
+        """
         self.check_features(features)
+        guide = check_prefix(self, features, prefix, prefix_weights)
         name = sampler or self.sampler
         if name == "ddpm" and steps is not None and steps != self.schedule.steps:
             name = "ddim"  # DDPM cannot skip steps; DDIM on the same trained model can
@@ -133,5 +152,25 @@ class DiffusionHead(ActionHead):
             device=features.device,
             dtype=features.dtype,
         )  # (B, H*A) noise
-        x = smp.sample(lambda xt, t: self._eps(xt, t, features), x, generator=generator)  # (B, H*A)
-        return x.clamp(-self.max_action, self.max_action).view(b, self.horizon, self.action_dim)  # (B, H, A)
+        if guide is None:
+            x = smp.sample(lambda xt, t: self._eps(xt, t, features), x, generator=generator)  # (B, H*A)
+            return x.clamp(-self.max_action, self.max_action).view(b, self.horizon, self.action_dim)
+        p, w = guide  # (B, H*A), (1, H*A)
+        alpha_bars = self.schedule.alpha_bars(features.device).to(features.dtype)  # (T,)
+
+        features = features.clone()  # not an inference tensor: guidance needs autograd
+
+        def guided_eps(xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            ab = alpha_bars[t][:, None]  # (B, 1)
+            x_in = xt.detach().requires_grad_(True)
+            with torch.enable_grad():
+                eps = self._eps(x_in, t, features)  # (B, H*A)
+                x0 = (x_in - (1 - ab).sqrt() * eps) / ab.sqrt()  # (B, H*A) predicted clean chunk
+                (vjp,) = torch.autograd.grad(x0, x_in, grad_outputs=w * (p - x0.detach()))
+            weight = (1 - ab).rsqrt().clamp(max=guidance_clip)  # (B, 1) min(β, 1 / r_t)
+            return eps.detach() - weight * vjp  # (B, H*A)
+
+        x = smp.sample(guided_eps, x, generator=generator)  # (B, H*A)
+        x = x.clamp(-self.max_action, self.max_action)
+        x = torch.where(w >= 1, p, x)  # frozen entries exactly, not up to the sampler's round-off
+        return x.view(b, self.horizon, self.action_dim)  # (B, H, A)

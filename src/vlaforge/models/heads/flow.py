@@ -4,6 +4,19 @@ Training: τ from π0's Beta time distribution, A^τ = τ·A + (1 − τ)·ε, t
 velocity u = A − ε (MSE over valid entries). Sampling: Euler-integrate the predicted velocity
 from noise (τ = 0) to data (τ = 1) in ``steps`` steps (π0: 10). Like diffusion it represents
 multimodal action distributions, with fewer sampling steps and no noise schedule to tune.
+
+Inpainting (real-time chunking, Black et al. 2025, arXiv 2506.07339): ``sample(..., prefix=Y,
+prefix_weights=W)`` steers the new chunk toward known actions Y (the previous chunk, aligned to
+the new chunk's time) with the paper's ΠGDM guidance. At every Euler step, with the denoised
+estimate Â¹ = x + (1 − τ)·v(x, τ):
+
+    v' = v + min(β, (1 − τ) / (τ·r²)) · (Y − Â¹)ᵀ diag(W) ∂Â¹/∂x,   r² = (1 − τ)² / (τ² + (1 − τ)²)
+
+The vector-Jacobian product (one backward pass through the network per step) is what makes the
+*free* part of the chunk follow: pulling the guided entries moves every entry the network
+couples to them, so the tail continues the prefix's mode instead of picking its own. Entries
+with W = 1 (the actions due during the inference delay) are returned exactly equal to Y; with
+W = 0 everywhere the sample equals the unguided one. β = ``guidance_clip`` (paper: 5).
 """
 
 from __future__ import annotations
@@ -81,9 +94,24 @@ class FlowHead(ActionHead):
 
     @torch.no_grad()
     def sample(
-        self, features: torch.Tensor, *, steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        features: torch.Tensor,
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_weights: torch.Tensor | None = None,
+        guidance_clip: float = 5.0,
     ) -> torch.Tensor:
+        """features (B, F) -> normalized actions (B, H, A).
+
+        prefix (B, H, A) normalized actions to inpaint, prefix_weights (H,) in [0, 1], guidance_clip β
+        (see the module docstring); entries with weight 1 come out equal to the prefix, weight 0 as
+        without guidance. Guided sampling runs a backward pass, so it cannot run under
+        ``torch.inference_mode()`` (``torch.no_grad()`` is fine).
+        """
         self.check_features(features)
+        guide = check_prefix(self, features, prefix, prefix_weights)
         b = features.shape[0]
         x = torch.randn(
             (b, self.horizon * self.action_dim),
@@ -91,6 +119,77 @@ class FlowHead(ActionHead):
             device=features.device,
             dtype=features.dtype,
         )  # (B, H*A) noise at τ = 0
+        if guide is not None:
+            features = features.clone()  # not an inference tensor: guidance needs autograd
         sampler = EulerSampler(steps or self.steps, clip=self.max_action)
-        x = sampler.sample(lambda xt, tau: self.net(xt, tau, features), x)  # (B, H*A)
+        if guide is None:
+            x = sampler.sample(lambda xt, tau: self.net(xt, tau, features), x)  # (B, H*A)
+            return x.view(b, self.horizon, self.action_dim)  # (B, H, A)
+        p, w = guide  # (B, H*A), (1, H*A)
+
+        def guided_velocity(xt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+            x_in = xt.detach().requires_grad_(True)
+            with torch.enable_grad():
+                v = self.net(x_in, tau, features)  # (B, H*A)
+                remaining = (1 - tau)[:, None]  # (B, 1), >= 1/steps: Euler never evaluates τ = 1
+                denoised = x_in + remaining * v  # (B, H*A) Â¹, the one-step estimate of the clean chunk
+                (vjp,) = torch.autograd.grad(denoised, x_in, grad_outputs=w * (p - denoised.detach()))
+            return v.detach() + pigdm_weight(tau, guidance_clip)[:, None] * vjp  # (B, H*A)
+
+        x = sampler.sample(guided_velocity, x)  # (B, H*A)
+        x = torch.where(w >= 1, p, x)  # frozen entries exactly, not up to the Euler round-off
         return x.view(b, self.horizon, self.action_dim)  # (B, H, A)
+
+
+def pigdm_weight(tau: torch.Tensor, clip: float) -> torch.Tensor:
+    """ΠGDM guidance weight min(β, (1 − τ) / (τ·r²)) = min(β, (τ² + (1 − τ)²) / (τ·(1 − τ))): (B,)."""
+    tau = tau.clamp(0.0, 1.0)
+    raw = (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau))  # (B,) inf at τ = 0
+    return torch.nan_to_num(raw, posinf=clip).clamp(max=clip)
+
+
+def check_prefix(
+    head: ActionHead,
+    features: torch.Tensor,
+    prefix: torch.Tensor | None,
+    weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validate an inpainting request; returns (prefix (B, H*A), weights (1, H*A)) or None.
+
+    Shared by the flow and diffusion heads (real-time chunking). Raises ValueError naming the
+    argument when only one of the two is given, on a wrong shape, non-finite values, or weights
+    outside [0, 1].
+    """
+    name = type(head).__name__
+    if prefix is None and weights is None:
+        return None
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{name}.sample: guided sampling (prefix=...) needs autograd; call it under torch.no_grad(), "
+            "not torch.inference_mode()"
+        )
+    if prefix is None or weights is None:
+        raise ValueError(
+            f"{name}.sample: prefix and prefix_weights go together (got only "
+            f"{'prefix' if prefix is not None else 'prefix_weights'}); build the weights with "
+            "vlaforge.runtime.rtc.rtc_weights(H, d, s)"
+        )
+    b, h, a = features.shape[0], head.horizon, head.action_dim
+    prefix = torch.as_tensor(prefix, device=features.device, dtype=features.dtype)
+    weights = torch.as_tensor(weights, device=features.device, dtype=features.dtype)
+    if tuple(prefix.shape) != (b, h, a):
+        raise ValueError(
+            f"{name}.sample: prefix must be (B, H, A) = {(b, h, a)} normalized actions, got {tuple(prefix.shape)}"
+        )
+    if tuple(weights.shape) != (h,):
+        raise ValueError(f"{name}.sample: prefix_weights must be (H,) = ({h},), got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or bool((weights > 1).any()):
+        raise ValueError(
+            f"{name}.sample: prefix_weights must be finite and in [0, 1], got {weights.tolist()}"
+        )
+    used = (weights > 0)[None, :, None].expand(b, h, a)  # (B, H, A) entries the guidance reads
+    if not bool(torch.isfinite(prefix[used]).all()):
+        raise ValueError(f"{name}.sample: prefix holds NaN/Inf where prefix_weights > 0")
+    prefix = torch.where(used, prefix, torch.zeros_like(prefix))  # unused entries may hold anything
+    w = weights[:, None].expand(h, a).reshape(1, h * a)  # (1, H*A)
+    return prefix.reshape(b, h * a), w
