@@ -123,3 +123,33 @@ def test_in_training_eval_logs_success_and_keeps_best(tmp_path):
     assert best["step"] == 2
     assert Policy.load(run / "checkpoints" / "best" / "policy").config.head == "l1"
     assert (run / "evals" / "00000002" / "eval.json").is_file()
+
+
+def test_mixture_of_two_embodiments_trains_and_resumes(tmp_path):
+    a = write_synthetic_dataset(tmp_path / "arm4", episodes=2, length=10, height=32, width=32)
+    b = write_synthetic_dataset(
+        tmp_path / "arm7", episodes=2, length=10, height=32, width=32, state_dim=7, action_dim=2
+    )
+    run = tmp_path / "run"
+    data = f"{a},{b}"
+    rc = _train(
+        "--data",
+        data,
+        "--weights",
+        "3,1",
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--head",
+        "l1",
+        "--model-overrides",
+        SMALL,
+    )
+    assert rc == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["names"] == ["arm4", "arm7"] and saved["weights"] == {"arm4": 3.0, "arm7": 1.0}
+    policy = Policy.load(run)
+    assert sorted(policy.config.datasets) == ["arm4", "arm7"]
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 0
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 3

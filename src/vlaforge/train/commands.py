@@ -17,25 +17,35 @@ def run_training(
     train_overrides: dict | None = None,
     model_overrides: dict | None = None,
     finetune: dict | None = None,
+    weights: list[float] | None = None,
     progress: bool = True,
 ):
     """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult).
 
     finetune: {"init_from": CKPT, "allow_unknown": bool, "freeze": [globs], "lora": LoRAConfig fields}.
     With init_from the architecture comes from the checkpoint and the embodiment from `data`.
+    data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
+    with `weights`; state/action padded to the largest, statistics kept per dataset).
     """
-    from vlaforge.data import Dataset
-    from vlaforge.models.recipes import get_recipe, make_policy
+    from vlaforge.data import Dataset, MixtureDataset
+    from vlaforge.models.recipes import get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import apply_finetune_setup, finetune_policy, parameter_table
     from vlaforge.train.trainer import train
 
     r = get_recipe(recipe)
-    probe = Dataset(data)
+    roots, names, mix_weights = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
     model_kw = {**(model_overrides or {}), "head": head, "language": language}
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
-    if ft.get("init_from"):
+    mixture = len(roots) > 1 or weights is not None
+    if mixture and ft.get("init_from"):
+        raise SystemExit("--init-from with several --data is not supported yet")
+    if mixture:
+        probe = MixtureDataset({n: Dataset(r_) for n, r_ in zip(names, roots)}, mix_weights, seed=cfg.seed)
+        policy = make_mixture_policy(recipe, probe, **model_kw)
+    elif ft.get("init_from"):
+        probe = Dataset(roots[0])
         overrides = {k: v for k, v in model_kw.items() if v is not None}
         policy, report = finetune_policy(
             ft["init_from"], probe, allow_unknown=ft.get("allow_unknown", False), **overrides
@@ -43,9 +53,10 @@ def run_training(
         if progress:
             print(report.format())
     else:
-        policy = make_policy(recipe, probe, **model_kw)
+        policy = make_policy(recipe, Dataset(roots[0]), **model_kw)
     apply_finetune_setup(policy, ft)
-    dataset = _training_dataset(data, policy.config.history, policy.config.chunk, cfg.cache_frames, progress)
+    c = policy.config
+    dataset = _training_data(roots, names, mix_weights, c.history, c.chunk, cfg, progress)
     if progress:
         n = policy.num_parameters()
         print(
@@ -54,7 +65,13 @@ def run_training(
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
         if ft.get("freeze") or ft.get("lora"):
             print(parameter_table(policy))
-    info = {"recipe": recipe, "data": str(Path(data).resolve()), "finetune": ft}
+    info = {
+        "recipe": recipe,
+        "data": [str(Path(r_).resolve()) for r_ in roots] if mixture else str(Path(roots[0]).resolve()),
+        "names": names if mixture else None,
+        "weights": mix_weights,
+        "finetune": ft,
+    }
     return policy, train(policy, dataset, cfg, out, progress=progress, run_info=info)
 
 
@@ -80,22 +97,47 @@ def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None,
     policy = Policy.load(latest_checkpoint(run_dir) / "policy")
     apply_finetune_setup(policy, saved.get("finetune", {}))
     c = policy.config
-    dataset = _training_dataset(saved["data"], c.history, c.chunk, cfg.cache_frames, progress)
+    data = saved["data"]
+    roots = data if isinstance(data, list) else [data]
+    names = saved.get("names") or [Path(roots[0]).name]
+    dataset = _training_data(roots, names, saved.get("weights"), c.history, c.chunk, cfg, progress)
     info = {
         "recipe": saved.get("recipe", c.recipe),
         "data": saved["data"],
+        "names": saved.get("names"),
+        "weights": saved.get("weights"),
         "finetune": saved.get("finetune", {}),
     }
     return policy, train(policy, dataset, cfg, run_dir, progress=progress, resume=True, run_info=info)
 
 
-def _training_dataset(data: str | Path, history: int, chunk: int, cache: bool, progress: bool):
-    from vlaforge.data import Dataset
+def parse_data(data: str | Path, weights: list[float] | None) -> tuple[list[str], list[str], dict | None]:
+    """ "a,b" or "name=path,..." -> (roots, names, {name: weight} | None)."""
+    roots, names = [], []
+    for part in str(data).split(","):
+        name, _, path = part.partition("=") if "=" in part else (Path(part).name, "", part)
+        roots.append(path)
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise SystemExit(f"dataset names {names} are not unique; name them with --data name=path,...")
+    if weights is not None and len(weights) != len(roots):
+        raise SystemExit(f"--weights has {len(weights)} values for {len(roots)} datasets")
+    return roots, names, (dict(zip(names, weights)) if weights is not None else None)
 
-    dataset = Dataset(data, history=history, chunk=chunk)
-    if cache:
-        dataset.cache_frames(progress=progress)
-    return dataset
+
+def _training_data(roots, names, weights, history: int, chunk: int, cfg, progress: bool):
+    """One Dataset (frames cached if configured) or a MixtureDataset of several."""
+    from vlaforge.data import Dataset, MixtureDataset
+
+    def load(root: str):
+        ds = Dataset(root, history=history, chunk=chunk)
+        if cfg.cache_frames:
+            ds.cache_frames(progress=progress)
+        return ds
+
+    if len(roots) == 1 and weights is None:
+        return load(roots[0])
+    return MixtureDataset({n: load(r) for n, r in zip(names, roots)}, weights, seed=cfg.seed)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -149,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         train_overrides=train_kw,
         model_overrides=model_kw,
         finetune=finetune,
+        weights=[float(x) for x in args.weights.split(",")] if args.weights else None,
     )
     _print_result(res)
     return 0
@@ -167,7 +210,12 @@ def _print_result(res) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a policy recipe on a dataset")
     p.add_argument("--recipe", default="octo-tiny", help="recipe name (see `vlaforge train --list-recipes`)")
-    p.add_argument("--data", help="dataset root (LeRobot v3.0 or v2.1 layout)")
+    p.add_argument(
+        "--data", help="dataset root (LeRobot v3.0 or v2.1), or a mixture: 'a,b' or 'name=path,name2=path2'"
+    )
+    p.add_argument(
+        "--weights", default=None, help="mixture sampling weights, comma-separated, one per --data"
+    )
     p.add_argument("--out", help="run directory to create")
     p.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed/finished run (--steps/--minutes may change)"
