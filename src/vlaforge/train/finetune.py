@@ -193,7 +193,7 @@ def load_pretrained(policy: Policy, checkpoint: str | Path, *, allow_unknown: bo
     if report.unexpected and not allow_unknown:
         hint = ""
         if any("lora_" in k for k in report.unexpected):
-            hint = " The checkpoint holds LoRA adapters: merge them first (merge_lora, --merge-lora)."
+            hint = " The checkpoint holds LoRA adapters: merge them first (merge_lora; every policy vlaforge train writes is merged)."
         changes = "; ".join(report.config_changes) or "none"
         raise CheckpointError(
             f"{d / WEIGHTS_FILE} has {len(report.unexpected)} tensor(s) this policy does not have: "
