@@ -97,6 +97,9 @@ def main() -> int:
             "machine": machine_info(),
         }
         key = suffix if not instructions else f"{suffix}-rephrased"
+        previous = results["heads"].get(key) or results["heads"].get(suffix) or {}
+        # An --eval-only run keeps the command that trained the policy next to its own.
+        entry["train_command"] = previous.get("train_command") if args.eval_only else command
         results["heads"][key] = entry
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2))
