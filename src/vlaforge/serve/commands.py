@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -19,15 +17,12 @@ def _serve(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("VLAFORGE_API_KEY") or None
     safety = None
     if args.safety:
-        from vlaforge.runtime.safety import SafetyLimits
+        from vlaforge.runtime.safety import load_limits
 
-        path = Path(args.safety)
         try:
-            safety = SafetyLimits.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise SystemExit(f"--safety: file {path} does not exist") from None
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"--safety: {path} is not valid JSON ({e})") from None
+            safety = load_limits(args.safety)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"--safety: {e}") from None
     policy = Policy.load(args.run_dir, map_location=args.device)
     server = PolicyServer(
         policy,

@@ -88,12 +88,7 @@ def _save_checkpoint(
     final = root / f"{step:08d}"
     tmp = root / f".tmp-{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    backup = ema.copy_to(policy) if ema is not None else None
-    try:
-        policy.save(tmp / "policy", state_dict=export_state_dict(policy))
-    finally:
-        if backup is not None:
-            policy.load_state_dict(backup, strict=False)
+    _save_ema_policy(policy, ema, tmp / "policy")
     torch.save(state, tmp / TRAINER_STATE)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -402,17 +397,22 @@ def _evaluate_during_training(
     return float(report.mean_success)
 
 
+def _save_ema_policy(policy: Policy, ema: EMA | None, directory: Path) -> None:
+    """Write the EMA weights (LoRA merged) as a plain policy, leaving the training weights in place."""
+    backup = ema.copy_to(policy) if ema is not None else None
+    try:
+        policy.save(directory, state_dict=export_state_dict(policy))
+    finally:
+        if backup is not None:
+            policy.load_state_dict(backup, strict=False)
+
+
 def _save_best(run_dir: Path, policy: Policy, ema: EMA | None, step: int, success: float) -> None:
     """checkpoints/best/policy: the EMA policy with the highest in-training eval success (atomic)."""
     root = run_dir / "checkpoints"
     tmp, final = root / ".tmp-best", root / "best"
     shutil.rmtree(tmp, ignore_errors=True)
-    backup = ema.copy_to(policy) if ema is not None else None
-    try:
-        policy.save(tmp / "policy", state_dict=export_state_dict(policy))
-    finally:
-        if backup is not None:
-            policy.load_state_dict(backup, strict=False)
+    _save_ema_policy(policy, ema, tmp / "policy")
     (tmp / "best.json").write_text(json.dumps({"step": step, "eval_success": success}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)

@@ -101,3 +101,50 @@ class ActionHead(nn.Module):
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over entries where ``mask`` (same shape, float 0/1) is 1; 0 if none are."""
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def check_prefix(
+    head: ActionHead,
+    features: torch.Tensor,
+    prefix: torch.Tensor | None,
+    weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Validate an inpainting request; returns (prefix (B, H*A), weights (1, H*A)) or None.
+
+    Shared by the flow and diffusion heads (real-time chunking). Raises ValueError naming the
+    argument when only one of the two is given, on a wrong shape, non-finite values, or weights
+    outside [0, 1].
+    """
+    name = type(head).__name__
+    if prefix is None and weights is None:
+        return None
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{name}.sample: guided sampling (prefix=...) needs autograd; call it under torch.no_grad(), "
+            "not torch.inference_mode()"
+        )
+    if prefix is None or weights is None:
+        raise ValueError(
+            f"{name}.sample: prefix and prefix_weights go together (got only "
+            f"{'prefix' if prefix is not None else 'prefix_weights'}); build the weights with "
+            "vlaforge.runtime.rtc.rtc_weights(H, d, s)"
+        )
+    b, h, a = features.shape[0], head.horizon, head.action_dim
+    prefix = torch.as_tensor(prefix, device=features.device, dtype=features.dtype)
+    weights = torch.as_tensor(weights, device=features.device, dtype=features.dtype)
+    if tuple(prefix.shape) != (b, h, a):
+        raise ValueError(
+            f"{name}.sample: prefix must be (B, H, A) = {(b, h, a)} normalized actions, got {tuple(prefix.shape)}"
+        )
+    if tuple(weights.shape) != (h,):
+        raise ValueError(f"{name}.sample: prefix_weights must be (H,) = ({h},), got {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or bool((weights > 1).any()):
+        raise ValueError(
+            f"{name}.sample: prefix_weights must be finite and in [0, 1], got {weights.tolist()}"
+        )
+    used = (weights > 0)[None, :, None].expand(b, h, a)  # (B, H, A) entries the guidance reads
+    if not bool(torch.isfinite(prefix[used]).all()):
+        raise ValueError(f"{name}.sample: prefix holds NaN/Inf where prefix_weights > 0")
+    prefix = torch.where(used, prefix, torch.zeros_like(prefix))  # unused entries may hold anything
+    w = weights[:, None].expand(h, a).reshape(1, h * a)  # (1, H*A)
+    return prefix.reshape(b, h * a), w

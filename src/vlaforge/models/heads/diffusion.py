@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from vlaforge.models.heads.base import ActionHead, masked_mean
-from vlaforge.models.heads.flow import check_prefix
+from vlaforge.models.heads.base import ActionHead, check_prefix, masked_mean
 from vlaforge.models.heads.mlp_resnet import TimeConditionedMLP
 from vlaforge.models.heads.samplers import DDIMSampler, DDPMSampler
 from vlaforge.models.heads.schedules import CosineSchedule

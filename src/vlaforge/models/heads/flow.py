@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from vlaforge.models.heads.base import ActionHead, masked_mean
+from vlaforge.models.heads.base import ActionHead, check_prefix, masked_mean
 from vlaforge.models.heads.mlp_resnet import TimeConditionedMLP
 from vlaforge.models.heads.samplers import EulerSampler
 from vlaforge.models.heads.schedules import sample_flow_time
@@ -146,50 +146,3 @@ def pigdm_weight(tau: torch.Tensor, clip: float) -> torch.Tensor:
     tau = tau.clamp(0.0, 1.0)
     raw = (tau**2 + (1 - tau) ** 2) / (tau * (1 - tau))  # (B,) inf at τ = 0
     return torch.nan_to_num(raw, posinf=clip).clamp(max=clip)
-
-
-def check_prefix(
-    head: ActionHead,
-    features: torch.Tensor,
-    prefix: torch.Tensor | None,
-    weights: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Validate an inpainting request; returns (prefix (B, H*A), weights (1, H*A)) or None.
-
-    Shared by the flow and diffusion heads (real-time chunking). Raises ValueError naming the
-    argument when only one of the two is given, on a wrong shape, non-finite values, or weights
-    outside [0, 1].
-    """
-    name = type(head).__name__
-    if prefix is None and weights is None:
-        return None
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            f"{name}.sample: guided sampling (prefix=...) needs autograd; call it under torch.no_grad(), "
-            "not torch.inference_mode()"
-        )
-    if prefix is None or weights is None:
-        raise ValueError(
-            f"{name}.sample: prefix and prefix_weights go together (got only "
-            f"{'prefix' if prefix is not None else 'prefix_weights'}); build the weights with "
-            "vlaforge.runtime.rtc.rtc_weights(H, d, s)"
-        )
-    b, h, a = features.shape[0], head.horizon, head.action_dim
-    prefix = torch.as_tensor(prefix, device=features.device, dtype=features.dtype)
-    weights = torch.as_tensor(weights, device=features.device, dtype=features.dtype)
-    if tuple(prefix.shape) != (b, h, a):
-        raise ValueError(
-            f"{name}.sample: prefix must be (B, H, A) = {(b, h, a)} normalized actions, got {tuple(prefix.shape)}"
-        )
-    if tuple(weights.shape) != (h,):
-        raise ValueError(f"{name}.sample: prefix_weights must be (H,) = ({h},), got {tuple(weights.shape)}")
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or bool((weights > 1).any()):
-        raise ValueError(
-            f"{name}.sample: prefix_weights must be finite and in [0, 1], got {weights.tolist()}"
-        )
-    used = (weights > 0)[None, :, None].expand(b, h, a)  # (B, H, A) entries the guidance reads
-    if not bool(torch.isfinite(prefix[used]).all()):
-        raise ValueError(f"{name}.sample: prefix holds NaN/Inf where prefix_weights > 0")
-    prefix = torch.where(used, prefix, torch.zeros_like(prefix))  # unused entries may hold anything
-    w = weights[:, None].expand(h, a).reshape(1, h * a)  # (1, H*A)
-    return prefix.reshape(b, h * a), w
