@@ -12,10 +12,10 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo test test-all lint install system-deps clean
 
-$(VENV)/.stamp-install: pyproject.toml constraints.txt
+$(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e ".[sim,serve,text,dev]"
+	$(PIP) -e packages/vlaforge-client -e ".[sim,serve,text,dev]"
 	@touch $@
 
 install: system-deps $(VENV)/.stamp-install
@@ -27,15 +27,15 @@ demo: install
 	$(BIN)/vlaforge quickstart
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks packages
+	$(BIN)/ruff format --check src tests benchmarks packages
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/python -m pytest
 
 test-all: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean:

@@ -30,7 +30,14 @@ def main() -> int:
     p.add_argument("--data", default="data/mt10")
     p.add_argument("--heads", default="diffusion,flow,binned,l1")
     p.add_argument("--language", default="words", choices=["words", "minilm"])
-    p.add_argument("--minutes", type=float, default=60.0, help="training budget per head")
+    p.add_argument("--minutes", type=float, default=60.0, help="training budget per head (wall clock)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=1_000_000,
+        help="step budget per head; whichever of --steps/--minutes ends first stops training "
+        "(a step budget keeps heads comparable when runs share the machine)",
+    )
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes per task")
     p.add_argument("--workers", type=int, default=2, help="evaluation processes")
     p.add_argument("--runs", default="runs/mt10", help="run directories go to <runs>-<head>[-<language>]")
@@ -47,7 +54,6 @@ def main() -> int:
 
     tasks = resolve_tasks("mt10")
     out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {"heads": {}}
     instructions = load_instructions(args.instructions) if args.instructions else None
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -61,7 +67,7 @@ def main() -> int:
                 run,
                 head=head,
                 language=args.language,
-                train_overrides={"minutes": args.minutes, "steps": 1_000_000, "num_workers": 0},
+                train_overrides={"minutes": args.minutes, "steps": args.steps, "num_workers": 0},
             )
         summary = json.loads((run / "train_summary.json").read_text())
         t0 = time.perf_counter()
@@ -97,6 +103,8 @@ def main() -> int:
             "machine": machine_info(),
         }
         key = suffix if not instructions else f"{suffix}-rephrased"
+        # Re-read: another invocation (another head) may have written its entry meanwhile.
+        results = json.loads(out.read_text()) if out.is_file() else {"heads": {}}
         previous = results["heads"].get(key) or results["heads"].get(suffix) or {}
         # An --eval-only run keeps the command that trained the policy next to its own.
         entry["train_command"] = previous.get("train_command") if args.eval_only else command

@@ -13,6 +13,8 @@
   load      C concurrent clients (threads, one connection each) for S seconds, each sending observations
             back to back: failed requests, throughput, p50/p99 latency. The server runs one inference
             worker, so latency under load ~ C x inference time; throughput is the figure to watch.
+  batched   the same load against a second server started with max_batch=C (concurrent requests share
+            one forward pass): throughput and latency side by side, and the mean batch size.
 
 The server runs in a separate process (its own GIL), one torch thread. Writes benchmarks/results/serve.json.
 """
@@ -44,15 +46,25 @@ RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
 MAX_BYTES = 1024 * 1024
 
 
-def _server_main(port: int, ready: Any) -> None:
+def _server_main(port: int, ready: Any, max_batch: int = 1) -> None:
     import torch
 
     from vlaforge.serve.server import PolicyServer
 
     torch.set_num_threads(1)
-    server = PolicyServer(tiny_policy(), "127.0.0.1", port, max_message_bytes=MAX_BYTES)
+    server = PolicyServer(tiny_policy(), "127.0.0.1", port, max_message_bytes=MAX_BYTES, max_batch=max_batch)
     ready.set()
     server.run()
+
+
+def _start_server(ctx: Any, max_batch: int) -> tuple[int, Any]:
+    port = _free_port()
+    ready = ctx.Event()
+    proc = ctx.Process(target=_server_main, args=(port, ready, max_batch), daemon=True)
+    proc.start()
+    ready.wait(120)
+    PolicyClient("127.0.0.1", port, connect_timeout=60).close()  # wait until it accepts connections
+    return port, proc
 
 
 def _rss_mb(pid: int) -> float:
@@ -100,6 +112,7 @@ def bench_overhead(port: int, calls: int) -> dict[str, Any]:
 
 def bench_load(port: int, clients: int, seconds: float) -> dict[str, Any]:
     latencies: list[list[float]] = [[] for _ in range(clients)]
+    batch_sizes: list[int] = []
     failures: list[str] = []
     start = threading.Barrier(clients + 1)
     stop_at: list[float] = [0.0]
@@ -118,6 +131,7 @@ def bench_load(port: int, clients: int, seconds: float) -> dict[str, Any]:
             try:
                 reply = client.infer(_valid(g))
                 assert reply["actions"].shape == (4, 2)
+                batch_sizes.append(int(reply["server_timing"].get("batch_size", 1)))
             except Exception as e:
                 failures.append(f"client {i}: {type(e).__name__}: {e}")
                 continue
@@ -141,6 +155,7 @@ def bench_load(port: int, clients: int, seconds: float) -> dict[str, Any]:
         "failed": len(failures),
         "failures": failures[:5],
         "throughput_rps": len(flat) / wall,
+        "mean_batch_size": float(np.mean(batch_sizes)) if batch_sizes else 0.0,
         **_percentiles(flat),
     }
 
@@ -154,13 +169,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
-    port = _free_port()
     ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    proc = ctx.Process(target=_server_main, args=(port, ready), daemon=True)
-    proc.start()
-    ready.wait(120)
-    PolicyClient("127.0.0.1", port, connect_timeout=60).close()  # wait until it accepts connections
+    port, proc = _start_server(ctx, 1)
     results: dict[str, Any] = {
         "command": "python " + shlex.join(["benchmarks/bench_serve.py", *sys.argv[1:]])
     }
@@ -183,10 +193,26 @@ def main() -> int:
         os.kill(proc.pid, 15)  # SIGTERM: the graceful shutdown path
         proc.join(30)
         results["server_exitcode"] = proc.exitcode
+    port, proc = _start_server(ctx, args.clients)
+    try:
+        results["load_batched"] = lb = bench_load(port, args.clients, args.seconds)
+        lb["max_batch"] = args.clients
+        lb["throughput_ratio_vs_unbatched"] = lb["throughput_rps"] / ld["throughput_rps"]
+        print(f"batched (max_batch={args.clients}): {lb['requests']} requests, {lb['failed']} failed, "
+              f"{lb['throughput_rps']:.1f} req/s ({lb['throughput_ratio_vs_unbatched']:.2f}x unbatched), "
+              f"p50 {lb['p50_ms']:.2f} ms, p99 {lb['p99_ms']:.2f} ms, mean batch {lb['mean_batch_size']:.2f}")  # fmt: skip
+    finally:
+        os.kill(proc.pid, 15)
+        proc.join(30)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")
-    ok = not results["fuzz"]["bad"] and results["fuzz"]["final_ok"] and results["load"]["failed"] == 0
+    ok = (
+        not results["fuzz"]["bad"]
+        and results["fuzz"]["final_ok"]
+        and results["load"]["failed"] == 0
+        and results["load_batched"]["failed"] == 0
+    )
     return 0 if ok else 1
 
 

@@ -12,7 +12,7 @@ from vlaforge.serve.server import PolicyServer
 
 
 def test_client_module_does_not_import_torch():
-    code = "import sys, vlaforge.serve.client, vlaforge.serve.broker; assert 'torch' not in sys.modules"
+    code = "import sys, vlaforge_client; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -34,6 +34,30 @@ def test_client_gives_up_when_no_server():
     with pytest.raises(ConnectionError, match="could not connect"):
         PolicyClient("127.0.0.1", 1, connect_timeout=0.3, backoff=0.05)
     assert time.perf_counter() - t0 < 3
+
+
+def test_client_times_out_on_a_server_that_never_answers():
+    """A stuck server must raise TimeoutError within request_timeout, never block the robot loop."""
+    import threading
+
+    from websockets.sync.server import serve
+
+    from vlaforge.serve.protocol import pack
+
+    def handler(ws):
+        ws.send(pack({"cameras": {}, "chunk": 1}))
+        for _ in ws:  # read requests, never answer
+            pass
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        client = PolicyClient("127.0.0.1", server.socket.getsockname()[1], request_timeout=0.3)
+        t0 = time.perf_counter()
+        with pytest.raises(TimeoutError, match="request_timeout=0.3"):
+            client.request({"control": "metadata"})
+        assert time.perf_counter() - t0 < 3
+        assert client._ws is None  # the late reply can never be taken for the next one
+        server.shutdown()
 
 
 def test_blend_overlap_cross_fades_linearly():

@@ -1,159 +1,28 @@
-"""PolicyClient: the robot side of the wire. Needs only numpy, msgpack and websockets (no torch).
+"""The robot-side client, re-exported from the torch-free `vlaforge_client` package, plus `RemotePolicy`.
 
-    client = PolicyClient("gpu-box", 8000, api_key="secret")
-    print(client.metadata["cameras"], client.metadata["chunk"])
-    reply = client.infer({"images": {"front": rgb}, "state": state, "instruction": "open the drawer"})
-    actions = reply["actions"]  # (H, A) float32
-
-The client waits for the server at start-up and reconnects with exponential backoff when the connection
-drops (a restarted server, a flaky network), retrying the request once after reconnecting. An error
-reply from the server raises `ServerError` (the connection stays usable); a rejected API key raises
-`AuthenticationError` at once instead of retrying forever.
+`PolicyClient`, `ServerError` and `AuthenticationError` live in `vlaforge_client.client` so that a robot
+computer can `pip install packages/vlaforge-client` without torch; `RemotePolicy` adapts a client to the
+in-process `PolicyLike` interface used by evaluation.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import numpy as np
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection, connect
 
-from vlaforge.serve.protocol import DEFAULT_MAX_MESSAGE_BYTES, observation_to_message, pack, unpack
+from vlaforge_client.client import AuthenticationError, PolicyClient, ServerError
+from vlaforge_client.msgpack_numpy import observation_to_message
 
-log = logging.getLogger("vlaforge.client")
-
-
-class ServerError(RuntimeError):
-    """The server answered with an error reply (bad observation, inference failure)."""
-
-    def __init__(self, message: str, kind: str = "") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class AuthenticationError(ConnectionError):
-    """The server rejected the API key (HTTP 401)."""
-
-
-class PolicyClient:
-    """A synchronous client for `PolicyServer` (and for openpi-style servers speaking the same format).
-
-    connect_timeout: how long to keep trying to reach the server, in seconds (at start and on reconnect).
-    backoff: first retry delay in seconds; doubles up to max_backoff.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int | None = 8000,
-        api_key: str | None = None,
-        *,
-        connect_timeout: float = 30.0,
-        backoff: float = 0.1,
-        max_backoff: float = 2.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ) -> None:
-        self.uri = host if host.startswith(("ws://", "wss://")) else f"ws://{host}"
-        if port is not None and not host.startswith(("ws://", "wss://")):
-            self.uri += f":{port}"
-        self._headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-        self.connect_timeout, self.backoff, self.max_backoff = connect_timeout, backoff, max_backoff
-        self.max_message_bytes = max_message_bytes
-        self._ws: ClientConnection | None = None
-        self.metadata: dict[str, Any] = {}
-        self.reconnects = 0
-        self._connect()
-
-    # ------------------------------------------------------------------ connection
-    def _connect(self) -> None:
-        deadline = time.monotonic() + self.connect_timeout
-        delay = self.backoff
-        while True:
-            try:
-                ws = connect(
-                    self.uri,
-                    additional_headers=self._headers,
-                    compression=None,
-                    max_size=self.max_message_bytes,
-                    open_timeout=max(1.0, min(10.0, self.connect_timeout)),
-                    proxy=None,
-                )
-                break
-            except InvalidStatus as e:
-                if e.response.status_code == 401:
-                    raise AuthenticationError(f"{self.uri} rejected the API key (401)") from None
-                err: Exception = e
-            except (OSError, TimeoutError) as e:
-                err = e
-            if time.monotonic() + delay > deadline:
-                raise ConnectionError(
-                    f"could not connect to {self.uri} within {self.connect_timeout} s: {err}"
-                )
-            log.info("waiting for server at %s (%s); retry in %.2f s", self.uri, err, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
-        self._ws = ws
-        self.metadata = unpack(ws.recv(), max_bytes=self.max_message_bytes)
-
-    def _roundtrip(self, payload: bytes) -> Any:
-        assert self._ws is not None
-        self._ws.send(payload)
-        return unpack(self._ws.recv(), max_bytes=self.max_message_bytes)
-
-    def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send one message and return the reply; reconnects once if the connection dropped."""
-        payload = pack(message)
-        try:
-            reply = self._roundtrip(payload)
-        except (ConnectionClosed, OSError) as e:
-            log.warning("connection to %s lost (%s); reconnecting", self.uri, e)
-            self.close()
-            self._connect()
-            self.reconnects += 1
-            reply = self._roundtrip(payload)  # note: the server-side history restarted with the connection
-        if isinstance(reply, dict) and "error" in reply:
-            raise ServerError(str(reply["error"]), str(reply.get("kind", "")))
-        return reply
-
-    # ------------------------------------------------------------------ API
-    def infer(self, obs: Any) -> dict[str, Any]:
-        """Observation dict (or `Observation`, or a list of them = explicit history) -> reply dict.
-
-        reply["actions"] is float32 (H, A); reply["server_timing"] / ["policy_timing"] are in ms.
-        """
-        message = obs if isinstance(obs, dict) else observation_to_message(obs)
-        t0 = time.perf_counter()
-        reply = self.request(message)
-        reply.setdefault("client_timing", {})["roundtrip_ms"] = (time.perf_counter() - t0) * 1e3
-        return reply
-
-    def reset(self) -> None:
-        """Start a new episode: the server forgets this connection's observation history."""
-        self.request({"control": "reset"})
-
-    def close(self) -> None:
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except Exception:  # closing a broken socket is best effort
-                pass
-            self._ws = None
-
-    def __enter__(self) -> PolicyClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+__all__ = ["AuthenticationError", "PolicyClient", "RemotePolicy", "ServerError"]
 
 
 class RemotePolicy:
     """A `PolicyLike` backed by a server, so in-process evaluation code runs unchanged over the network.
 
     `predict` sends the whole observation window (explicit history), so the result does not depend on
-    which observations the server happened to see before.
+    which observations the server happened to see before. `predict_rtc` does real-time chunking on the
+    server (`ExecutorConfig(mode="rtc")` in evaluation), when the server's metadata says it can.
     """
 
     def __init__(self, client: PolicyClient) -> None:
@@ -178,4 +47,25 @@ class RemotePolicy:
         actions = np.asarray(reply["actions"], dtype=np.float32)  # (H, A)
         return ActionChunk(
             actions, control_hz=self.spec.fps, info={"server_timing": reply.get("server_timing")}
+        )
+
+    def predict_rtc(self, observations: Any, *, prefix: Any, weights: Any, **_: Any) -> Any:
+        """RTC over the wire: (prefix (H, A), weights (H,) from `rtc_weights`) -> the message's
+        ``"rtc": {"prefix": prefix[:P], "delay": d}`` with P = #weights > 0 and d = #weights == 1."""
+        from vlaforge.types import ActionChunk
+
+        if not self.client.metadata.get("rtc"):
+            raise TypeError(
+                "the server's policy cannot do real-time chunking (metadata 'rtc' is false); "
+                "serve a flow or diffusion policy, or use executor mode 'receding'"
+            )
+        w = np.asarray(weights, dtype=np.float32)  # (H,)
+        overlap, delay = int((w > 0).sum()), int((w >= 1).sum())
+        obs = observations if isinstance(observations, list | tuple) else [observations]
+        message = observation_to_message(list(obs))
+        message["rtc"] = {"prefix": np.asarray(prefix, np.float32)[: max(overlap, 1)], "delay": delay}
+        reply = self.client.infer(message)
+        actions = np.asarray(reply["actions"], dtype=np.float32)  # (H, A)
+        return ActionChunk(
+            actions, control_hz=self.spec.fps, info={"server_timing": reply.get("server_timing"), "rtc": True}
         )

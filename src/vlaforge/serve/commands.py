@@ -1,4 +1,4 @@
-"""`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json]`."""
+"""`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]`."""
 
 from __future__ import annotations
 
@@ -24,14 +24,19 @@ def _serve(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
     policy = Policy.load(args.run_dir, map_location=args.device)
-    server = PolicyServer(
-        policy,
-        args.host,
-        args.port,
-        api_key=api_key,
-        max_message_bytes=int(args.max_message_mb * 1024 * 1024),
-        safety=safety,
-    )
+    try:
+        server = PolicyServer(
+            policy,
+            args.host,
+            args.port,
+            api_key=api_key,
+            max_message_bytes=int(args.max_message_mb * 1024 * 1024),
+            safety=safety,
+            max_batch=args.max_batch,
+            batch_timeout_ms=args.batch_timeout_ms,
+        )
+    except ValueError as e:
+        raise SystemExit(f"vlaforge serve: {e}") from None
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger("vlaforge.serve").warning("serving on %s without an API key", args.host)
     server.run()
@@ -54,6 +59,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-message-mb", type=float, default=16.0, help="largest accepted frame in MiB")
     p.add_argument("--safety", default=None, help="JSON file of SafetyLimits fields; filters every reply")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        help="run up to this many concurrent clients' requests as one forward pass (default 1: no batching)",
+    )
+    p.add_argument(
+        "--batch-timeout-ms",
+        type=float,
+        default=2.0,
+        help="with --max-batch > 1: how long a request waits for others to share its batch",
+    )
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request's timing")
     p.set_defaults(func=_serve)

@@ -14,7 +14,8 @@ Why these choices (the two best-known open servers get them wrong):
 - frames are bounded by ``max_message_bytes`` (websockets closes with 1009 above it) and decoding is
   bounded too (see protocol.py): no pickle, no object arrays, no huge allocations from a small frame;
 - inference runs on one worker thread, off the event loop, so health checks, handshakes and other
-  clients' error replies are never blocked behind a forward pass.
+  clients' error replies are never blocked behind a forward pass; with ``max_batch > 1`` concurrent
+  requests share one forward pass (more requests per second on the same hardware).
 
 History: the server keeps the last T observations per connection (T = the policy's history), so an
 openpi-style client sends one observation per call. ``{"control": "reset"}`` starts a new episode, a new
@@ -49,11 +50,22 @@ from vlaforge.serve.protocol import (
     metadata_message,
     pack,
     parse_observation,
+    parse_rtc,
     unpack,
 )
 
 log = logging.getLogger("vlaforge.serve")
 HEALTH_PATH = "/healthz"
+
+
+def _batchable(policy: Any) -> bool:
+    """Batched inference needs a vlaforge Policy (observations_to_batch + predict_batch), one dataset."""
+    config = getattr(policy, "config", None)
+    return (
+        callable(getattr(policy, "observations_to_batch", None))
+        and callable(getattr(policy, "predict_batch", None))
+        and not getattr(config, "datasets", None)
+    )
 
 
 class TimingStats:
@@ -85,6 +97,12 @@ class PolicyServer:
 
     safety: optional `SafetyLimits`; when set, every returned chunk is filtered (as a trajectory from the
     observed state) and the reply carries ``"safety": {"interventions": [...], "stats": {...}}``.
+    max_batch: > 1 runs concurrent requests of different clients as one forward pass (vlaforge `Policy`
+        only); batch_timeout_ms: how long the first request of a batch waits for company. Requests that
+        arrive while a batch is running form the next batch, so under load batches fill up without waiting.
+
+    A message with an ``"rtc"`` key (see `parse_rtc`) is answered by real-time chunking: the chunk
+    is inpainted to continue the client's current plan (flow and diffusion heads; metadata "rtc").
     """
 
     def __init__(
@@ -97,23 +115,39 @@ class PolicyServer:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         safety: Any | None = None,
         metadata: dict[str, Any] | None = None,
+        max_batch: int = 1,
+        batch_timeout_ms: float = 2.0,
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("PolicyServer: api_key is empty; pass None for no authentication")
         if max_message_bytes < 1024:
             raise ValueError(f"PolicyServer: max_message_bytes={max_message_bytes} is too small (>= 1024)")
+        if max_batch < 1:
+            raise ValueError(f"PolicyServer: max_batch={max_batch} must be >= 1 (1 = no batching)")
+        if batch_timeout_ms < 0:
+            raise ValueError(f"PolicyServer: batch_timeout_ms={batch_timeout_ms} must be >= 0")
         self.policy = policy
         self.spec = policy.spec
         self.host, self.port = host, port
         self.max_message_bytes = max_message_bytes
         self.safety_limits = safety
         self._expected_auth = None if api_key is None else f"Api-Key {api_key}".encode()
+        from vlaforge.runtime.rtc import supports_rtc
+
+        self.rtc = supports_rtc(policy)
+        self.max_batch = max_batch if _batchable(policy) else 1
+        if max_batch > 1 and self.max_batch == 1:
+            log.warning("max_batch=%d ignored: %s has no batched inference", max_batch, type(policy).__name__)
+        self.batch_timeout_s = batch_timeout_ms / 1e3
+        self._batch_queue: asyncio.Queue | None = None
         recipe = getattr(getattr(policy, "config", None), "recipe", None)
         self.metadata = metadata_message(
             self.spec,
             recipe=recipe,
             max_message_bytes=max_message_bytes,
             safety=safety is not None,
+            rtc=self.rtc,
+            max_batch=self.max_batch,
             **(metadata or {}),
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlaforge-infer")
@@ -184,6 +218,13 @@ class PolicyServer:
             if control is not None:
                 raise ProtocolError(f"unknown control {control!r} (known: 'reset', 'metadata')")
             observations, explicit = parse_observation(message, self.spec)
+            rtc = parse_rtc(message, self.spec)
+            if rtc is not None and not self.rtc:
+                return error_message(
+                    "this policy cannot do real-time chunking (it needs a flow or diffusion head); "
+                    "drop the 'rtc' key",
+                    "validation",
+                )
         except ProtocolError as e:
             return error_message(str(e), "protocol")
         except Exception as e:  # a parser bug must cost one reply, not the connection
@@ -202,11 +243,8 @@ class PolicyServer:
         if len(window) < T:
             window = [window[0]] * (T - len(window)) + window  # episode start: edge padding, as in datasets
 
-        loop = asyncio.get_running_loop()
         try:
-            actions, infer_ms, queue_ms = await loop.run_in_executor(
-                self._executor, self._infer, window, t_decoded
-            )
+            actions, infer_ms, queue_ms, batch_size = await self._run_policy(window, rtc, t_decoded)
         except (ValueError, KeyError) as e:  # the policy's own validation
             history.clear()
             history.extend(before)  # a rejected observation must not poison the next request
@@ -232,28 +270,124 @@ class PolicyServer:
             "decode_ms": (t_decoded - t0) * 1e3,
             "queue_ms": queue_ms,
             "infer_ms": infer_ms,
+            "batch_size": batch_size,
             "total_ms": (now - t0) * 1e3,
             **({} if prev_total_ms is None else {"prev_total_ms": prev_total_ms}),
         }
         reply["policy_timing"] = {"infer_ms": infer_ms}
         return reply
 
-    def _infer(self, window: list, t_submitted: float) -> tuple[np.ndarray, float, float]:
+    async def _run_policy(
+        self, window: list, rtc: tuple[np.ndarray, np.ndarray] | None, t_submitted: float
+    ) -> tuple[np.ndarray, float, float, int]:
+        """(actions (H, A), infer_ms, queue_ms, batch_size); batched with other clients when enabled."""
+        loop = asyncio.get_running_loop()
+        if self.max_batch == 1 or rtc is not None or self._batch_queue is None:
+            actions, infer_ms, queue_ms = await loop.run_in_executor(
+                self._executor, self._infer, window, rtc, t_submitted
+            )
+            return actions, infer_ms, queue_ms, 1
+        future = loop.create_future()
+        await self._batch_queue.put((window, t_submitted, future))
+        return await future
+
+    def _infer(
+        self, window: list, rtc: tuple[np.ndarray, np.ndarray] | None, t_submitted: float
+    ) -> tuple[np.ndarray, float, float]:
         t0 = time.perf_counter()
-        chunk = self.policy.predict(window)
+        if rtc is None:
+            chunk = self.policy.predict(window)
+        else:
+            from vlaforge.runtime.rtc import predict_rtc
+
+            chunk = predict_rtc(self.policy, window, *rtc)
         infer_ms = (time.perf_counter() - t0) * 1e3
-        actions = np.asarray(getattr(chunk, "actions", chunk), dtype=np.float32)  # (H, A)
+        return self._check_actions(getattr(chunk, "actions", chunk)), infer_ms, (t0 - t_submitted) * 1e3
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        actions = np.asarray(actions, dtype=np.float32)  # (H, A)
         if actions.shape != (self.spec.chunk, self.spec.action_dim):
             raise RuntimeError(
                 f"policy returned actions of shape {actions.shape}, spec says ({self.spec.chunk}, {self.spec.action_dim})"
             )
-        return actions, infer_ms, (t0 - t_submitted) * 1e3
+        if not np.all(np.isfinite(actions)):
+            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
+        return actions
+
+    # ------------------------------------------------------------------ batching
+    async def _batch_loop(self) -> None:
+        """Collect concurrent requests (up to max_batch, waiting at most batch_timeout for company after
+        the first) and run them as one forward pass on the inference thread. While a batch runs, new
+        requests queue up and form the next batch, so batching adapts to the load by itself."""
+        assert self._batch_queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self._batch_queue.get()]
+            deadline = loop.time() + self.batch_timeout_s
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._batch_queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self._batch_queue.get(), remaining))
+                except TimeoutError:
+                    break
+            try:
+                results = await loop.run_in_executor(self._executor, self._infer_batch, items)
+            except Exception as e:  # the whole forward pass failed: every request in it gets the error
+                results = [e] * len(items)
+            for (_, _, future), result in zip(items, results, strict=True):
+                if future.done():  # the client went away meanwhile
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    def _infer_batch(self, items: list) -> list:
+        """One forward pass for several windows -> per item (actions, infer_ms, queue_ms, B) or an exception."""
+        import torch
+
+        t0 = time.perf_counter()
+        results: list[Any] = [None] * len(items)
+        batches, index = [], []
+        for i, (window, _, _) in enumerate(items):
+            try:
+                batches.append(self.policy.observations_to_batch(window))
+                index.append(i)
+            except (ValueError, KeyError) as e:  # this request's own validation error
+                results[i] = e
+        if batches:
+            merged = {
+                k: torch.cat([b[k] for b in batches])
+                if torch.is_tensor(batches[0][k])
+                else [x for b in batches for x in b[k]]
+                for k in batches[0]
+            }
+            actions = self.policy.predict_batch(merged).cpu().numpy()  # (B, H, A)
+            infer_ms = (time.perf_counter() - t0) * 1e3
+            for row, i in enumerate(index):
+                try:
+                    checked = self._check_actions(actions[row])
+                    results[i] = (checked, infer_ms, (t0 - items[i][1]) * 1e3, len(batches))
+                except (RuntimeError, FloatingPointError) as e:
+                    results[i] = e
+        return results
 
     # ------------------------------------------------------------------ lifecycle
     async def serve(self, stop: asyncio.Future | None = None) -> None:
         """Serve until `stop` resolves (or SIGTERM/SIGINT when run via `run`), then close cleanly."""
         self._loop = asyncio.get_running_loop()
         self._stop = stop if stop is not None else self._loop.create_future()
+        batcher = None
+        if self.max_batch > 1:
+            self._batch_queue = asyncio.Queue()
+            batcher = asyncio.create_task(self._batch_loop(), name="vlaforge-batcher")
         async with serve(
             self._handler,
             self.host,
@@ -276,6 +410,10 @@ class PolicyServer:
             )
             await self._stop
             log.info("shutting down: closing connections")
+        if batcher is not None:
+            batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await batcher
         log.info("server stopped; aggregate %s", self.stats.summary())
 
     def run(self) -> None:
