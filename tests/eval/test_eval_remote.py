@@ -55,3 +55,40 @@ def test_metaworld_eval_through_the_server_matches_in_process():
     outcome = [(e.seed, e.success, e.length, len(e.latencies_s)) for e in local.episodes]
     assert outcome == [(e.seed, e.success, e.length, len(e.latencies_s)) for e in remote.episodes]
     assert [e.seed for e in local.episodes] == [0, 1] and all(0 < n <= 30 for _, _, n, _ in outcome)
+
+
+def test_rtc_evaluation_runs_through_the_server():
+    """ExecutorConfig(mode="rtc") behind the server: every chunk after the first is inpainted remotely."""
+    pytest.importorskip("metaworld")
+    import torch
+
+    from vlaforge.models.recipes import make_policy
+    from vlaforge.runtime.executor import ExecutorConfig
+    from vlaforge.serve.client import PolicyClient, RemotePolicy
+    from vlaforge.serve.server import PolicyServer
+
+    torch.manual_seed(0)
+    policy = make_policy("octo-tiny", MetaWorldShapedDataset(), head="flow", **TINY).eval()
+    executor = ExecutorConfig(mode="rtc", execute=2, rtc_delay=1)
+    with PolicyServer(policy, "127.0.0.1", 0).running_in_thread() as server:
+        with PolicyClient("127.0.0.1", server.port, connect_timeout=10) as client:
+            remote = RemotePolicy(client)
+            calls = []
+            original = remote.predict_rtc
+
+            def counting(*args, **kw):
+                calls.append(kw["weights"])
+                return original(*args, **kw)
+
+            remote.predict_rtc = counting
+            report = evaluate(
+                remote,
+                ["reach-v3"],
+                episodes=1,
+                max_steps=20,
+                videos_per_task=0,
+                progress=False,
+                executor=executor,
+            )
+    assert report.episodes[0].length == 20
+    assert len(calls) >= 5 and all(float(w[0]) == 1.0 for w in calls)  # d = 1 action frozen each time
