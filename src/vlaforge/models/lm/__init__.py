@@ -1,0 +1,38 @@
+"""Pretrained-LM backbones (Llama, Gemma) for the RT-2 / OpenVLA / OpenVLA-OFT / π0 recipes.
+
+Our own decoder implementation that loads Hugging Face checkpoints unchanged (see docs/backbones.md):
+
+* :class:`LMConfig` (``config.py``): shapes, ``from_hf_config``, presets ``llama-tiny``, ``gemma-tiny``,
+  ``llama2-7b``, ``gemma-2b``;
+* :class:`DecoderLM` (``decoder.py``): forward over ``input_ids`` or ``inputs_embeds`` with any boolean
+  attention mask, returning final hidden states and logits;
+* :class:`KVCache` (``cache.py``) and :func:`generate_greedy` (``generate.py``, optional allowed-token
+  constraint);
+* :func:`load_hf_checkpoint` / :func:`save_hf_checkpoint` (``checkpoint.py``): strict HF key mapping.
+"""
+
+from vlaforge.models.lm.cache import KVCache
+from vlaforge.models.lm.checkpoint import (
+    LMCheckpointError,
+    load_hf_checkpoint,
+    read_lm_config,
+    save_hf_checkpoint,
+)
+from vlaforge.models.lm.config import LM_PRESETS, LMConfig, lm_preset
+from vlaforge.models.lm.decoder import DecoderLM, DecoderOutput
+from vlaforge.models.lm.generate import GreedyOutput, generate_greedy
+
+__all__ = [
+    "LM_PRESETS",
+    "DecoderLM",
+    "DecoderOutput",
+    "GreedyOutput",
+    "KVCache",
+    "LMCheckpointError",
+    "LMConfig",
+    "generate_greedy",
+    "lm_preset",
+    "load_hf_checkpoint",
+    "read_lm_config",
+    "save_hf_checkpoint",
+]
