@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "vlaforge.train.commands",  # train
     "vlaforge.eval.commands",  # eval
     "vlaforge.serve.commands",  # serve
+    "vlaforge.bench.commands",  # bench
     "vlaforge.quickstart",  # quickstart
     "vlaforge.info",  # info
 ]

@@ -389,6 +389,10 @@ class Policy(nn.Module):
                 raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
         try:
             meta = json.loads((d / CONFIG_FILE).read_text())
+            if cls is Policy and isinstance(meta, dict) and meta.get("policy_class") == "vla":
+                from vlaforge.models.vla.policy import VLAPolicy  # RT-2 / OpenVLA / OFT checkpoints
+
+                return VLAPolicy.load(d, map_location=map_location)  # type: ignore[return-value]
             config = PolicyConfig.from_dict(meta["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge policy config: {e}") from e

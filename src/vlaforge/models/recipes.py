@@ -5,6 +5,8 @@ sizes, fps, statistics, vocabulary) from the dataset and the architecture from t
 Sizes of octo-small / octo-base are the published ones (REFERENCE.md); octo-tiny is CPU-sized.
 `make_mixture_policy("octo-tiny", MixtureDataset(...))` does the same for a cross-embodiment mixture:
 padded sizes, one set of statistics per dataset.
+The VLA recipes (`openvla`, `openvla-oft`, `rt2` and their `-tiny` variants, models/vla) are found by
+`get_recipe` too, and `make_policy` builds them with `vlaforge.models.vla.recipes.make_vla_policy`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.encoders import WordTokenizer
 from vlaforge.models.policy import Policy
+from vlaforge.models.vla.recipes import VLA_RECIPES
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
@@ -84,14 +87,31 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def is_vla_recipe(name: str) -> bool:
+    """RT-2 / OpenVLA / OFT recipes (models/vla): kept apart from RECIPES, whose `model` dicts are
+    PolicyConfig fields; `get_recipe` and `make_policy` find both."""
+    return name in VLA_RECIPES
+
+
+def all_recipe_names() -> list[str]:
+    return sorted([*RECIPES, *VLA_RECIPES])
+
+
 def get_recipe(name: str) -> Recipe:
+    if is_vla_recipe(name):
+        r = VLA_RECIPES[name]
+        return Recipe(name, r.description, r.model, r.train)  # model: VLAConfig fields
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe '{name}'; available recipes: {sorted(RECIPES)}")
+        raise ValueError(f"unknown recipe '{name}'; available recipes: {all_recipe_names()}")
     return RECIPES[name]
 
 
 def config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> PolicyConfig:
     """PolicyConfig for `recipe` with the embodiment read from a `vlaforge.data.Dataset`."""
+    if is_vla_recipe(recipe):
+        raise ValueError(
+            f"recipe '{recipe}' is a VLA recipe: use vlaforge.models.vla.recipes.vla_config_from_dataset"
+        )
     r = get_recipe(recipe)
     feats = dataset.features
     cams = {
@@ -129,6 +149,10 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
     The padded state/action sizes are the mixture's; build the mixture with `state_dim=` / `action_dim=`
     to reserve room for embodiments added later.
     """
+    if is_vla_recipe(recipe):
+        raise ValueError(
+            f"recipe '{recipe}' (VLA) does not support dataset mixtures yet; train on one dataset"
+        )
     for fld in ("state_dim", "action_dim", "datasets", "dataset_dims"):
         if overrides.get(fld) is not None:
             raise ValueError(f"make_mixture_policy: '{fld}' comes from the mixture; set it on MixtureDataset")
@@ -147,6 +171,10 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
 
 def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
     """Build an untrained policy for `dataset` (statistics, vocabulary and sizes come from it)."""
+    if is_vla_recipe(recipe):
+        from vlaforge.models.vla.recipes import make_vla_policy
+
+        return make_vla_policy(recipe, dataset, **overrides)
     cfg = config_from_dataset(recipe, dataset, **overrides)
     return policy_from_config(cfg, dataset.stats, task_texts(dataset))
 

@@ -1,6 +1,7 @@
 """`python -m vlaforge.train ...` — the `vlaforge train` command, launchable by torchrun:
 
 torchrun --nproc_per_node 2 -m vlaforge.train --data data/mt10 --out runs/ddp --steps 2000
+torchrun --nproc_per_node 2 -m vlaforge.train --data data/mt10 --out runs/fsdp --steps 2000 --fsdp
 """
 
 from __future__ import annotations

@@ -141,6 +141,16 @@ def _training_data(roots, names, weights, history: int, chunk: int, cfg, progres
 
 
 def _run(args: argparse.Namespace) -> int:
+    from vlaforge.train import distributed
+
+    main = distributed.current().is_main  # under torchrun only rank 0 prints
+    if args.parallel == "fsdp":
+        if not distributed.current().enabled:
+            raise SystemExit(
+                "--fsdp shards the model over several processes: launch with "
+                "`torchrun --nproc_per_node N -m vlaforge.train ... --fsdp` (N >= 2); "
+                "a single process holds the whole model anyway, so drop --fsdp there."
+            )
     train_kw = {
         "steps": args.steps,
         "minutes": args.minutes,
@@ -154,13 +164,16 @@ def _run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "grad_accum": args.grad_accum,
         "grad_checkpointing": args.grad_checkpointing or None,
+        "parallel": args.parallel,
         "eval_every": args.eval_every,
         "eval_tasks": args.eval_tasks,
         "eval_episodes": args.eval_episodes,
     }
     if args.resume:
-        _, res = resume_training(args.resume, train_overrides={k: train_kw[k] for k in ("steps", "minutes")})
-        _print_result(res)
+        overrides = {k: train_kw[k] for k in ("steps", "minutes", "parallel", "grad_checkpointing")}
+        _, res = resume_training(args.resume, train_overrides=overrides, progress=main)
+        if main:
+            _print_result(res)
         return 0
     if not args.data or not args.out:
         raise SystemExit("vlaforge train: --data and --out are required (or --resume RUN_DIR)")
@@ -192,8 +205,10 @@ def _run(args: argparse.Namespace) -> int:
         model_overrides=model_kw,
         finetune=finetune,
         weights=[float(x) for x in args.weights.split(",")] if args.weights else None,
+        progress=main,
     )
-    _print_result(res)
+    if main:
+        _print_result(res)
     return 0
 
 
@@ -218,7 +233,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", help="run directory to create")
     p.add_argument(
-        "--resume", metavar="RUN_DIR", help="continue a killed/finished run (--steps/--minutes may change)"
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed/finished run (--steps, --minutes, --fsdp, --grad-checkpointing may change)",
     )
     p.add_argument("--head", choices=["diffusion", "flow", "binned", "l1", "mse"], default=None)
     p.add_argument("--language", choices=["words", "minilm"], default=None)
@@ -246,6 +263,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     perf.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
     perf.add_argument(
         "--grad-checkpointing", action="store_true", help="recompute transformer blocks in backward"
+    )
+    par = p.add_argument_group("several processes (under torchrun -m vlaforge.train)")
+    par.add_argument(
+        "--parallel",
+        choices=["ddp", "fsdp"],
+        default=None,
+        help="ddp (default): a full model copy per rank; fsdp: weights, gradients and AdamW state sharded",
+    )
+    par.add_argument(
+        "--fsdp", dest="parallel", action="store_const", const="fsdp", help="shorthand for --parallel fsdp"
     )
     ev = p.add_argument_group("evaluation during training")
     ev.add_argument("--eval-every", type=int, default=None, help="run simulator episodes every N steps")

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+PARALLEL_MODES = ("ddp", "fsdp")
+
 
 @dataclass
 class TrainConfig:
@@ -26,6 +28,9 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast the forward pass (weights and optimizer stay fp32)
     grad_accum: int = 1  # micro-batches of `batch_size` per optimizer step
     grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, more time
+    # Under torchrun: "ddp" replicates the model on every rank; "fsdp" shards weights, gradients and
+    # AdamW state over the ranks (FSDP2, one unit per transformer block + the rest). Same checkpoints.
+    parallel: str = "ddp"
     eval_every: int = 0  # run simulator episodes every N steps (0: never); logged as eval/success
     eval_tasks: str = ""  # e.g. "mt10" or "reach,drawer-close"
     eval_episodes: int = 2  # per task
@@ -56,6 +61,8 @@ class TrainConfig:
             raise bad("precision", "use 'fp32' or 'bf16'")
         if self.grad_accum < 1:
             raise bad("grad_accum", "must be >= 1")
+        if self.parallel not in PARALLEL_MODES:
+            raise bad("parallel", f"use one of {PARALLEL_MODES} (multi-process training under torchrun)")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise bad("eval_every", "eval_every must be >= 0 and eval_episodes >= 1")
         if self.eval_every and not self.eval_tasks:

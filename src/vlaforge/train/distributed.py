@@ -1,11 +1,12 @@
-"""Multi-process training on torch.distributed (DDP): gloo on CPU, NCCL on GPU.
+"""Multi-process training on torch.distributed (DDP or FSDP): gloo on CPU, NCCL on GPU.
 
 Launch with torchrun, which sets RANK / WORLD_SIZE / LOCAL_RANK:
 
     torchrun --nproc_per_node 2 -m vlaforge.train --data data/mt10 --out runs/ddp --steps 1000
 
 `TrainConfig.batch_size` stays the *global* batch; each rank trains on its slice, gradients are
-averaged by DDP, and only rank 0 logs and writes checkpoints.
+averaged by DDP, and only rank 0 logs and writes checkpoints. With `--fsdp` (`TrainConfig.parallel`)
+the model is sharded instead of replicated: see `vlaforge.train.fsdp`.
 """
 
 from __future__ import annotations

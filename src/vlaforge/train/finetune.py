@@ -516,19 +516,26 @@ def parameter_table(policy: nn.Module) -> str:
 
 
 @torch.no_grad()
-def export_state_dict(policy: nn.Module) -> dict[str, torch.Tensor]:
+def export_state_dict(
+    policy: nn.Module, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """The policy's weights as a plain checkpoint: LoRA adapters folded into their base weights.
 
     Training keeps the adapters (resume needs them); everything written as a *policy* — periodic
     checkpoints and the final `policy/` — goes through here, so `Policy.load` always reads it.
+
+    state: merge this full state dict (same keys as ``policy.state_dict()``) instead of the live
+    weights. The trainer passes EMA weights this way, and under FSDP, where the live parameters are
+    shards, the full weights gathered to rank 0; the modules only supply the names and LoRA scaling.
     """
-    state = dict(policy.state_dict())
+    state = dict(policy.state_dict() if state is None else state)
     for name, module in policy.named_modules():
         if isinstance(module, LoRALinear):
             prefix = f"{name}." if name else ""
-            state[f"{prefix}weight"] = module.merged_weight()
-            state.pop(f"{prefix}lora_A", None)
-            state.pop(f"{prefix}lora_B", None)
+            weight = state[f"{prefix}weight"]  # (out, in)
+            delta = state.pop(f"{prefix}lora_B").float() @ state.pop(f"{prefix}lora_A").float()  # (out, in)
+            # The same arithmetic as LoRALinear.merged_weight (float32, cast back), so both agree bit for bit.
+            state[f"{prefix}weight"] = (weight.float() + delta * module.scaling).to(weight.dtype)
     return state
 
 

@@ -1,0 +1,126 @@
+"""What `vlaforge bench` runs on: a policy (random weights for a recipe, or a checkpoint) and observations.
+
+A recipe is benchmarked without any dataset on disk: `metaworld_embodiment()` is a stand-in with
+exactly what `make_policy` reads (features, statistics, fps, task texts), shaped like the Meta-World
+data that `vlaforge record` writes (REFERENCE.md): cameras `corner` and `gripper` at 128x128, state =
+hand xyz + gripper opening (4), action = delta xyz + gripper effort (4) at 80 Hz. Latency does not
+depend on the weights, so random ones measure the same cost as trained ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlaforge.models.heads.samplers import DDIMSampler
+from vlaforge.models.policy import Policy
+from vlaforge.models.recipes import get_recipe, make_policy
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
+
+CAMERAS = ("corner", "gripper")
+IMAGE_SIZE = 128
+STATE_DIM = 4
+ACTION_DIM = 4
+FPS = 80.0
+TASKS = ("reach the goal position", "open the drawer", "push the puck to the goal")
+INSTRUCTION = TASKS[1]
+
+
+def metaworld_embodiment(image_size: int = IMAGE_SIZE) -> SimpleNamespace:
+    """A dataset stand-in for `make_policy`: Meta-World features and plausible statistics, no files."""
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    features: dict[str, dict[str, Any]] = {
+        IMAGE_PREFIX + cam: {"dtype": "video", "shape": [image_size, image_size, 3], "names": None}
+        for cam in CAMERAS
+    }
+    features[STATE_KEY] = {"dtype": "float32", "shape": [STATE_DIM], "names": ["x", "y", "z", "gripper"]}
+    features[ACTION_KEY] = {"dtype": "float32", "shape": [ACTION_DIM], "names": ["dx", "dy", "dz", "gripper"]}
+
+    def stats(std: float, dim: int) -> dict[str, np.ndarray]:
+        full = lambda v: np.full(dim, v, np.float32)  # noqa: E731
+        return {
+            "mean": full(0.0), "std": full(std), "min": full(-1.0), "max": full(1.0),
+            "q01": full(-1.0), "q99": full(1.0),
+        }  # fmt: skip
+
+    return SimpleNamespace(
+        features=features,
+        stats={STATE_KEY: stats(0.3, STATE_DIM), ACTION_KEY: stats(0.5, ACTION_DIM)},
+        fps=FPS,
+        meta=SimpleNamespace(tasks=list(TASKS)),
+    )
+
+
+def build_recipe_policy(
+    recipe: str, head: str | None = None, *, image_size: int | None = None, seed: int = 0
+) -> Policy:
+    """Random-weight policy of `recipe` for the Meta-World embodiment, in eval mode.
+
+    head: None keeps the policy default (diffusion). image_size: camera size override (tests and quick
+    checks); a recipe that resizes its cameras (octo-tiny: 64x64) resizes to min(its size, image_size).
+    """
+    get_recipe(recipe)  # unknown name -> the list of recipes, before anything is built
+    size = IMAGE_SIZE if image_size is None else image_size
+    overrides: dict[str, Any] = {"head": head}
+    encoder_size = get_recipe(recipe).model.get("encoder_image_size")
+    if image_size is not None and encoder_size is not None:
+        overrides["encoder_image_size"] = [min(int(encoder_size[0]), size), min(int(encoder_size[1]), size)]
+    torch.manual_seed(seed)
+    try:
+        policy = make_policy(recipe, metaworld_embodiment(size), **overrides)
+    except ValueError as e:
+        raise ValueError(f"recipe '{recipe}' with image size {size}: {e}") from e
+    return policy.eval()
+
+
+def load_checkpoint_policy(path: str | Path) -> Policy:
+    """A trained policy (policy directory or run directory); mixtures are refused with the reason."""
+    policy = Policy.load(path)
+    if policy.config.datasets:
+        raise ValueError(
+            f"{path}: this policy was trained on a mixture {policy.config.datasets}; vlaforge bench measures "
+            "single-dataset policies (the stage breakdown and prefix cache do not handle per-sample statistics)"
+        )
+    return policy.eval()
+
+
+def example_observations(policy: Policy, seed: int = 0, instruction: str = INSTRUCTION) -> list[Observation]:
+    """`history` observations (oldest first) with random images and states, sized from the policy's spec."""
+    spec = policy.spec
+    rng = np.random.default_rng(seed)
+    return [
+        Observation(
+            images={
+                cam: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for cam, (h, w) in spec.cameras.items()
+            },
+            state=rng.uniform(-0.5, 0.5, spec.state_dim).astype(np.float32),
+            instruction=instruction,
+        )
+        for _ in range(spec.history)
+    ]
+
+
+def parameter_counts(policy: Policy) -> dict[str, int]:
+    """Parameters per part: encoders (images, state, text, embeddings), transformer, head."""
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    total = policy.num_parameters()
+    transformer, head = n(policy.transformer), n(policy.head)
+    return {"total": total, "encoders": total - transformer - head, "transformer": transformer, "head": head}
+
+
+def sampler_steps(policy: Policy, steps: int | None = None) -> tuple[str, int]:
+    """(description, network evaluations of the head per chunk), e.g. ("ddpm", 20), ("euler", 10)."""
+    head: Any = policy.head
+    if head.name == "diffusion":
+        if head.sampler == "ddpm" and (steps is None or steps == head.schedule.steps):
+            return "ddpm", head.schedule.steps
+        ddim = DDIMSampler(head.schedule, steps=steps or head.sample_steps)
+        return "ddim", len(ddim.timesteps())  # rounding can merge two of the requested steps
+    if head.name == "flow":
+        return "euler", steps or head.steps
+    return "one pass", 1

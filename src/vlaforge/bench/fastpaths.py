@@ -1,0 +1,207 @@
+"""Inference fast paths: each one is a different way to run the same policy call.
+
+Every path returns the action chunk (H, A) in robot units for the same observations and generator,
+so `vlaforge bench` can check it against the plain path run by run and report latency side by side.
+docs/performance.md says when each one is worth it.
+
+    inference_mode  the plain path and the reference: `Policy.predict` (under torch.inference_mode)
+    bf16            the same call under autocast(bfloat16): matmuls and convs in bf16, the rest fp32
+    compile         torch.compile (inductor) on the conv stems, each transformer block and the head's
+                    network; the Python around them (mask building, the sampler loop) stays eager
+    int8            dynamic int8 quantization of the transformer's and the head's nn.Linear layers
+                    (weights int8 ahead of time, activations quantized per call); CPU only
+    prefix-cache    the task block's keys/values computed once per instruction (stages.StagedPredictor)
+
+A path that does not apply (int8 on CUDA) raises `PathUnavailable`; one that fails on this machine
+(torch.compile without a working C++ toolchain) raises whatever it raised: the caller reports both
+and carries on with the other paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlaforge.bench.stages import StagedPredictor
+from vlaforge.models.policy import Policy
+from vlaforge.types import Observation
+
+# (observations, generator) -> (actions (H, A) float32, seconds per stage or None)
+PredictFn = Callable[
+    [Sequence[Observation], torch.Generator | None], tuple[np.ndarray, dict[str, float] | None]
+]
+
+
+@dataclass(frozen=True)
+class FastPathSpec:
+    """name; what it does; the max |action - plain action| (robot units) accepted as the same chunk;
+    the dtype whose matmul peak the roofline uses (None: no roofline, e.g. int8)."""
+
+    name: str
+    summary: str
+    tolerance: float
+    roofline_dtype: str | None
+
+
+# Tolerances, in robot units (Meta-World actions span [-1, 1]). Exact-arithmetic paths (compile,
+# prefix-cache) only reorder fp32 sums: 1e-4 leaves room for the ~20 DDPM steps that amplify a
+# 1e-7 feature difference. Reduced-precision paths (bf16: 8-bit mantissa; int8) get 0.05, i.e.
+# 2.5% of the action range; an untrained binned head can still exceed it because its near-tied
+# logits let one rounding flip the arg-max bin (the report shows the mean difference too).
+PATHS: dict[str, FastPathSpec] = {
+    s.name: s
+    for s in (
+        FastPathSpec("inference_mode", "Policy.predict, fp32 (reference)", 0.0, "fp32"),
+        FastPathSpec("bf16", "autocast bfloat16", 0.05, "bf16"),
+        FastPathSpec("compile", "torch.compile: stems, transformer blocks, head net", 1e-4, "fp32"),
+        FastPathSpec("int8", "dynamic int8 Linear in transformer + head", 0.05, None),
+        FastPathSpec("prefix-cache", "task keys/values cached per instruction", 1e-4, "fp32"),
+    )
+}
+BASELINE = "inference_mode"
+
+
+class PathUnavailable(Exception):
+    """The fast path does not apply to this policy or device (a reason, not a failure)."""
+
+
+@dataclass
+class PreparedPath:
+    """A ready-to-time path. setup_s: building it plus its first call (compilation happens there)."""
+
+    spec: FastPathSpec
+    predict: PredictFn
+    setup_s: float
+    staged: StagedPredictor | None = None  # set when the path runs staged (its breakdown comes free)
+    note: str = ""
+
+
+def parse_paths(text: str) -> list[str]:
+    """'bf16,int8' -> ['inference_mode', 'bf16', 'int8'] (the baseline always runs, first); 'all' = every path."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if items == ["all"]:
+        return list(PATHS)
+    bad = [s for s in items if s not in PATHS]
+    if bad or not items:
+        raise ValueError(f"--paths: unknown path(s) {bad or text!r}; choose from {list(PATHS)} or 'all'")
+    return [BASELINE, *dict.fromkeys(s for s in items if s != BASELINE)]
+
+
+def autocast_context(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def _plain(policy: Policy, steps: int | None, bf16: bool = False) -> PredictFn:
+    device = policy.device
+
+    def run(obs: Sequence[Observation], gen: torch.Generator | None) -> tuple[np.ndarray, None]:
+        with autocast_context(device, bf16):
+            return policy.predict(obs, steps=steps, generator=gen).actions, None
+
+    return run
+
+
+def compiled_copy(policy: Policy) -> Policy:
+    """A deep copy whose conv stems, transformer blocks and head network are `torch.compile`d.
+
+    Blocks are compiled one by one rather than the whole `BlockTransformer`, whose mask check reads a
+    tensor value (a graph break) and whose cache arguments vary; the blocks all share one code object,
+    so inductor compiles it once for all layers (static shapes: a robot loop calls with one shape).
+    """
+    c = copy.deepcopy(policy)
+    for cam in c.camera_names:
+        c.image_encoders[cam] = torch.compile(c.image_encoders[cam], dynamic=False)
+    for i in range(len(c.transformer.blocks)):
+        c.transformer.blocks[i] = torch.compile(c.transformer.blocks[i], dynamic=False)
+    for attr in ("net", "mlp"):  # diffusion / flow / l1: net; binned: mlp
+        sub = getattr(c.head, attr, None)
+        if isinstance(sub, nn.Module):
+            setattr(c.head, attr, torch.compile(sub, dynamic=False))
+    return c
+
+
+INT8_SCOPES = ("transformer.", "head.")
+
+
+def int8_copy(policy: Policy) -> Policy:
+    """A copy whose nn.Linear layers in the transformer and the head are dynamically quantized to int8.
+
+    Those hold nearly all the Linear FLOPs. The encoders stay fp32: `StateEncoder` reads its
+    projection's `weight.dtype`, which a quantized Linear does not have (its weight is packed), and
+    its 4 -> D projection costs nothing anyway.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    names = {
+        name
+        for name, m in policy.named_modules()
+        if isinstance(m, nn.Linear) and name.startswith(INT8_SCOPES)
+    }
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao (not a dependency); it still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return quantize_dynamic(copy.deepcopy(policy), names, dtype=torch.qint8)
+
+
+def prepare_path(
+    name: str,
+    policy: Policy,
+    observations: Sequence[Observation],
+    *,
+    steps: int | None = None,
+    generator: Callable[[int], torch.Generator],
+) -> PreparedPath:
+    """Build path `name` for `policy` and make its first call (compilation, caches) -> PreparedPath.
+
+    generator(i) returns the generator of run i (the same seed for every path). Raises
+    PathUnavailable when the path does not apply; other exceptions are the path failing here.
+    """
+    if name not in PATHS:
+        raise ValueError(f"unknown fast path {name!r}; choose from {list(PATHS)}")
+    spec = PATHS[name]
+    device = policy.device
+    t0 = time.perf_counter()
+    staged = None
+    note = ""
+    if name == "inference_mode":
+        fn = _plain(policy, steps)
+    elif name == "bf16":
+        fn = _plain(policy, steps, bf16=True)
+        if device.type == "cpu" and not _cpu_has_native_bf16():
+            note = "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
+    elif name == "compile":
+        fn = _plain(compiled_copy(policy), steps)
+    elif name == "int8":
+        if device.type != "cpu":
+            raise PathUnavailable(f"int8 dynamic quantization runs on CPU only (device is {device.type})")
+        fn = _plain(int8_copy(policy).eval(), steps)
+    else:  # prefix-cache
+        if policy.config.datasets:
+            raise PathUnavailable("prefix cache: mixture policies are not supported")
+        staged = StagedPredictor(policy, prefix_cache=True)
+
+        def fn(
+            obs: Sequence[Observation], gen: torch.Generator | None
+        ) -> tuple[np.ndarray, dict[str, float]]:
+            return staged.predict(obs, steps=steps, generator=gen)
+
+    fn(observations, generator(-1))  # first call: compiles, fills caches; errors surface here
+    return PreparedPath(spec, fn, time.perf_counter() - t0, staged, note)
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,344 @@
+"""The VLA recipes: `openvla`, `openvla-oft`, `rt2` and their CPU-sized `-tiny` variants.
+
+A recipe is a dict of :class:`VLAConfig` fields plus training defaults. ``make_vla_policy(recipe,
+dataset)`` fills the embodiment, the normalization statistics and (tiny recipes) a word-level
+prompt vocabulary from the dataset; it is what ``models.recipes.make_policy`` calls for these
+names, so ``vlaforge train --recipe openvla-tiny`` works like any other recipe.
+
+Tiny recipes: random tiny SigLIP (+ DINOv2, fused per patch, for OpenVLA) towers from config, a tiny
+Llama (OpenVLA / OFT) or Gemma (RT-2) decoder, vocabulary = the words of the dataset's prompts
+(+ 256 action ids appended for OpenVLA, + the words "0".."255" for RT-2). No download.
+
+Full-size recipes (never built in tests; the shapes are the published ones):
+
+* ``openvla``: DINOv2 ViT-L/14 with 4 registers + SigLIP So400m/14 at 224 px -> fused-GELU MLP ->
+  Llama-2-7B (vocabulary padded to 32064), causal attention as the released checkpoint, action ids
+  ``32000 - digitize(a)`` with the reference's 256-edge binning. Loading the released HF
+  ``openvla/openvla-7b`` weights needs a key converter that is not written yet (docs/recipes.md).
+* ``openvla-oft``: the same backbone, chunk 8, parallel decoding, L1 MLP-ResNet head, FiLM, proprio.
+* ``rt2``: RT-2's recipe on PaliGemma-3B (SigLIP So400m/14 post-norm features -> Linear -> Gemma-2B,
+  vocabulary 257152), bidirectional prefix, constrained decoding; Gemma's tokenizer has no
+  single-token integers, so the actions use PaliGemma's first 256 ``<locXXXX>`` tokens (PaLM-E's
+  "reserved tokens" variant of RT-2).
+
+Full-size builds need local files: ``make_vla_policy("openvla", ds, tokenizer_dir=DIR)`` builds the
+architecture (random weights; the LM part of a checkpoint loads with ``lm.load_hf_checkpoint``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlaforge.models.lm import lm_preset
+from vlaforge.models.vla.config import VLAConfig
+from vlaforge.models.vla.text import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+
+
+@dataclass(frozen=True)
+class VLARecipe:
+    name: str
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
+    cameras: str = "main"  # "main": one third-person camera (OpenVLA, RT-2); "all": every camera (OFT)
+
+
+def _lm_fields(name: str, **changes: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(lm_preset(name).replace(**changes))
+
+
+def _siglip(size: int, patch: int, width: int, layers: int, heads: int, mlp: int, feature_layer: int | None):
+    return {
+        "hf": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": width,
+            "intermediate_size": mlp,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "image_size": size,
+            "patch_size": patch,
+        },
+        "feature_layer": feature_layer,
+    }
+
+
+def _dino(
+    size: int, patch: int, width: int, layers: int, heads: int, registers: int, native: int | None = None
+):
+    hf = {
+        "model_type": "dinov2_with_registers" if registers else "dinov2",
+        "hidden_size": width,
+        "mlp_ratio": 4,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "image_size": native or size,
+        "patch_size": patch,
+        "layerscale_value": 1.0,
+    }
+    if registers:
+        hf["num_register_tokens"] = registers
+    return {"hf": hf, "image_size": size, "feature_layer": -2}
+
+
+# Tiny towers: 32 px, patch 8 -> 16 tokens per camera; 3 layers, features of the second-to-last.
+_TINY_SIGLIP = _siglip(32, 8, 64, 3, 2, 128, -2)
+_TINY_DINO = _dino(32, 8, 64, 3, 2, 0)
+_TINY_LLAMA = _lm_fields(
+    "llama-tiny",
+    hidden_size=128,
+    intermediate_size=344,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=4,
+    head_dim=32,
+    max_position=512,
+)
+_TINY_GEMMA = _lm_fields(
+    "gemma-tiny",
+    hidden_size=128,
+    intermediate_size=512,
+    num_layers=4,
+    num_heads=4,
+    num_kv_heads=1,
+    head_dim=32,
+    max_position=512,
+)
+_TINY_TRAIN = {
+    "lr": 5e-4,
+    "weight_decay": 0.0,
+    "warmup_steps": 100,
+    "grad_clip": 1.0,
+    "ema_decay": 0.0,
+    "batch_size": 32,
+}
+
+# Published shapes. SigLIP So400m/14-224 (1152 wide, 27 layers, MLP 4304); DINOv2 ViT-L/14 + 4 registers.
+_SIGLIP_SO400M_PENULTIMATE = _siglip(224, 14, 1152, 27, 16, 4304, -2)
+_SIGLIP_SO400M_LAST = _siglip(224, 14, 1152, 27, 16, 4304, None)
+_DINO_L_REG = _dino(224, 14, 1024, 24, 16, 4, native=518)
+_OPENVLA_LM = _lm_fields("llama2-7b", vocab_size=32064)  # Llama-2 32000 + <PAD>, padded to a multiple of 64
+_PALIGEMMA_LM = _lm_fields("gemma-2b", vocab_size=257152)
+
+VLA_RECIPES: dict[str, VLARecipe] = {
+    r.name: r
+    for r in [
+        VLARecipe(
+            "openvla-tiny",
+            "OpenVLA layout at CPU size: fused tiny DINOv2+SigLIP -> MLP projector -> 4-layer Llama (width 128); "
+            "256-bin action tokens (last ids), unconstrained greedy decoding",
+            {"variant": "openvla", "lm": _TINY_LLAMA, "vision": {"dino": _TINY_DINO, "siglip": _TINY_SIGLIP}},
+            _TINY_TRAIN,
+        ),
+        VLARecipe(
+            "openvla-oft-tiny",
+            "OpenVLA-OFT at CPU size: parallel decoding of an 8-step chunk, L1 MLP-ResNet head, FiLM, proprio token",
+            {
+                "variant": "oft",
+                "head": "l1",
+                "chunk": 8,
+                "use_proprio": True,
+                "film": True,
+                "head_hidden_dim": 256,
+                "lm": _TINY_LLAMA,
+                "vision": {"dino": _TINY_DINO, "siglip": _TINY_SIGLIP},
+            },
+            _TINY_TRAIN,
+            cameras="all",
+        ),
+        VLARecipe(
+            "rt2-tiny",
+            "RT-2 layout at CPU size: tiny SigLIP -> linear projector -> 4-layer Gemma; integer action tokens "
+            "'0'..'255', constrained greedy decoding",
+            {
+                "variant": "rt2",
+                "action_tokens": "integer",
+                "constrained_decoding": True,
+                "projector": "linear",
+                "lm": _TINY_GEMMA,
+                "vision": {"siglip": {**_TINY_SIGLIP, "feature_layer": None}},
+            },
+            _TINY_TRAIN,
+        ),
+        VLARecipe(
+            "openvla",
+            "OpenVLA-7B as released: DINOv2-L/14-reg + SigLIP-So400m/14 (224 px) -> fused MLP -> Llama-2-7B",
+            {
+                "variant": "openvla",
+                "lm": _OPENVLA_LM,
+                "vision": {"dino": _DINO_L_REG, "siglip": _SIGLIP_SO400M_PENULTIMATE},
+                "prefix_attention": "causal",
+                "language": "hf",
+                "bos_token_id": 1,
+                "text_max_len": 48,
+                "action_vocab_size": 32000,
+                "binning": "openvla",
+            },
+            {
+                "lr": 2e-5,
+                "weight_decay": 0.0,
+                "warmup_steps": 0,
+                "grad_clip": 1.0,
+                "ema_decay": 0.0,
+                "batch_size": 16,
+                "precision": "bf16",
+            },
+        ),
+        VLARecipe(
+            "openvla-oft",
+            "OpenVLA-OFT: OpenVLA-7B backbone, chunk 8 decoded in parallel, L1 MLP-ResNet head, FiLM, proprio",
+            {
+                "variant": "oft",
+                "head": "l1",
+                "chunk": 8,
+                "use_proprio": True,
+                "film": True,
+                "head_hidden_dim": 4096,
+                "lm": _OPENVLA_LM,
+                "vision": {"dino": _DINO_L_REG, "siglip": _SIGLIP_SO400M_PENULTIMATE},
+                "prefix_attention": "causal",
+                "language": "hf",
+                "bos_token_id": 1,
+                "text_max_len": 48,
+            },
+            {
+                "lr": 5e-4,
+                "weight_decay": 0.0,
+                "warmup_steps": 0,
+                "grad_clip": 1.0,
+                "ema_decay": 0.0,
+                "batch_size": 8,
+                "precision": "bf16",
+            },
+            cameras="all",
+        ),
+        VLARecipe(
+            "rt2",
+            "RT-2 recipe on PaliGemma-3B (SigLIP-So400m/14 -> linear -> Gemma-2B); actions = the first 256 "
+            "<locXXXX> tokens, constrained decoding",
+            {
+                "variant": "rt2",
+                "action_tokens": "ids",
+                "action_token_ids": list(range(256000, 256256)),
+                "constrained_decoding": True,
+                "projector": "linear",
+                "lm": _PALIGEMMA_LM,
+                "vision": {"siglip": _SIGLIP_SO400M_LAST},
+                "language": "hf",
+                "bos_token_id": 2,
+                "text_max_len": 48,
+            },
+            {
+                "lr": 1e-5,
+                "weight_decay": 0.0,
+                "warmup_steps": 0,
+                "grad_clip": 1.0,
+                "ema_decay": 0.0,
+                "batch_size": 16,
+                "precision": "bf16",
+            },
+        ),
+    ]
+}
+
+_SECONDARY_CAMERA_WORDS = ("wrist", "gripper", "hand", "eye_in_hand")
+
+
+def main_camera(cameras: list[str]) -> str:
+    """The third-person camera OpenVLA / RT-2 read: the first (sorted) name that is not a wrist camera."""
+    names = sorted(cameras)
+    if not names:
+        raise ValueError("the dataset has no camera")
+    for n in names:
+        if not any(w in n.lower() for w in _SECONDARY_CAMERA_WORDS):
+            return n
+    return names[0]
+
+
+def get_vla_recipe(name: str) -> VLARecipe:
+    if name not in VLA_RECIPES:
+        raise ValueError(f"unknown VLA recipe '{name}'; available: {sorted(VLA_RECIPES)}")
+    return VLA_RECIPES[name]
+
+
+def vla_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> VLAConfig:
+    """VLAConfig for `recipe` with the embodiment read from a `vlaforge.data.Dataset`."""
+    from vlaforge.models.recipes import gripper_dims
+
+    r = get_vla_recipe(recipe)
+    feats = dataset.features
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in feats:
+            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
+    cams = {
+        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
+        for k in feats
+        if k.startswith(IMAGE_PREFIX)
+    }
+    cameras = overrides.pop("camera_names", None) or (
+        list(cams) if r.cameras == "all" else [main_camera(list(cams))]
+    )
+    unknown = [c for c in cameras if c not in cams]
+    if unknown:
+        raise ValueError(f"cameras {unknown} are not in the dataset (it has {sorted(cams)})")
+    base: dict[str, Any] = {
+        "recipe": recipe,
+        "cameras": {c: cams[c] for c in cameras},
+        "state_dim": int(feats[STATE_KEY]["shape"][0]),
+        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
+        "fps": float(dataset.fps),
+        "unnormalized_action_dims": gripper_dims(feats),
+        **r.model,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return VLAConfig(**base)
+
+
+def make_vla_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | None = None, **overrides: Any):
+    """Build an untrained VLA policy for `dataset` (statistics, vocabulary and sizes come from it).
+
+    tokenizer_dir: the full-size recipes' local checkpoint directory holding ``tokenizer.json``.
+    overrides: VLAConfig fields (e.g. ``chunk=4``), or ``camera_names=[...]`` to choose the cameras.
+    """
+    from vlaforge.models.recipes import task_texts
+
+    cfg = vla_config_from_dataset(recipe, dataset, **overrides)
+    return vla_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
+
+
+def vla_policy_from_config(
+    cfg: VLAConfig, stats: dict[str, Any], texts: list[str], *, tokenizer_dir: str | Path | None = None
+):
+    """Normalizer (q01/q99, clipped, gripper mask) + prompt tokenizer + VLAPolicy (LM vocabulary sized here)."""
+    from vlaforge.models.vla.policy import VLAPolicy
+
+    mask = np.ones(cfg.action_dim, dtype=bool)
+    for d in cfg.unnormalized_action_dims:
+        mask[d] = False
+    normalizer = Normalizer.from_dataset_stats(
+        stats, {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm}, masks={ACTION_KEY: mask}, clip=True
+    )
+    tokenizer: PromptTokenizer
+    if cfg.language == "words":
+        prompts = [cfg.prompt.format(instruction=t) for t in texts]  # cfg.prompt: the variant's by default
+        reserved = [str(b) for b in range(cfg.n_bins)] if cfg.action_tokens == "integer" else []
+        tokenizer = WordPromptTokenizer.build(prompts, reserved=reserved)
+        vocab = tokenizer.vocab_size + (
+            cfg.n_bins if cfg.variant != "oft" and cfg.action_tokens == "last" else 0
+        )
+        cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
+    else:
+        if tokenizer_dir is None:
+            raise ValueError(
+                f"recipe '{cfg.recipe}' uses its checkpoint's tokenizer: pass tokenizer_dir=DIR (a local "
+                "directory with tokenizer.json, e.g. the downloaded checkpoint)"
+            )
+        tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
+    return VLAPolicy(cfg, normalizer, tokenizer)

@@ -1,0 +1,119 @@
+"""Prompt tokenizers for the VLA recipes: prompts -> LEFT-padded ids (B, L) + validity mask.
+
+Left padding keeps the last prompt token real in every row, which generation needs: each generated
+token reads what the last prompt token reads (``lm.generate``). Positions are counted over real
+tokens only, so padding changes nothing but the shapes.
+
+* :class:`WordPromptTokenizer` (tiny recipes): the word-level vocabulary of
+  :mod:`vlaforge.models.word_tokenizer` built from the dataset's prompts, optionally with reserved
+  words (RT-2's integer tokens "0".."255"); serializes into config.json.
+* :class:`HFPromptTokenizer` (full-size recipes): a checkpoint's ``tokenizer.json`` through the
+  ``tokenizers`` library, without special tokens: the policy puts the BOS embedding (config
+  ``bos_token_id``) before the image tokens, where prismatic / OpenVLA have it.
+
+Too-long prompts keep their *end*, because the end ("...?\\nOut:") is what the action tokens follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from vlaforge.models.word_tokenizer import PAD, UNK, WordTokenizer, split_words
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class PromptTokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def token_id(self, token: str) -> int | None: ...
+
+
+def _left_pad(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.full((len(rows), max_len), pad_id, dtype=torch.long)  # (B, L)
+    valid = torch.zeros(len(rows), max_len, dtype=torch.bool)  # (B, L)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, max_len - len(row) :] = torch.tensor(row, dtype=torch.long)
+            valid[i, max_len - len(row) :] = True
+    return ids, valid
+
+
+class WordPromptTokenizer:
+    """Word vocabulary of the prompts (``<pad>`` = 0, ``<unk>`` = 1) plus reserved words."""
+
+    def __init__(self, words: WordTokenizer):
+        self.words = words
+        self.vocab_size = words.vocab_size
+
+    @classmethod
+    def build(cls, prompts: Iterable[str], reserved: Sequence[str] = ()) -> WordPromptTokenizer:
+        """reserved: words that must have their own id even if no prompt uses them (RT-2's "0".."255")."""
+        base = WordTokenizer.build(prompts).vocab
+        present = set(base)
+        extra = [w for w in reserved if w not in present]
+        for w in extra:
+            if split_words(w) != [w]:
+                raise ValueError(f"reserved word {w!r} is not a single word token")
+        return cls(WordTokenizer([*base, *extra]))
+
+    def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [
+            [self.words.index.get(w, self.words.unk_id) for w in split_words(t)][-max_len:] for t in texts
+        ]
+        return _left_pad(rows, max_len, self.words.pad_id)
+
+    def token_id(self, token: str) -> int | None:
+        i = self.words.index.get(token)
+        return None if i is None or token in (PAD, UNK) else i
+
+    def unknown_words(self, text: str) -> list[str]:
+        return self.words.unknown_words(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.words.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WordPromptTokenizer:
+        return cls(WordTokenizer.from_dict(d))
+
+
+class HFPromptTokenizer:
+    """A Hugging Face ``tokenizer.json`` (Llama / Gemma) through the ``tokenizers`` library."""
+
+    def __init__(self, tokenizer: Any, *, pad_id: int = 0):
+        self.tok = tokenizer
+        self.pad_id = pad_id
+        self.vocab_size = int(tokenizer.get_vocab_size(with_added_tokens=True))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> HFPromptTokenizer:
+        """path: a tokenizer.json file or a checkpoint directory holding one (local only)."""
+        from tokenizers import Tokenizer
+
+        p = Path(path)
+        f = p / TOKENIZER_FILE if p.is_dir() else p
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"{f}: no {TOKENIZER_FILE}; the full-size VLA recipes read the checkpoint's fast tokenizer "
+                "from a local directory (download it with the model)"
+            )
+        return cls(Tokenizer.from_file(str(f)))
+
+    def encode(self, texts: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = []
+        for enc in self.tok.encode_batch(list(texts), add_special_tokens=False):
+            rows.append(list(enc.ids)[-max_len:])
+        return _left_pad(rows, max_len, self.pad_id)
+
+    def token_id(self, token: str) -> int | None:
+        return self.tok.token_to_id(token)
+
+    def save(self, directory: str | Path) -> None:
+        self.tok.save(str(Path(directory) / TOKENIZER_FILE))
