@@ -36,58 +36,35 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from vlaforge.bench.embodiment import (
+    ACTION_DIM,
+    CAMERAS,
+    IMAGE_SIZE,
+    STATE_DIM,
+    TASKS,
+    metaworld_embodiment,
+    parameter_counts,
+)
+from vlaforge.bench.measure import cpu_flags, summarize_ms, time_interleaved
 from vlaforge.models.policy import Policy, count_tokens
 from vlaforge.models.recipes import RECIPES, make_policy
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
+from vlaforge.types import ACTION_KEY, Observation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_cpu.json"
 HEADS = ("diffusion", "flow", "binned", "l1")
 PRECISIONS = ("fp32", "bf16")
 
 # The Meta-World embodiment recorded by `vlaforge record` (REFERENCE.md): two 128x128 cameras,
-# state = hand xyz + gripper opening, action = delta xyz + gripper effort in [-1, 1].
-CAMERAS = ("corner", "gripper")
-IMAGE_SIZE = 128
-STATE_DIM = 4
-ACTION_DIM = 4
-FPS = 80.0
-TASKS = ("reach the goal position", "open the drawer", "push the puck to the goal")
+# state = hand xyz + gripper opening, action = delta xyz + gripper effort in [-1, 1]; the stand-in
+# dataset and its constants are `vlaforge bench`'s (CAMERAS, ... are re-exported for bench_train).
 
 
 # ---------------------------------------------------------------------------------------------- setup
-
-
-def metaworld_embodiment() -> SimpleNamespace:
-    """A dataset stand-in with what `make_policy` reads (features, stats, fps, tasks); no files on disk."""
-    features: dict[str, dict[str, Any]] = {
-        IMAGE_PREFIX + cam: {"dtype": "video", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3], "names": None}
-        for cam in CAMERAS
-    }
-    features[STATE_KEY] = {"dtype": "float32", "shape": [STATE_DIM], "names": ["x", "y", "z", "gripper"]}
-    features[ACTION_KEY] = {"dtype": "float32", "shape": [ACTION_DIM], "names": ["dx", "dy", "dz", "gripper"]}
-
-    def stats(mean: float, std: float, low: float, high: float, dim: int) -> dict[str, np.ndarray]:
-        full = lambda v: np.full(dim, v, np.float32)  # noqa: E731
-        return {
-            "mean": full(mean), "std": full(std), "min": full(low), "max": full(high),
-            "q01": full(low), "q99": full(high),
-        }  # fmt: skip
-
-    return SimpleNamespace(
-        features=features,
-        stats={
-            STATE_KEY: stats(0.0, 0.3, -1.0, 1.0, STATE_DIM),
-            ACTION_KEY: stats(0.0, 0.5, -1.0, 1.0, ACTION_DIM),
-        },
-        fps=FPS,
-        meta=SimpleNamespace(tasks=list(TASKS)),
-    )
 
 
 def build_policy(recipe: str, head: str, *, history: int | None = None, seed: int = 0) -> Policy:
@@ -122,44 +99,7 @@ def precision_context(precision: str) -> contextlib.AbstractContextManager:
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def parameter_counts(policy: Policy) -> dict[str, int]:
-    """Parameters per part: encoders (images, state, text, embeddings), transformer, head."""
-    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    total = policy.num_parameters()
-    transformer, head = n(policy.transformer), n(policy.head)
-    return {"total": total, "encoders": total - transformer - head, "transformer": transformer, "head": head}
-
-
 # ------------------------------------------------------------------------------------------ timing
-
-
-def summarize_ms(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "median_ms": round(float(np.median(ms)), 3),
-        "p90_ms": round(float(np.percentile(ms, 90)), 3),
-        "min_ms": round(float(ms.min()), 3),
-    }
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[int], Any]], calls: int, warmup: int
-) -> tuple[dict[str, list[float]], dict[str, list[Any]]]:
-    """Run every fn(call_index) once per round, rotating the order each round; -> seconds and outputs per name."""
-    names = list(fns)
-    for i in range(warmup):
-        for name in names:
-            fns[name](-1 - i)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    outputs: dict[str, list[Any]] = {name: [] for name in names}
-    for i in range(calls):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            t0 = time.perf_counter()
-            out = fns[name](i)
-            seconds[name].append(time.perf_counter() - t0)
-            outputs[name].append(out)
-    return seconds, outputs
 
 
 def measure_predict(
@@ -225,15 +165,8 @@ def measure_breakdown(
     return out
 
 
-def cpu_flags() -> list[str]:
-    """The bf16-relevant ISA extensions of this CPU (what oneDNN can use under autocast)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    wanted = ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
-    return [f for f in wanted if f in flags]
+# The bf16-relevant ISA extensions (what oneDNN can use under autocast).
+BF16_FLAGS = ("avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -307,6 +240,20 @@ def parse_list(text: str, allowed: tuple[str, ...] | list[str], flag: str) -> li
     return items
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command that reproduces this run, for the result JSON (argv: what main() was given, if any)."""
+    return "python " + " ".join(
+        shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    )
+
+
+def write_record(record: dict[str, Any], out: Path) -> None:
+    """Write a benchmark's result JSON (indented, newline-terminated; the benchmarks/results layout)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--calls", type=int, default=100, help="timed predict calls per (recipe, head, precision)")
@@ -332,16 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     heads = parse_list(args.heads, HEADS, "--heads")
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python " + " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line(argv)
 
     from vlaforge.info import machine_info
 
     machine = {
         **machine_info(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": cpu_flags(BF16_FLAGS),
     }
     rows = []
     for recipe in recipes:
@@ -382,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
         "breakdown": breakdown,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_record(record, args.out)
     return 0
 
 

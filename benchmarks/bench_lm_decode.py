@@ -19,7 +19,6 @@ Writes benchmarks/results/lm_decode.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import statistics
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_inference import write_record
 
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 
@@ -121,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "calls": args.calls,
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_record(record, args.out)
     return 0 if all(r["same_tokens"] for r in rows) else 1
 
 

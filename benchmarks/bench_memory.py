@@ -43,7 +43,6 @@ import json
 import os
 import re
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -220,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(run_child(json.loads(args.child))), flush=True)
         return 0
 
+    from bench_inference import command_line, write_record
+
     from vlaforge.models.recipes import RECIPES
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -229,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"unknown or missing --recipes/--precisions {unknown}; recipes: {sorted(RECIPES)}")
     if args.steps < 1 or args.batch_size < 1:
         raise SystemExit("--steps and --batch-size must be >= 1")
-    command = "python " + " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
-    )
+    command = command_line(argv)
     from vlaforge.info import machine_info
 
     machine = {**machine_info(), "torch_threads": str(args.threads)}
@@ -266,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "checkpointing": pairs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_record(record, args.out)
     return 0 if all(c["losses_agree"] for c in pairs) else 1
 
 

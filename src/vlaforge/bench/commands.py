@@ -62,15 +62,8 @@ def command_line(args: argparse.Namespace) -> str:
     return env + shlex.join(parts)
 
 
-def _cpu_flags() -> list[str]:
-    """The ISA extensions that decide bf16 / int8 speed (what oneDNN and fbgemm can use)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return [f for f in wanted if f in flags]
+# The ISA extensions that decide bf16 / int8 speed (what oneDNN and fbgemm can use).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def _load() -> list[float]:
@@ -86,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.bench import embodiment
     from vlaforge.bench.fastpaths import parse_paths
+    from vlaforge.bench.measure import cpu_flags
     from vlaforge.bench.report import SCHEMA, default_out_path, model_label, plot, render_tables, write_json
     from vlaforge.bench.roofline import measure_matmul_throughput
     from vlaforge.bench.runner import bench_policy
@@ -142,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     machine = {
         **machine_info(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_flags": cpu_flags(ISA_FLAGS),
     }
     threads = torch.get_num_threads()
     roofline = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,20 @@ def time_interleaved(
             seconds[name].append(time.perf_counter() - t0)
             outputs[name].append(out)
     return seconds, outputs
+
+
+def cpu_flags(wanted: Sequence[str]) -> list[str]:
+    """Those of the `wanted` ISA extensions (e.g. "avx512_bf16", "amx_tile") this CPU reports.
+
+    They decide which bf16 / int8 kernels oneDNN and fbgemm can use, so a result is only comparable
+    with one from a CPU with the same flags. Reads Linux's /proc/cpuinfo; [] where there is none.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in wanted if f in flags]
 
 
 # ---------------------------------------------------------------------------------------------- memory

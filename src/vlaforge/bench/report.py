@@ -7,13 +7,15 @@ it, so `render_tables(json.load(...))` re-prints an old result.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from vlaforge.bench.fastpaths import BASELINE
 from vlaforge.bench.flops import format_flops
 from vlaforge.bench.stages import STAGES
+
+# JSON has no NaN/Inf (a failed path's timings): the eval reports' converter, shared rather than copied.
+from vlaforge.eval.report import _finite_or_none
 
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -22,17 +24,6 @@ RESULTS_DIR = Path("benchmarks") / "results"
 def default_out_path(version: str) -> Path:
     """benchmarks/results/bench-<version>.json, relative to the working directory (the repository root)."""
     return RESULTS_DIR / f"bench-{version}.json"
-
-
-def _finite_or_none(x: Any) -> Any:
-    """JSON has no NaN/Inf: replace them by null, recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite_or_none(v) for v in x]
-    return x
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:

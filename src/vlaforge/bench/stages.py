@@ -3,8 +3,9 @@
 `Policy.predict` is observations_to_batch -> encode (image stems, state and text encoders, one
 transformer pass) -> head.sample (all denoising / integration steps) -> unnormalize. A profiler
 would attribute time to thousands of small ops; what a reader wants is four numbers, so
-`StagedPredictor` calls the policy's own sub-modules in the order `Policy.encode` and
-`Policy.predict_batch` call them, with a timer mark between the stages:
+`StagedPredictor` calls the steps `Policy.encode` is made of (`observation_tokens`, `_text_tokens`,
+`readout_tokens`, `octo_mask`, the transformer, `readout_features`) and then what `Policy.predict_batch`
+calls, with a timer mark between the stages:
 
     tokenize     images -> float, resize, conv stems; state normalize + encoder; text tokens
     transformer  building the Octo mask and the one pass over [task | obs | readouts] -> features (B, D)
@@ -34,11 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.models.attention import apply_key_padding, build_attention_mask, octo_blocks
 from vlaforge.models.policy import Policy
 from vlaforge.models.transformer import KVCache
-from vlaforge.transforms.image import resize, to_float_image
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
+from vlaforge.types import ACTION_KEY, Observation
 
 STAGES = ("tokenize", "transformer", "head", "rest")
 
@@ -143,8 +142,7 @@ class StagedPredictor:
         timer: StageTimer,
     ) -> torch.Tensor:
         p, c = self.policy, self.policy.config
-        T, R, D = c.history, c.n_readouts, c.width
-        obs = self._observation_tokens(batch)  # (B, T, n_obs, D)
+        obs = p.observation_tokens(batch)  # (B, T, n_obs, D): images, state, time embedding
         B = obs.shape[0]
         tasks = [batch["task"]] * B if isinstance(batch["task"], str) else list(batch["task"])
         if len(tasks) != B:
@@ -157,9 +155,8 @@ class StagedPredictor:
             text, text_valid = p._text_tokens(tasks)  # (B, L, D), (B, L): the policy's own language branch
         timer.mark("tokenize")
 
-        readouts = p.readout_embed.unsqueeze(0).expand(B, T, R, D).reshape(B, T * R, D)  # (B, T*R, D)
-        obs = obs.reshape(B, T * p.n_obs, D)  # (B, T*n_obs, D)
-        first_readout = T * p.n_obs + (T - 1) * R  # readouts of the current step, counted after the task
+        readouts = p.readout_tokens(B)  # (B, T*R, D)
+        obs = obs.reshape(B, c.history * p.n_obs, c.width)  # (B, T*n_obs, D)
         if self.prefix_cache:
             if entry is None:
                 assert text is not None and text_valid is not None
@@ -167,15 +164,12 @@ class StagedPredictor:
             self._cache.move_to_end(key)
             suffix = torch.cat([obs, readouts], dim=1)  # (B, N - L, D)
             out = p.transformer(suffix, entry.suffix_mask, past_kv=entry.kv)  # (B, N - L, D)
-            last = out[:, first_readout:]  # (B, R, D)
         else:
             assert text is not None and text_valid is not None
             L = text.shape[1]
-            mask = self._full_mask(text_valid)  # (B, N, N)
             x = torch.cat([text, obs, readouts], dim=1)  # (B, N, D)
-            out = p.transformer(x, mask)  # (B, N, D)
-            last = out[:, L + first_readout :]  # (B, R, D)
-        features = last.mean(dim=1)  # (B, D)
+            out = p.transformer(x, p.octo_mask(text_valid))[:, L:]  # (B, N - L, D)
+        features = p.readout_features(out)  # (B, D)
         timer.mark("transformer")
 
         actions = p.head.sample(features, steps=steps, generator=generator)  # (B, H, A) normalized
@@ -184,51 +178,12 @@ class StagedPredictor:
         timer.mark("rest")
         return actions
 
-    def _observation_tokens(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Images and state -> observation tokens (B, T, n_obs, D), exactly as `Policy.encode` builds them."""
-        p, c = self.policy, self.policy.config
-        T, D, device = c.history, c.width, p.device
-        state = batch[STATE_KEY]
-        if state.dim() == 2:  # (B, S) -> (B, 1, S)
-            state = state.unsqueeze(1)
-        B = state.shape[0]
-        if state.shape[1:] != (T, c.state_dim):
-            raise ValueError(f"'{STATE_KEY}': expected (B, {T}, {c.state_dim}), got {tuple(state.shape)}")
-        tokens = []
-        for cam in p.camera_names:
-            key = IMAGE_PREFIX + cam
-            if key not in batch:
-                raise KeyError(f"batch is missing camera '{key}' (policy cameras: {p.camera_names})")
-            img = batch[key]
-            if img.dim() == 4:  # (B, H, W, 3) -> (B, 1, H, W, 3)
-                img = img.unsqueeze(1)
-            h, w = c.cameras[cam]
-            if tuple(img.shape[1:]) != (T, h, w, 3):
-                raise ValueError(f"'{key}': expected uint8 (B, {T}, {h}, {w}, 3), got {tuple(img.shape)}")
-            x = to_float_image(img.reshape(B * T, h, w, 3).to(device))  # (B*T, 3, h, w) in [0, 1]
-            if c.encoder_image_size:
-                x = resize(x, tuple(c.encoder_image_size))  # (B*T, 3, he, we)
-            x = x * 2.0 - 1.0  # [-1, 1], as Policy.encode
-            tokens.append(p.image_encoders[cam](x).reshape(B, T, -1, D))  # (B, T, n, D)
-        s = p.normalizer.normalize(STATE_KEY, state.to(device).float())  # (B, T, S)
-        tokens.append(p.state_encoder(s.reshape(B * T, -1)).reshape(B, T, 1, D))  # (B, T, 1, D)
-        return torch.cat(tokens, dim=2) + p.time_embed  # (B, T, n_obs, D)
-
-    def _full_mask(self, text_valid: torch.Tensor) -> torch.Tensor:
-        """Octo mask with text padding removed from the keys: (B, N, N), as `Policy.encode` builds it."""
-        p, c = self.policy, self.policy.config
-        B, L = text_valid.shape
-        mask = build_attention_mask(octo_blocks(L, p.n_obs, c.n_readouts, c.history), device=p.device)
-        key_valid = torch.ones(B, mask.shape[1], dtype=torch.bool, device=p.device)  # (B, N)
-        key_valid[:, :L] = text_valid
-        return apply_key_padding(mask, key_valid)  # (B, N, N)
-
     def _store_prefix(
         self, key: tuple[str, ...], text: torch.Tensor, text_valid: torch.Tensor
     ) -> _TaskPrefix:
         """Run the task block alone and keep its keys/values; valid because task rows read only the task."""
         L = text.shape[1]
-        mask = self._full_mask(text_valid)  # (B, N, N)
+        mask = self.policy.octo_mask(text_valid)  # (B, N, N)
         _, kv = self.policy.transformer(text, mask[:, :L, :L], return_kv=True)  # kv: (B, h, L, hd) per layer
         entry = _TaskPrefix(kv=kv, suffix_mask=mask[:, L:, :].contiguous(), text_len=L)
         self._cache[key] = entry

@@ -7,8 +7,9 @@ arguments taken from it, never the config object itself.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from vlaforge.types import PolicySpec
 
@@ -18,8 +19,65 @@ LANGUAGE = ("words", "minilm")
 NORM_MODES = ("mean_std", "quantile", "min_max")
 
 
+class ConfigMethods:
+    """What every policy config dataclass (`PolicyConfig`, `vla.VLAConfig`) does the same way.
+
+    Each config keeps its own field list (their layouts differ; the field order is the JSON order), so
+    this is a plain mixin over the embodiment fields they both have, not a base dataclass.
+    """
+
+    cameras: dict[str, list[int]]
+    state_dim: int
+    action_dim: int
+    chunk: int
+    history: int
+    fps: float
+    unnormalized_action_dims: list[int]
+
+    def _check_unnormalized_dims(self, bad: Callable[[str, str], ValueError]) -> None:
+        """Gripper-style indices must address a real action dimension (negative ones count from the end)."""
+        for d in self.unnormalized_action_dims:
+            if self.action_dim and not -self.action_dim <= d < self.action_dim:
+                raise bad(
+                    "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
+                )
+
+    @property
+    def spec(self) -> PolicySpec:
+        return PolicySpec(
+            cameras={k: (int(v[0]), int(v[1])) for k, v in self.cameras.items()},
+            state_dim=self.state_dim,
+            action_dim=self.action_dim,
+            chunk=self.chunk,
+            history=self.history,
+            fps=self.fps,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Rebuild from `to_dict()` output; unknown keys are an error rather than silently dropped."""
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__} has unknown fields {unknown}; it was written by a different vlaforge "
+                f"version (this one knows {sorted(known)})"
+            )
+        return cls(**d)
+
+    def replace(self, **overrides: Any) -> Self:
+        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        for k in overrides:
+            if k not in known:
+                raise ValueError(f"unknown {type(self).__name__} field '{k}'; valid fields: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)  # type: ignore[type-var]
+
+
 @dataclass
-class PolicyConfig:
+class PolicyConfig(ConfigMethods):
     recipe: str = "octo-tiny"
     # --- embodiment (filled from the dataset) ---
     cameras: dict[str, list[int]] = field(default_factory=dict)  # name -> [height, width] the policy expects
@@ -83,11 +141,7 @@ class PolicyConfig:
                     "cameras",
                     f"camera '{name}' size {hw} must be divisible by 2^len(stem_channels)*patch={down}",
                 )
-        for d in self.unnormalized_action_dims:
-            if self.action_dim and not -self.action_dim <= d < self.action_dim:
-                raise bad(
-                    "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
-                )
+        self._check_unnormalized_dims(bad)
         self._check_datasets(bad)
         if self.format_version != CHECKPOINT_FORMAT:
             raise bad(
@@ -121,35 +175,3 @@ class PolicyConfig:
             raise KeyError(f"unknown dataset '{name}'; this policy was trained on {self.datasets}")
         s, a = self.dataset_dims[name]
         return dataclasses.replace(self.spec, state_dim=int(s), action_dim=int(a))
-
-    @property
-    def spec(self) -> PolicySpec:
-        return PolicySpec(
-            cameras={k: (int(v[0]), int(v[1])) for k, v in self.cameras.items()},
-            state_dim=self.state_dim,
-            action_dim=self.action_dim,
-            chunk=self.chunk,
-            history=self.history,
-            fps=self.fps,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"config has unknown fields {unknown}; it was written by a different vlaforge version "
-                f"(this one knows {sorted(known)})"
-            )
-        return cls(**d)
-
-    def replace(self, **overrides: Any) -> PolicyConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        for k in overrides:
-            if k not in known:
-                raise ValueError(f"unknown PolicyConfig field '{k}'; valid fields: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)

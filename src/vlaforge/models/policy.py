@@ -123,9 +123,26 @@ class Policy(nn.Module):
         return self.text_encoder(list(texts))
 
     def encode(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
-        """Run encoders + transformer; returns head features (B, D)."""
+        """Run encoders + transformer; returns head features (B, D).
+
+        The steps are methods of their own so that `vlaforge.bench.stages.StagedPredictor` can time
+        them separately (and run the transformer with a cached task prefix) on this very code.
+        """
         c = self.config
-        T, R, D = c.history, c.n_readouts, c.width
+        obs = self.observation_tokens(batch, train=train)  # (B, T, n_obs, D)
+        B = obs.shape[0]
+        text, text_mask = self._text_tokens(batch["task"])  # (B, L, D), (B, L)
+        L = text.shape[1]
+        x = torch.cat(
+            [text, obs.reshape(B, c.history * self.n_obs, c.width), self.readout_tokens(B)], dim=1
+        )  # (B, N, D)
+        out = self.transformer(x, self.octo_mask(text_mask))  # (B, N, D)
+        return self.readout_features(out[:, L:])  # (B, D)
+
+    def observation_tokens(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
+        """Images and state of the T history steps -> observation tokens (B, T, n_obs, D), time-embedded."""
+        c = self.config
+        T, D = c.history, c.width
         state = batch[STATE_KEY]
         if state.dim() == 2:  # (B, S) -> (B, 1, S)
             state = state.unsqueeze(1)
@@ -162,22 +179,31 @@ class Policy(nn.Module):
             real = torch.arange(c.state_dim, device=self.device).unsqueeze(0) < sizes.unsqueeze(1)  # (B, S)
             s = s.masked_fill(~real.unsqueeze(1), 0.0)  # (B, T, S)
         obs_tokens.append(self.state_encoder(s.reshape(B * T, -1)).reshape(B, T, 1, D))
-        obs = torch.cat(obs_tokens, dim=2) + self.time_embed  # (B, T, n_obs, D)
+        return torch.cat(obs_tokens, dim=2) + self.time_embed  # (B, T, n_obs, D)
 
-        text, text_mask = self._text_tokens(batch["task"])  # (B, L, D), (B, L)
-        L = text.shape[1]
-        readouts = self.readout_embed.unsqueeze(0).expand(B, T, R, D)  # (B, T, R, D)
-        x = torch.cat(
-            [text, obs.reshape(B, T * self.n_obs, D), readouts.reshape(B, T * R, D)], dim=1
-        )  # (B, N, D)
+    def readout_tokens(self, B: int) -> torch.Tensor:
+        """The learned readout tokens of every history step: (B, T*R, D)."""
+        c = self.config
+        T, R, D = c.history, c.n_readouts, c.width
+        return self.readout_embed.unsqueeze(0).expand(B, T, R, D).reshape(B, T * R, D)  # (B, T*R, D)
 
-        mask = build_attention_mask(octo_blocks(L, self.n_obs, R, T), device=self.device)  # (N, N)
-        key_valid = torch.ones(B, x.shape[1], dtype=torch.bool, device=self.device)  # (B, N)
-        key_valid[:, :L] = text_mask
-        mask = apply_key_padding(mask, key_valid)  # (B, N, N): never attend to text padding
-        out = self.transformer(x, mask)  # (B, N, D)
-        last = out[:, L + T * self.n_obs + (T - 1) * R :]  # (B, R, D) readouts of the current step
-        return last.mean(dim=1)  # (B, D)
+    def octo_mask(self, text_valid: torch.Tensor) -> torch.Tensor:
+        """Octo's block mask over [task (L) | obs | readouts] with text padding removed from the keys.
+
+        text_valid: (B, L) bool -> (B, N, N) bool (True = may attend).
+        """
+        c = self.config
+        B, L = text_valid.shape
+        mask = build_attention_mask(octo_blocks(L, self.n_obs, c.n_readouts, c.history), device=self.device)
+        key_valid = torch.ones(B, mask.shape[1], dtype=torch.bool, device=self.device)  # (B, N)
+        key_valid[:, :L] = text_valid
+        return apply_key_padding(mask, key_valid)  # (B, N, N): never attend to text padding
+
+    def readout_features(self, after_task: torch.Tensor) -> torch.Tensor:
+        """Transformer outputs after the task block (B, N - L, D) -> mean of the current step's readouts (B, D)."""
+        c = self.config
+        T, R = c.history, c.n_readouts
+        return after_task[:, T * self.n_obs + (T - 1) * R :].mean(dim=1)  # (B, R, D) -> (B, D)
 
     # ------------------------------------------------------------------ training
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -354,10 +380,7 @@ class Policy(nn.Module):
             steps=steps,
             generator=generator,
         )
-        out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
-        if not np.all(np.isfinite(out)):
-            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
-        return ActionChunk(out, control_hz=self.config.fps)
+        return first_chunk(actions, self.config.fps)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -365,42 +388,33 @@ class Policy(nn.Module):
 
         state_dict: weights to write instead of `self.state_dict()` (the trainer passes LoRA-merged ones).
         """
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         meta = {
             "config": self.config.to_dict(),
             "normalization": self.normalizer.describe(),
             "tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
         }
-        (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         # A frozen pretrained text model lives outside the module tree: it is re-loaded from its local
         # directory, so its weights are not copied into every checkpoint.
         weights = self.state_dict() if state_dict is None else state_dict
-        state = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
-        save_file(state, str(d / WEIGHTS_FILE))
-        save_file(self.normalizer.state_dict(), str(d / NORM_FILE))
-        return d
+        return write_policy_files(directory, meta, weights, self.normalizer)
 
     @classmethod
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Policy:
-        d = resolve_checkpoint(path)
-        for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_FILE):
-            if not (d / name).is_file():
-                raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
+        d = policy_dir(path)
         try:
             meta = json.loads((d / CONFIG_FILE).read_text())
             if cls is Policy and isinstance(meta, dict) and meta.get("policy_class") == "vla":
                 from vlaforge.models.vla.policy import VLAPolicy  # RT-2 / OpenVLA / OFT checkpoints
 
                 return VLAPolicy.load(d, map_location=map_location)  # type: ignore[return-value]
+            if cls is Policy and isinstance(meta, dict) and meta.get("policy_class") == "pi0":
+                from vlaforge.models.pi0.policy import Pi0Policy  # π0 checkpoints
+
+                return Pi0Policy.load(d, map_location=map_location)  # type: ignore[return-value]
             config = PolicyConfig.from_dict(meta["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge policy config: {e}") from e
-        try:
-            norm = Normalizer.from_state(meta["normalization"], load_file(str(d / NORM_FILE)))
-            weights = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types for truncated files
-            raise CheckpointError(f"could not read weights in {d}: {e} (is the file truncated?)") from e
+        norm, weights = read_policy_tensors(d, meta, map_location)
         tok = None if meta.get("tokenizer") is None else WordTokenizer.from_dict(meta["tokenizer"])
         policy = cls(config, norm, tok)
         missing, unexpected = policy.load_state_dict(weights, strict=False)
@@ -437,6 +451,51 @@ def _single_name(batch: dict[str, Any]) -> str | None:
     if len(unique) > 1:
         raise ValueError(f"predict_batch serves one dataset per call; the batch names {unique}")
     return unique[0] if unique else None
+
+
+def first_chunk(actions: torch.Tensor, fps: float) -> ActionChunk:
+    """The first sample of a (B, H, A) batch as an `ActionChunk`; non-finite actions are an error.
+
+    `predict` of every policy ends here: a NaN must stop the robot loop, not reach the motors.
+    """
+    out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("policy produced non-finite actions; refusing to return them")
+    return ActionChunk(out, control_hz=fps)
+
+
+def write_policy_files(
+    directory: str | Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], normalizer: Normalizer
+) -> Path:
+    """The checkpoint layout every policy class shares (no pickle): `meta` as config.json, `weights` as
+    model.safetensors, the normalizer's statistics as normalization.safetensors."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(d / WEIGHTS_FILE))
+    save_file(normalizer.state_dict(), str(d / NORM_FILE))
+    return d
+
+
+def policy_dir(path: str | Path) -> Path:
+    """`resolve_checkpoint(path)`, checked to hold all three files of `write_policy_files`."""
+    d = resolve_checkpoint(path)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_FILE):
+        if not (d / name).is_file():
+            raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
+    return d
+
+
+def read_policy_tensors(
+    d: Path, meta: dict[str, Any], map_location: str | torch.device
+) -> tuple[Normalizer, dict[str, torch.Tensor]]:
+    """The normalizer (described in `meta["normalization"]`) and the raw weights of a policy directory."""
+    try:
+        norm = Normalizer.from_state(meta["normalization"], load_file(str(d / NORM_FILE)))
+        weights = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"could not read weights in {d}: {e} (is the file truncated?)") from e
+    return norm, weights
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.encoders import WordTokenizer
+from vlaforge.models.pi0.recipes import PI0_RECIPES
 from vlaforge.models.policy import Policy
 from vlaforge.models.vla.recipes import VLA_RECIPES
 from vlaforge.transforms.normalize import Normalizer
@@ -89,18 +90,18 @@ RECIPES: dict[str, Recipe] = {
 
 def is_vla_recipe(name: str) -> bool:
     """RT-2 / OpenVLA / OFT recipes (models/vla): kept apart from RECIPES, whose `model` dicts are
-    PolicyConfig fields; `get_recipe` and `make_policy` find both."""
-    return name in VLA_RECIPES
+    PolicyConfig fields; `get_recipe` and `make_policy` find both. The π0 recipes (models/pi0) count too."""
+    return name in VLA_RECIPES or name in PI0_RECIPES
 
 
 def all_recipe_names() -> list[str]:
-    return sorted([*RECIPES, *VLA_RECIPES])
+    return sorted([*RECIPES, *VLA_RECIPES, *PI0_RECIPES])
 
 
 def get_recipe(name: str) -> Recipe:
     if is_vla_recipe(name):
-        r = VLA_RECIPES[name]
-        return Recipe(name, r.description, r.model, r.train)  # model: VLAConfig fields
+        r = VLA_RECIPES[name] if name in VLA_RECIPES else PI0_RECIPES[name]
+        return Recipe(name, r.description, r.model, r.train)  # model: VLAConfig / Pi0Config fields
     if name not in RECIPES:
         raise ValueError(f"unknown recipe '{name}'; available recipes: {all_recipe_names()}")
     return RECIPES[name]
@@ -171,6 +172,10 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
 
 def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
     """Build an untrained policy for `dataset` (statistics, vocabulary and sizes come from it)."""
+    if recipe in PI0_RECIPES:
+        from vlaforge.models.pi0.recipes import make_pi0_policy
+
+        return make_pi0_policy(recipe, dataset, **overrides)
     if is_vla_recipe(recipe):
         from vlaforge.models.vla.recipes import make_vla_policy
 

@@ -9,11 +9,10 @@ fields), so a saved policy rebuilds without any download or local model director
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlaforge.types import PolicySpec
+from vlaforge.models.config import ConfigMethods
 
 VLA_FORMAT = 1
 VARIANTS = ("openvla", "oft", "rt2")
@@ -27,7 +26,7 @@ PROMPTS = {
 
 
 @dataclass
-class VLAConfig:
+class VLAConfig(ConfigMethods):
     recipe: str = "openvla-tiny"
     variant: str = "openvla"  # openvla: causal action tokens; oft: parallel L1 chunk; rt2: integer tokens
     # --- embodiment (filled from the dataset) ---
@@ -116,46 +115,11 @@ class VLAConfig:
             raise bad("vision", "at least one vision tower is needed")
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "the VLA recipes do not support dataset mixtures yet")
-        for d in self.unnormalized_action_dims:
-            if self.action_dim and not -self.action_dim <= d < self.action_dim:
-                raise bad(
-                    "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
-                )
+        self._check_unnormalized_dims(bad)
         if self.format_version != VLA_FORMAT:
             raise bad("format_version", f"this vlaforge reads VLA checkpoint format {VLA_FORMAT}")
-
-    @property
-    def spec(self) -> PolicySpec:
-        return PolicySpec(
-            cameras={k: (int(v[0]), int(v[1])) for k, v in self.cameras.items()},
-            state_dim=self.state_dim,
-            action_dim=self.action_dim,
-            chunk=self.chunk,
-            history=self.history,
-            fps=self.fps,
-        )
 
     @property
     def n_action_tokens(self) -> int:
         """Tokens per prediction: H * A (one per action dimension and chunk step)."""
         return self.chunk * self.action_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VLAConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(
-                f"VLA config has unknown fields {unknown} (written by another vlaforge version?)"
-            )
-        return cls(**d)
-
-    def replace(self, **overrides: Any) -> VLAConfig:
-        known = {f.name for f in dataclasses.fields(self)}
-        for k in overrides:
-            if k not in known:
-                raise ValueError(f"unknown VLAConfig field '{k}'; valid fields: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)

@@ -37,14 +37,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, prefix_lm_blocks
 from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
-from vlaforge.models.policy import CONFIG_FILE, NORM_FILE, WEIGHTS_FILE, CheckpointError, resolve_checkpoint
+from vlaforge.models.policy import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    first_chunk,
+    policy_dir,
+    read_policy_tensors,
+    write_policy_files,
+)
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
 from vlaforge.models.vla.action_tokenizer import ActionTokenizer
 from vlaforge.models.vla.config import VLAConfig
@@ -428,21 +435,18 @@ class VLAPolicy(nn.Module):
         actions = self.predict_batch(
             self.observations_to_batch(observations, dataset=dataset), dataset=dataset
         )
-        out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
-        if not np.all(np.isfinite(out)):
-            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
-        return ActionChunk(out, control_hz=self.config.fps)
+        return first_chunk(actions, self.config.fps)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write config.json + model.safetensors + normalization.safetensors (+ tokenizer.json); no pickle."""
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
         if isinstance(self.tokenizer, WordPromptTokenizer):
             tok: dict[str, Any] = self.tokenizer.to_dict()
         else:
             assert isinstance(self.tokenizer, HFPromptTokenizer)
-            self.tokenizer.save(d)
+            d.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(d)  # before config.json: a directory with a config is a whole checkpoint
             tok = {"type": "hf", "file": TOKENIZER_FILE}
         meta = {
             "policy_class": POLICY_CLASS,
@@ -450,18 +454,12 @@ class VLAPolicy(nn.Module):
             "normalization": self.normalizer.describe(),
             "tokenizer": tok,
         }
-        (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         weights = self.state_dict() if state_dict is None else state_dict
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(d / WEIGHTS_FILE))
-        save_file(self.normalizer.state_dict(), str(d / NORM_FILE))
-        return d
+        return write_policy_files(d, meta, weights, self.normalizer)
 
     @classmethod
     def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> VLAPolicy:
-        d = resolve_checkpoint(path)
-        for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_FILE):
-            if not (d / name).is_file():
-                raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
+        d = policy_dir(path)
         try:
             meta = json.loads((d / CONFIG_FILE).read_text())
             if meta.get("policy_class") != POLICY_CLASS:
@@ -469,11 +467,7 @@ class VLAPolicy(nn.Module):
             config = VLAConfig.from_dict(meta["config"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge VLA policy config: {e}") from e
-        try:
-            norm = Normalizer.from_state(meta["normalization"], load_file(str(d / NORM_FILE)))
-            weights = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types for truncated files
-            raise CheckpointError(f"could not read weights in {d}: {e} (is the file truncated?)") from e
+        norm, weights = read_policy_tensors(d, meta, map_location)
         tok_meta = meta.get("tokenizer") or {}
         tokenizer: PromptTokenizer = (
             HFPromptTokenizer.from_file(d / tok_meta.get("file", TOKENIZER_FILE))

@@ -88,6 +88,30 @@ def _dino(
     return {"hf": hf, "image_size": size, "feature_layer": -2}
 
 
+def _train(
+    lr: float, batch_size: int, *, warmup_steps: int = 0, precision: str | None = None
+) -> dict[str, Any]:
+    """TrainConfig defaults of a VLA recipe: OpenVLA's (no weight decay, no EMA, gradients clipped at 1)."""
+    train: dict[str, Any] = {
+        "lr": lr,
+        "weight_decay": 0.0,
+        "warmup_steps": warmup_steps,
+        "grad_clip": 1.0,
+        "ema_decay": 0.0,
+        "batch_size": batch_size,
+    }
+    if precision is not None:
+        train["precision"] = precision
+    return train
+
+
+# OpenVLA-OFT's changes to OpenVLA (any size): an 8-step chunk decoded in parallel into an L1 MLP-ResNet
+# head, FiLM on the vision towers, a proprio token.
+_OFT = {"variant": "oft", "head": "l1", "chunk": 8, "use_proprio": True, "film": True}
+# The released OpenVLA-7B prompt side: a plain causal Llama over BOS + image + HF-tokenized prompt.
+_OPENVLA_7B_PROMPT = {"prefix_attention": "causal", "language": "hf", "bos_token_id": 1, "text_max_len": 48}
+
+
 # Tiny towers: 32 px, patch 8 -> 16 tokens per camera; 3 layers, features of the second-to-last.
 _TINY_SIGLIP = _siglip(32, 8, 64, 3, 2, 128, -2)
 _TINY_DINO = _dino(32, 8, 64, 3, 2, 0)
@@ -111,14 +135,7 @@ _TINY_GEMMA = _lm_fields(
     head_dim=32,
     max_position=512,
 )
-_TINY_TRAIN = {
-    "lr": 5e-4,
-    "weight_decay": 0.0,
-    "warmup_steps": 100,
-    "grad_clip": 1.0,
-    "ema_decay": 0.0,
-    "batch_size": 32,
-}
+_TINY_TRAIN = _train(5e-4, 32, warmup_steps=100)
 
 # Published shapes. SigLIP So400m/14-224 (1152 wide, 27 layers, MLP 4304); DINOv2 ViT-L/14 + 4 registers.
 _SIGLIP_SO400M_PENULTIMATE = _siglip(224, 14, 1152, 27, 16, 4304, -2)
@@ -141,11 +158,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
             "openvla-oft-tiny",
             "OpenVLA-OFT at CPU size: parallel decoding of an 8-step chunk, L1 MLP-ResNet head, FiLM, proprio token",
             {
-                "variant": "oft",
-                "head": "l1",
-                "chunk": 8,
-                "use_proprio": True,
-                "film": True,
+                **_OFT,
                 "head_hidden_dim": 256,
                 "lm": _TINY_LLAMA,
                 "vision": {"dino": _TINY_DINO, "siglip": _TINY_SIGLIP},
@@ -174,49 +187,23 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "variant": "openvla",
                 "lm": _OPENVLA_LM,
                 "vision": {"dino": _DINO_L_REG, "siglip": _SIGLIP_SO400M_PENULTIMATE},
-                "prefix_attention": "causal",
-                "language": "hf",
-                "bos_token_id": 1,
-                "text_max_len": 48,
+                **_OPENVLA_7B_PROMPT,
                 "action_vocab_size": 32000,
                 "binning": "openvla",
             },
-            {
-                "lr": 2e-5,
-                "weight_decay": 0.0,
-                "warmup_steps": 0,
-                "grad_clip": 1.0,
-                "ema_decay": 0.0,
-                "batch_size": 16,
-                "precision": "bf16",
-            },
+            _train(2e-5, 16, precision="bf16"),
         ),
         VLARecipe(
             "openvla-oft",
             "OpenVLA-OFT: OpenVLA-7B backbone, chunk 8 decoded in parallel, L1 MLP-ResNet head, FiLM, proprio",
             {
-                "variant": "oft",
-                "head": "l1",
-                "chunk": 8,
-                "use_proprio": True,
-                "film": True,
+                **_OFT,
                 "head_hidden_dim": 4096,
                 "lm": _OPENVLA_LM,
                 "vision": {"dino": _DINO_L_REG, "siglip": _SIGLIP_SO400M_PENULTIMATE},
-                "prefix_attention": "causal",
-                "language": "hf",
-                "bos_token_id": 1,
-                "text_max_len": 48,
+                **_OPENVLA_7B_PROMPT,
             },
-            {
-                "lr": 5e-4,
-                "weight_decay": 0.0,
-                "warmup_steps": 0,
-                "grad_clip": 1.0,
-                "ema_decay": 0.0,
-                "batch_size": 8,
-                "precision": "bf16",
-            },
+            _train(5e-4, 8, precision="bf16"),
             cameras="all",
         ),
         VLARecipe(
@@ -235,15 +222,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "bos_token_id": 2,
                 "text_max_len": 48,
             },
-            {
-                "lr": 1e-5,
-                "weight_decay": 0.0,
-                "warmup_steps": 0,
-                "grad_clip": 1.0,
-                "ema_decay": 0.0,
-                "batch_size": 16,
-                "precision": "bf16",
-            },
+            _train(1e-5, 16, precision="bf16"),
         ),
     ]
 }

@@ -1,0 +1,22 @@
+"""π0 (arXiv 2410.24164) on the pretrained-LM backbone: Gemma + action expert with joint attention.
+
+* ``config.py``: :class:`Pi0Config` (stored in the checkpoint's config.json, ``policy_class: "pi0"``);
+* ``expert.py``: :class:`ActionExpert`, :class:`JointTransformer` (per-token weight routing, one joint
+  attention per layer under the prefix -> state -> actions rule), sinusoidal flow-time features;
+* ``policy.py``: :class:`Pi0Policy` (flow matching, Euler sampling with a prefix KV cache, RTC);
+* ``recipes.py``: ``pi0-tiny``, ``pi0-small``, ``pi0`` and ``make_pi0_policy`` (see docs/recipes.md).
+"""
+
+from vlaforge.models.pi0.config import Pi0Config
+from vlaforge.models.pi0.expert import ActionExpert, JointTransformer, expert_lm_config, sincos_time_embedding
+from vlaforge.models.pi0.recipes import PI0_RECIPES, make_pi0_policy
+
+__all__ = [
+    "PI0_RECIPES",
+    "ActionExpert",
+    "JointTransformer",
+    "Pi0Config",
+    "expert_lm_config",
+    "make_pi0_policy",
+    "sincos_time_embedding",
+]

@@ -1,0 +1,576 @@
+"""`Pi0Policy`: π0 (arXiv 2410.24164) on our DecoderLM + action expert, with the contract of `models.policy.Policy`.
+
+Sequence for one sample (C cameras of N patches, L prompt tokens left-padded, H chunk)::
+
+    [ image tokens (C*N) | (BOS) prompt (L) | state (1) | noisy actions (H) ]
+    `------ prefix: backbone weights ------' `-- suffix: expert weights --'
+
+* image tokens: SigLIP patch features (post-norm) -> Linear -> backbone width (PaliGemma); a camera
+  marked missing (``batch["observation.images.<cam>_valid"]`` False) is masked out as keys;
+* prompt: the backbone's token embeddings (Gemma's sqrt(D) scale), left padding masked out;
+* state: normalized (mean/std), zero-padded to ``max_state_dim`` (32), one Linear -> expert width;
+* actions: normalized, zero-padded to ``max_action_dim`` (32); token = ``W3·swish(W2·[W1·a, φ(τ)])``
+  with sinusoidal φ; the H expert outputs -> Linear -> velocities (B, H, 32).
+
+Attention: :func:`~vlaforge.models.attention.pi0_blocks` (prefix -> state -> actions, full inside a
+block, causal between blocks) plus key padding; positions count real tokens (``cumsum(valid) - 1``).
+
+Flow matching in :mod:`vlaforge.models.heads.flow`'s convention (τ = 0 noise, τ = 1 data, which is
+π0's paper convention; openpi flips it): ``A^τ = τ·A + (1 − τ)·ε``, target ``u = A − ε``,
+τ = s·(1 − Beta(1.5, 1)) with s = 0.999, MSE over real chunk steps and real action dimensions only
+(padded dimensions carry no loss and receive no gradient). Sampling: ``steps`` (10) forward-Euler
+steps from noise at τ = 0 to τ = 1.
+
+Prefix cache: the prefix *and the state token* never attend to the actions, so ``predict`` runs
+them once per chunk (backbone on the prefix, expert on the state, joint attention) into a
+:class:`~vlaforge.models.lm.KVCache`; every Euler step then runs only the expert on the H action
+tokens against the cached keys/values (``cache.crop`` back to the prefix before each step).
+``use_cache=False`` recomputes the whole joint sequence at every step (reference path, benchmarks).
+
+Checkpoints: ``config.json`` (``policy_class: "pi0"``, config, normalization, tokenizer) +
+``model.safetensors`` + ``normalization.safetensors`` (+ ``tokenizer.json`` for HF tokenizers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlaforge.models.attention import apply_key_padding, build_attention_mask, pi0_blocks
+from vlaforge.models.heads.base import masked_mean
+from vlaforge.models.heads.flow import pigdm_weight
+from vlaforge.models.heads.schedules import sample_flow_time
+from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
+from vlaforge.models.pi0.config import Pi0Config
+from vlaforge.models.pi0.expert import ActionExpert, JointTransformer, expert_lm_config, sincos_time_embedding
+from vlaforge.models.policy import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    policy_dir,
+    read_policy_tensors,
+    write_policy_files,
+)
+from vlaforge.models.vision import LinearProjector, VisionTower
+from vlaforge.models.vla.text import TOKENIZER_FILE, HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
+
+POLICY_CLASS = "pi0"
+IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
+
+
+def hf_vision_config(d: dict[str, Any]) -> Any:
+    """An HF vision config object from a plain dict with ``model_type``."""
+    from vlaforge.models.vla.policy import hf_vision_config as _hf
+
+    return _hf(d)
+
+
+class Pi0Policy(nn.Module):
+    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`."""
+
+    def __init__(
+        self,
+        config: Pi0Config,
+        normalizer: Normalizer,
+        tokenizer: PromptTokenizer,
+        *,
+        lm_on_meta: bool = False,
+    ):
+        """lm_on_meta: build the transformer on the meta device (no random init of billions of weights);
+        the caller must then load every weight with ``load_state_dict(..., assign=True)``."""
+        super().__init__()
+        self.config = config
+        self.normalizer = normalizer
+        self.tokenizer = tokenizer
+        c = config
+        if not c.cameras:
+            raise ValueError("Pi0Config.cameras is empty: π0 needs at least one camera")
+        for key in (STATE_KEY, ACTION_KEY):
+            try:
+                normalizer.resolve(key)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"normalizer does not fit the π0 config: {e}") from e
+        lm_cfg = LMConfig(**c.lm)
+        if tokenizer.vocab_size > lm_cfg.vocab_size:
+            raise ValueError(
+                f"prompt tokenizer has {tokenizer.vocab_size} ids but the LM vocabulary only {lm_cfg.vocab_size}"
+            )
+        exp_cfg = expert_lm_config(lm_cfg, c.expert_width, c.expert_mlp_dim)
+        if lm_on_meta:
+            with torch.device("meta"):
+                self.transformer = JointTransformer(DecoderLM(lm_cfg), ActionExpert(exp_cfg))
+        else:
+            self.transformer = JointTransformer(DecoderLM(lm_cfg), ActionExpert(exp_cfg))
+        D, De = lm_cfg.hidden_size, c.expert_width
+        (spec,) = c.vision.values()
+        self.vision_tower = VisionTower.from_config(
+            hf_vision_config(spec["hf"]),
+            feature_layer=spec.get("feature_layer"),
+            image_size=spec.get("image_size"),
+        )
+        self.projector = LinearProjector(self.vision_tower.width, D)
+        self.camera_names = sorted(c.cameras)
+        self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)
+        self.state_proj = nn.Linear(c.max_state_dim, De)
+        self.action_in_proj = nn.Linear(c.max_action_dim, De)  # W1
+        self.action_time_mlp_in = nn.Linear(2 * De, De)  # W2 over [W1·a, φ(τ)]
+        self.action_time_mlp_out = nn.Linear(De, De)  # W3
+        self.action_out_proj = nn.Linear(De, c.max_action_dim)  # expert outputs -> velocities
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def spec(self) -> PolicySpec:
+        return self.config.spec
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_in_proj.weight.device
+
+    @property
+    def backbone(self) -> DecoderLM:
+        """The Gemma backbone (a plain DecoderLM: a PaliGemma language-model checkpoint loads into it)."""
+        return self.transformer.backbone
+
+    @property
+    def expert(self) -> ActionExpert:
+        return self.transformer.expert
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def load_backbone(
+        self, directory: str | Path, *, key_prefix: str = "language_model.", config: Any = None
+    ) -> None:
+        """Load a (PaliGemma) Gemma language model from a local HF checkpoint into the backbone, strictly.
+
+        ``config``: the language model's HF config dict (PaliGemma: ``config.json["text_config"]``);
+        default: the directory's own config.json. Shapes must match the recipe's ``lm`` exactly.
+        """
+        from vlaforge.models.lm import load_hf_checkpoint
+
+        lm = load_hf_checkpoint(directory, key_prefix=key_prefix, config=config, device=self.device)
+        if lm.config != self.backbone.config:
+            raise ValueError(
+                f"checkpoint {directory} holds {lm.config}, the recipe's backbone is {self.backbone.config}"
+            )
+        self.backbone.load_state_dict(lm.state_dict(), strict=True)
+
+    # ------------------------------------------------------------------ tokens
+    def _images(self, batch: dict[str, Any], B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current frame of every camera -> image tokens (B, C*N, D), valid (B, C*N)."""
+        tokens, valid = [], []
+        N = self.vision_tower.num_patches
+        for cam in self.camera_names:
+            key = IMAGE_PREFIX + cam
+            if key not in batch:
+                raise KeyError(
+                    f"batch is missing camera '{key}' (policy cameras: {self.camera_names}); a missing camera "
+                    f"is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
+                )
+            img = batch[key]
+            if img.dim() == 5:  # (B, T, H, W, 3): the current frame
+                img = img[:, -1]
+            h, w = self.config.cameras[cam]
+            if tuple(img.shape) != (B, h, w, 3):
+                raise ValueError(
+                    f"'{key}': expected uint8 (B, [T,] {h}, {w}, 3), got {tuple(batch[key].shape)}"
+                )
+            feats = self.vision_tower.encode(img)  # (B, N, Dv)
+            tokens.append(self.projector(feats.to(self.projector.linear.weight.dtype)))  # (B, N, D)
+            present = batch.get(key + IMAGE_VALID_SUFFIX)
+            if present is None:
+                present = torch.ones(B, dtype=torch.bool)
+            present = torch.as_tensor(present).to(self.device).bool().reshape(-1)
+            if present.shape != (B,):
+                raise ValueError(
+                    f"'{key}{IMAGE_VALID_SUFFIX}': expected bool (B={B},), got {tuple(present.shape)}"
+                )
+            valid.append(present[:, None].expand(B, N))
+        return torch.cat(tokens, dim=1), torch.cat(valid, dim=1)  # (B, C*N, D), (B, C*N)
+
+    def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images + (BOS) prompt -> prefix embeddings (B, P, D) and valid mask (B, P)."""
+        c = self.config
+        texts = batch["task"]
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        B = len(texts)
+        prompts = [c.prompt.format(instruction=str(t).strip()) for t in texts]
+        ids, text_valid = self.tokenizer.encode(prompts, c.text_max_len)  # (B, L), (B, L)
+        ids, text_valid = ids.to(self.device), text_valid.to(self.device)
+        if not bool(text_valid.any(dim=1).all()) and c.bos_token_id < 0:
+            raise ValueError(f"a prompt encodes to no tokens (prompts {prompts}); check the instruction")
+        images, image_valid = self._images(batch, B)
+        parts, valid = [images], [image_valid]
+        if c.bos_token_id >= 0:
+            bos = torch.full((B, 1), c.bos_token_id, dtype=torch.long, device=self.device)
+            parts.append(self.backbone.embed(bos))  # (B, 1, D)
+            valid.append(torch.ones(B, 1, dtype=torch.bool, device=self.device))
+        parts.append(self.backbone.embed(ids).to(images.dtype))  # (B, L, D)
+        valid.append(text_valid)
+        return torch.cat(parts, dim=1), torch.cat(valid, dim=1)  # (B, P, D), (B, P)
+
+    def embed_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
+        """Normalized, zero-padded state -> one expert token (B, 1, De)."""
+        c = self.config
+        if STATE_KEY not in batch:
+            raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
+        state = batch[STATE_KEY].to(self.device).float()
+        if state.dim() == 3:  # (B, T, S): the current state
+            state = state[:, -1]
+        if tuple(state.shape) != (B, c.state_dim):
+            raise ValueError(
+                f"'{STATE_KEY}': expected (B, [T,] {c.state_dim}), got {tuple(batch[STATE_KEY].shape)}"
+            )
+        if not bool(torch.isfinite(state).all()):
+            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
+        s = self.normalizer.normalize(STATE_KEY, state)  # (B, S)
+        s = F.pad(s, (0, c.max_state_dim - c.state_dim))  # (B, 32): padded dims are exactly 0
+        return self.state_proj(s.to(self.state_proj.weight.dtype)).unsqueeze(1)  # (B, 1, De)
+
+    def embed_actions(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+        """Noisy actions (B, H, 32) at flow time τ (B,) -> action tokens W3·swish(W2·[W1·a, φ(τ)]) (B, H, De)."""
+        c = self.config
+        a = self.action_in_proj(x)  # (B, H, De)
+        phi = sincos_time_embedding(tau, c.expert_width, c.time_min_period, c.time_max_period)  # (B, De)
+        phi = phi.to(a.dtype)[:, None].expand_as(a)  # (B, H, De)
+        return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([a, phi], dim=-1))))
+
+    # ------------------------------------------------------------------ masks
+    def attention_mask(self, prefix_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """prefix valid (B, P) -> joint mask (B, P+1+H, P+1+H) and positions (B, P+1+H).
+
+        pi0_blocks: prefix reads prefix; state reads prefix + state; actions read everything.
+        Padded prefix keys are masked out for every query (each padded query still reads itself).
+        """
+        B, P = prefix_valid.shape
+        H = self.config.chunk
+        base = build_attention_mask(pi0_blocks(P, 1, H), device=prefix_valid.device)  # (L, L)
+        valid = torch.cat(
+            [prefix_valid, torch.ones(B, 1 + H, dtype=torch.bool, device=prefix_valid.device)], 1
+        )
+        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, L): real tokens only
+        return apply_key_padding(base, valid), positions
+
+    def _velocity(
+        self,
+        x: torch.Tensor,
+        tau: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        prefix: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Velocity (B, H, 32) at x (B, H, 32), τ (B,).
+
+        With ``prefix``/``state``: the whole joint sequence (training, uncached sampling). With
+        ``cache`` only: the expert on the action tokens against the cached prefix + state (the mask and
+        positions are then the action rows).
+        """
+        actions = self.embed_actions(x, tau)  # (B, H, De)
+        if prefix is not None:
+            assert state is not None
+            _, suffix = self.transformer([prefix, torch.cat([state, actions], dim=1)], mask, positions, cache)
+            assert suffix is not None
+            out = suffix[:, 1:]  # (B, H, De): drop the state token
+        else:
+            _, out = self.transformer([None, actions], mask, positions, cache)
+            assert out is not None
+        return self.action_out_proj(out.to(self.action_out_proj.weight.dtype)).float()  # (B, H, 32)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss; `forward` so that DDP's hooks run when it wraps the policy."""
+        return self.loss(batch)
+
+    def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> normalized actions zero-padded to (B, H, 32), loss mask (B, H, 32) (real steps and dims)."""
+        c = self.config
+        if ACTION_KEY not in batch:
+            raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
+        actions = batch[ACTION_KEY].to(self.device).float()
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(
+                f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics"
+            )
+        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
+            actions = actions.unsqueeze(1)
+        if actions.shape[1:] != (c.chunk, c.action_dim):
+            raise ValueError(
+                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
+            )
+        B, H, A = actions.shape
+        actions = self.normalizer.normalize(ACTION_KEY, actions)  # (B, H, A)
+        keep = torch.ones(B, H, dtype=torch.bool, device=self.device)
+        pad = batch.get(f"{ACTION_KEY}_is_pad")
+        if pad is not None:
+            keep = ~pad.to(self.device).bool().reshape(B, H)
+        dims = torch.arange(c.max_action_dim, device=self.device) < A  # (32,) real dims
+        given = batch.get("action_dim_mask")
+        if given is not None:  # (B, A) or (A,): a dataset's own padded dimensions
+            g = given.to(self.device).bool().reshape(-1, A)
+            dims = dims[None] & F.pad(g, (0, c.max_action_dim - A))  # (B|1, 32)
+        mask = keep[:, :, None] & dims.reshape(-1, 1, c.max_action_dim)  # (B, H, 32)
+        return F.pad(actions, (0, c.max_action_dim - A)), mask
+
+    def loss(
+        self, batch: dict[str, Any], *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        actions, mask = self._targets(batch)  # (B, H, 32), (B, H, 32)
+        B = actions.shape[0]
+        prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
+        state = self.embed_state(batch, B)  # (B, 1, De)
+        attn, positions = self.attention_mask(valid)
+        tau = sample_flow_time(B, alpha=c.time_alpha, s=c.time_s, generator=generator, device=self.device)
+        noise = torch.randn(actions.shape, generator=generator, device=self.device)  # (B, H, 32) ε
+        t = tau[:, None, None]
+        x_tau = t * actions + (1 - t) * noise  # A^τ (padded dims: noise only, as at sampling)
+        v = self._velocity(x_tau, tau, attn, positions, prefix=prefix, state=state.to(prefix.dtype))
+        loss = masked_mean((v - (actions - noise)) ** 2, mask.float())  # target u = A − ε
+        return loss, {"loss": float(loss.detach())}
+
+    # ------------------------------------------------------------------ inference
+    def observations_to_batch(
+        self, observations: Observation | Sequence[Observation], *, dataset: str | None = None
+    ) -> dict[str, Any]:
+        """Validate the current observation and make a batch of one (π0 reads history 1)."""
+        if dataset is not None:
+            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+        obs_list = [observations] if isinstance(observations, Observation) else list(observations)
+        if not obs_list:
+            raise ValueError("observations is empty")
+        o = obs_list[-1]
+        o.validate(self.spec.cameras, self.spec.state_dim)
+        batch: dict[str, Any] = {
+            STATE_KEY: torch.from_numpy(np.asarray(o.state, dtype=np.float32))[None, None],  # (1, 1, S)
+            "task": [o.instruction],
+        }
+        for cam in self.camera_names:
+            batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.ascontiguousarray(o.images[cam]))[None, None]
+        return batch
+
+    def sample_actions(
+        self,
+        batch: dict[str, Any],
+        *,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        use_cache: bool = True,
+        guidance: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+    ) -> torch.Tensor:
+        """Normalized, padded actions (B, H, 32) by Euler integration from noise (τ = 0) to τ = 1.
+
+        noise: the initial (B, H, 32) noise (default: drawn from ``generator``).
+        use_cache: run prefix + state once into a KV cache and only the expert per step (default), or
+            recompute the whole joint sequence at every step.
+        guidance: RTC inpainting ``(target (B, H, 32) normalized, weights (B|1, H, 32), β)``: ΠGDM guidance
+            toward the target as in :class:`~vlaforge.models.heads.flow.FlowHead` (needs autograd).
+        """
+        c = self.config
+        n_steps = steps or c.steps
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"steps must be a positive int, got {n_steps!r}")
+        prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
+        B, P = valid.shape
+        state = self.embed_state(batch, B).to(prefix.dtype)  # (B, 1, De)
+        mask, positions = self.attention_mask(valid)  # (B, L, L), (B, L)
+        shape = (B, c.chunk, c.max_action_dim)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=self.device)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be (B, H, {c.max_action_dim}) = {shape}, got {tuple(noise.shape)}")
+        x = noise.to(self.device).float()  # (B, H, 32) at τ = 0
+
+        if use_cache:
+            kvh, hd = self.backbone.config.num_kv_heads, self.backbone.config.head_dim
+            cache = KVCache(
+                self.backbone.config.num_layers,
+                B,
+                P + 1 + c.chunk,
+                kvh,
+                hd,
+                dtype=prefix.dtype,
+                device=self.device,
+            )
+            self.transformer([prefix, state], mask[:, : P + 1, : P + 1], positions[:, : P + 1], cache)
+            n_cached = cache.length  # P + 1
+
+            def velocity(xt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+                cache.crop(n_cached)  # overwrite the previous step's action keys/values
+                return self._velocity(xt, tau, mask[:, P + 1 :], positions[:, P + 1 :], cache=cache)
+
+        else:
+
+            def velocity(xt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+                return self._velocity(xt, tau, mask, positions, prefix=prefix, state=state)
+
+        dt = 1.0 / n_steps
+        for i in range(n_steps):
+            tau = torch.full((B,), i * dt, device=self.device)  # (B,)
+            if guidance is None:
+                v = velocity(x, tau)
+            else:
+                v = self._guided(velocity, x, tau, *guidance)
+            x = x + dt * v  # (B, H, 32)
+        return x
+
+    @staticmethod
+    def _guided(
+        fn: Any, x: torch.Tensor, tau: torch.Tensor, target: torch.Tensor, w: torch.Tensor, beta: float
+    ):
+        """ΠGDM-guided velocity (heads/flow.py): v + min(β, (1−τ)/(τ r²)) · (Y − Â¹)ᵀ diag(W) ∂Â¹/∂x."""
+        x_in = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            v = fn(x_in, tau)  # (B, H, 32)
+            denoised = x_in + (1 - tau)[:, None, None] * v  # Â¹, the one-step estimate of the clean chunk
+            (vjp,) = torch.autograd.grad(denoised, x_in, grad_outputs=w * (target - denoised.detach()))
+        return v.detach() + pigdm_weight(tau, beta)[:, None, None] * vjp
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        batch: dict[str, Any],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Batched inference: actions (B, H, A) in robot units (real action dimensions only)."""
+        if dataset is not None:
+            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+        was_training = self.training
+        self.eval()
+        try:
+            x = self.sample_actions(batch, steps=steps, generator=generator, use_cache=use_cache)
+            return self.normalizer.unnormalize(ACTION_KEY, x[..., : self.config.action_dim].float())
+        finally:
+            self.train(was_training)
+
+    def predict(
+        self,
+        observations: Observation | Sequence[Observation],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ActionChunk:
+        actions = self.predict_batch(
+            self.observations_to_batch(observations, dataset=dataset), steps=steps, generator=generator
+        )
+        return self._chunk(actions[0])
+
+    def _chunk(self, actions: torch.Tensor, **info: Any) -> ActionChunk:
+        out = actions.cpu().numpy().astype(np.float32)  # (H, A)
+        if not np.all(np.isfinite(out)):
+            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
+        return ActionChunk(out, control_hz=self.config.fps, info=dict(info))
+
+    def predict_rtc(
+        self,
+        observations: Observation | Sequence[Observation],
+        *,
+        prefix: np.ndarray,
+        weights: np.ndarray,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        guidance_clip: float = 5.0,
+    ) -> ActionChunk:
+        """Real-time chunking (`vlaforge.runtime.rtc`): the chunk inpainted toward ``prefix``.
+
+        prefix: (H, A) robot-unit previous actions aligned to now; weights: (H,) in [0, 1]
+        (``rtc_weights``). Entries with weight 1 are returned exactly; weight 0 everywhere = ``predict``.
+        """
+        c = self.config
+        H, A = c.chunk, c.action_dim
+        prev = torch.as_tensor(np.asarray(prefix, dtype=np.float32), device=self.device)
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float32), device=self.device)
+        if tuple(prev.shape) != (H, A):
+            raise ValueError(
+                f"predict_rtc: prefix must be (H, A) = ({H}, {A}) robot-unit actions, got {tuple(prev.shape)}"
+            )
+        if tuple(w.shape) != (H,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any() | (w > 1).any()):
+            raise ValueError(f"predict_rtc: weights must be (H,) = ({H},) in [0, 1], got {w.tolist()}")
+        if not bool(torch.isfinite(prev[w > 0]).all()):
+            raise ValueError("predict_rtc: prefix holds NaN/Inf where weights > 0")
+        batch = self.observations_to_batch(observations)
+        target = F.pad(
+            self.normalizer.normalize(ACTION_KEY, prev[None]), (0, c.max_action_dim - A)
+        )  # (1, H, 32)
+        wfull = torch.zeros(1, H, c.max_action_dim, device=self.device)
+        wfull[..., :A] = w[None, :, None]  # padded dims: unguided
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():  # not inference_mode: the guidance takes a backward pass through the expert
+                x = self.sample_actions(
+                    batch, steps=steps, generator=generator, guidance=(target, wfull, guidance_clip)
+                )
+                out = self.normalizer.unnormalize(ACTION_KEY, x[..., :A].float())[0]  # (H, A)
+                out = torch.where((w >= 1)[:, None], prev, out)  # frozen entries exactly
+        finally:
+            self.train(was_training)
+        return self._chunk(out, rtc=True)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write config.json + model.safetensors + normalization.safetensors (+ tokenizer.json); no pickle."""
+        d = Path(directory)
+        if isinstance(self.tokenizer, WordPromptTokenizer):
+            tok: dict[str, Any] = self.tokenizer.to_dict()
+        else:
+            assert isinstance(self.tokenizer, HFPromptTokenizer)
+            d.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(d)  # before config.json: a directory with a config is a whole checkpoint
+            tok = {"type": "hf", "file": TOKENIZER_FILE}
+        meta = {
+            "policy_class": POLICY_CLASS,
+            "config": self.config.to_dict(),
+            "normalization": self.normalizer.describe(),
+            "tokenizer": tok,
+        }
+        weights = self.state_dict() if state_dict is None else state_dict
+        return write_policy_files(d, meta, weights, self.normalizer)
+
+    @classmethod
+    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Pi0Policy:
+        d = policy_dir(path)
+        try:
+            meta = json.loads((d / CONFIG_FILE).read_text())
+            if meta.get("policy_class") != POLICY_CLASS:
+                raise KeyError("policy_class")
+            config = Pi0Config.from_dict(meta["config"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge π0 policy config: {e}") from e
+        norm, weights = read_policy_tensors(d, meta, map_location)
+        tok_meta = meta.get("tokenizer") or {}
+        tokenizer: PromptTokenizer = (
+            HFPromptTokenizer.from_file(d / tok_meta.get("file", TOKENIZER_FILE))
+            if tok_meta.get("type") == "hf"
+            else WordPromptTokenizer.from_dict(tok_meta)
+        )
+        policy = cls(config, norm, tokenizer, lm_on_meta=True)
+        own = set(policy.state_dict())
+        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, "
+                f"unexpected {unexpected[:8]}"
+            )
+        # The transformer was built on the meta device, so the file's tensors are assigned, not copied;
+        # give unaligned views of safetensors' buffer their own aligned storage (same SIMD paths as before).
+        weights = {k: v.clone() if v.data_ptr() % 64 else v for k, v in weights.items()}
+        policy.load_state_dict(weights, strict=True, assign=True)
+        return policy.to(map_location).eval()
