@@ -4,6 +4,8 @@
 * ``config.py``: :class:`VLAConfig`;
 * ``policy.py``: :class:`VLAPolicy` (same contract as ``models.policy.Policy``);
 * ``recipes.py``: ``openvla``, ``openvla-oft``, ``rt2`` and their ``-tiny`` variants, ``make_vla_policy``;
+* ``convert_openvla.py``: the released ``openvla/openvla-7b`` -> a vlaforge policy
+  (``python -m vlaforge.models.vla.convert_openvla SRC OUT --unnorm-key KEY``).
 """
 
 from vlaforge.models.vla.action_tokenizer import ActionDecodeError, ActionTokenizer, DecodedActions

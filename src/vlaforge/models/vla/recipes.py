@@ -13,8 +13,8 @@ Full-size recipes (never built in tests; the shapes are the published ones):
 
 * ``openvla``: DINOv2 ViT-L/14 with 4 registers + SigLIP So400m/14 at 224 px -> fused-GELU MLP ->
   Llama-2-7B (vocabulary padded to 32064), causal attention as the released checkpoint, action ids
-  ``32000 - digitize(a)`` with the reference's 256-edge binning. Loading the released HF
-  ``openvla/openvla-7b`` weights needs a key converter that is not written yet (docs/recipes.md).
+  ``32000 - digitize(a)`` with the reference's 256-edge binning. The released HF
+  ``openvla/openvla-7b`` weights load with ``python -m vlaforge.models.vla.convert_openvla SRC OUT --unnorm-key KEY``.
 * ``openvla-oft``: the same backbone, chunk 8, parallel decoding, L1 MLP-ResNet head, FiLM, proprio.
 * ``rt2``: RT-2's recipe on PaliGemma-3B (SigLIP So400m/14 post-norm features -> Linear -> Gemma-2B,
   vocabulary 257152), bidirectional prefix, constrained decoding; Gemma's tokenizer has no
