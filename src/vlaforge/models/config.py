@@ -20,7 +20,7 @@ NORM_MODES = ("mean_std", "quantile", "min_max")
 
 
 class ConfigMethods:
-    """What every policy config dataclass (`PolicyConfig`, `vla.VLAConfig`) does the same way.
+    """What every policy config dataclass (`PolicyConfig`, `vla.VLAConfig`, `pi0.Pi0Config`) does alike.
 
     Each config keeps its own field list (their layouts differ; the field order is the JSON order), so
     this is a plain mixin over the embodiment fields they both have, not a base dataclass.

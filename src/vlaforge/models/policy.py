@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,84 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing files or holds something this version cannot read."""
 
 
-class Policy(nn.Module):
+class PolicyMethods:
+    """What every policy class (`Policy`, `vla.VLAPolicy`, `pi0.Pi0Policy`) does the same way.
+
+    A plain mixin (listed before `nn.Module`), like `config.ConfigMethods`: the classes share their
+    public contract (`PolicyLike` plus `loss` / `predict_batch` / `observations_to_batch`), not their
+    module trees, so there is no common `nn.Module` base. Each class provides `config` (with `spec`
+    and `fps`), `loss`, `observations_to_batch` and `predict_batch`; everything below is built on them.
+    """
+
+    config: Any  # PolicyConfig | VLAConfig | Pi0Config
+    training: bool
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self.config.spec
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        params = self.parameters()  # type: ignore[attr-defined]
+        return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss; `forward` so that DistributedDataParallel's hooks run around it."""
+        return self.loss(batch)  # type: ignore[attr-defined]
+
+    def predict(
+        self,
+        observations: Observation | Sequence[Observation],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ActionChunk:
+        """The next action chunk (H, A) in robot units for the latest observation(s).
+
+        dataset: for a policy trained on a mixture, whose statistics and action size to use.
+        steps / generator: sampler steps and random source of the sampling heads (ignored by the
+        deterministic ones).
+        """
+        batch = self.observations_to_batch(observations, dataset=dataset)  # type: ignore[attr-defined]
+        predict_batch = self.predict_batch  # type: ignore[attr-defined]
+        actions = predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (B, H, A)
+        return first_chunk(actions, self.config.fps)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for one inference call; the previous train/eval mode comes back
+        afterwards, also on error, so predicting in the middle of training changes nothing."""
+        was_training = self.training
+        self.eval()  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.train(was_training)  # type: ignore[attr-defined]
+
+
+def reject_dataset(dataset: str | None) -> None:
+    """A single-dataset policy was asked for a dataset's statistics: an error (there is nothing to choose)."""
+    if dataset is not None:
+        raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+
+
+def action_chunk_targets(
+    batch: dict[str, Any], chunk: int, action_dim: int, device: torch.device
+) -> torch.Tensor:
+    """`batch["action"]`, validated, as float (B, H, A) on `device` (a (B, A) batch is one step, H = 1)."""
+    if ACTION_KEY not in batch:
+        raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
+    actions = batch[ACTION_KEY].to(device).float()
+    if not bool(torch.isfinite(actions).all()):
+        raise ValueError(f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+    if actions.dim() == 2:  # (B, A) -> (B, 1, A)
+        actions = actions.unsqueeze(1)
+    if actions.shape[1:] != (chunk, action_dim):
+        raise ValueError(f"'{ACTION_KEY}': expected (B, {chunk}, {action_dim}), got {tuple(actions.shape)}")
+    return actions  # (B, H, A)
+
+
+class Policy(PolicyMethods, nn.Module):
     def __init__(self, config: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | None = None):
         super().__init__()
         self.config = config
@@ -104,10 +182,6 @@ class Policy(nn.Module):
         self.augment_cfg = AugmentConfig()
 
     # ------------------------------------------------------------------ properties
-    @property
-    def spec(self) -> PolicySpec:
-        return self.config.spec
-
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
@@ -206,24 +280,13 @@ class Policy(nn.Module):
         return after_task[:, T * self.n_obs + (T - 1) * R :].mean(dim=1)  # (B, R, D) -> (B, D)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss; `forward` so that DistributedDataParallel's hooks run when it wraps the policy."""
-        return self.loss(batch)
-
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
-        for key in (STATE_KEY, ACTION_KEY):
-            if key not in batch:
-                raise KeyError(f"batch is missing '{key}' (have {sorted(batch)})")
-            if not torch.isfinite(batch[key]).all():
-                raise ValueError(f"batch['{key}'] contains NaN or Inf; check the dataset or its statistics")
-        actions = batch[ACTION_KEY].to(self.device).float()
-        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
-            actions = actions.unsqueeze(1)
-        if actions.shape[1:] != (c.chunk, c.action_dim):
-            raise ValueError(
-                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
-            )
+        if STATE_KEY not in batch:
+            raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
+        if not torch.isfinite(batch[STATE_KEY]).all():
+            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+        actions = action_chunk_targets(batch, c.chunk, c.action_dim, self.device)  # (B, H, A)
         names = self._batch_datasets(batch, actions.shape[0])
         actions = self.normalizer.normalize(ACTION_KEY, actions, names)  # (B, H, A)
         pad = batch.get(f"{ACTION_KEY}_is_pad")
@@ -280,8 +343,7 @@ class Policy(nn.Module):
         """The dataset whose statistics inference uses; an error if a mixture policy is asked without one."""
         known = self.config.datasets
         if not known:
-            if dataset is not None:
-                raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+            reject_dataset(dataset)
             return None
         if dataset is None:
             if len(known) == 1:
@@ -343,9 +405,7 @@ class Policy(nn.Module):
         if dataset is None and self.config.datasets:
             dataset = _single_name(batch)
         name = self.resolve_dataset(dataset)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             if name is not None:
                 batch = self._pad_for_dataset(batch, name)
             features = self.encode(batch, train=False)
@@ -354,8 +414,6 @@ class Policy(nn.Module):
             if name is not None:
                 actions = actions[..., : self.config.dataset_dims[name][1]]  # (B, H, A_d)
             return actions
-        finally:
-            self.train(was_training)
 
     def _pad_for_dataset(self, batch: dict[str, Any], name: str) -> dict[str, Any]:
         state = batch[STATE_KEY]
@@ -364,23 +422,6 @@ class Policy(nn.Module):
             state = torch.nn.functional.pad(state, (0, full - real))  # (B, [T,] S_max)
         B = state.shape[0]
         return {**batch, STATE_KEY: state, "dataset_name": [name] * B}
-
-    def predict(
-        self,
-        observations: Observation | Sequence[Observation],
-        *,
-        dataset: str | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        """dataset: for a policy trained on a mixture, whose statistics and action size to use."""
-        actions = self.predict_batch(
-            self.observations_to_batch(observations, dataset=dataset),
-            dataset=dataset,
-            steps=steps,
-            generator=generator,
-        )
-        return first_chunk(actions, self.config.fps)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
@@ -411,6 +452,10 @@ class Policy(nn.Module):
                 from vlaforge.models.pi0.policy import Pi0Policy  # π0 checkpoints
 
                 return Pi0Policy.load(d, map_location=map_location)  # type: ignore[return-value]
+            if cls is Policy and isinstance(meta, dict) and meta.get("policy_class") == "pi0-fast":
+                from vlaforge.models.pi0.fast_policy import Pi0FastPolicy  # π0-FAST checkpoints
+
+                return Pi0FastPolicy.load(d, map_location=map_location)  # type: ignore[return-value]
             config = PolicyConfig.from_dict(meta["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge policy config: {e}") from e
@@ -423,9 +468,6 @@ class Policy(nn.Module):
                 f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, unexpected {unexpected[:8]}"
             )
         return policy.to(map_location).eval()
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
 class DatasetPolicy:
@@ -453,15 +495,15 @@ def _single_name(batch: dict[str, Any]) -> str | None:
     return unique[0] if unique else None
 
 
-def first_chunk(actions: torch.Tensor, fps: float) -> ActionChunk:
-    """The first sample of a (B, H, A) batch as an `ActionChunk`; non-finite actions are an error.
+def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:
+    """The first sample of a (B, H, A) batch as an `ActionChunk` (with `info`); non-finite actions are an error.
 
     `predict` of every policy ends here: a NaN must stop the robot loop, not reach the motors.
     """
     out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
     if not np.all(np.isfinite(out)):
         raise FloatingPointError("policy produced non-finite actions; refusing to return them")
-    return ActionChunk(out, control_hz=fps)
+    return ActionChunk(out, control_hz=fps, info=dict(info))
 
 
 def write_policy_files(

@@ -8,19 +8,18 @@ for the state and noisy-action tokens. The backbone and the expert are described
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlaforge.models.config import ConfigMethods
 from vlaforge.models.lm import LMConfig
-from vlaforge.types import PolicySpec
 
 PI0_FORMAT = 1
 PROMPT = "{instruction}"  # openpi feeds the task text itself (+ "\n", which word tokenizers drop)
 
 
 @dataclass
-class Pi0Config:
+class Pi0Config(ConfigMethods):
     recipe: str = "pi0-tiny"
     # --- embodiment (filled from the dataset) ---
     cameras: dict[str, list[int]] = field(default_factory=dict)  # cameras the policy reads -> [h, w]
@@ -89,11 +88,7 @@ class Pi0Config:
             raise bad("vision", "π0 uses exactly one vision tower (SigLIP)")
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "the π0 recipes do not support dataset mixtures yet")
-        for d in self.unnormalized_action_dims:
-            if self.action_dim and not -self.action_dim <= d < self.action_dim:
-                raise bad(
-                    "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
-                )
+        self._check_unnormalized_dims(bad)
         if self.lm:
             lm = LMConfig(**self.lm)
             if self.expert_width % 2 or self.expert_width < 2:
@@ -101,32 +96,3 @@ class Pi0Config:
             del lm  # validated; the expert's shape is derived in expert_lm_config
         if self.format_version != PI0_FORMAT:
             raise bad("format_version", f"this vlaforge reads π0 checkpoint format {PI0_FORMAT}")
-
-    @property
-    def spec(self) -> PolicySpec:
-        return PolicySpec(
-            cameras={k: (int(v[0]), int(v[1])) for k, v in self.cameras.items()},
-            state_dim=self.state_dim,
-            action_dim=self.action_dim,
-            chunk=self.chunk,
-            history=self.history,
-            fps=self.fps,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Pi0Config:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"π0 config has unknown fields {unknown} (written by another vlaforge version?)")
-        return cls(**d)
-
-    def replace(self, **overrides: Any) -> Pi0Config:
-        known = {f.name for f in dataclasses.fields(self)}
-        for k in overrides:
-            if k not in known:
-                raise ValueError(f"unknown Pi0Config field '{k}'; valid fields: {sorted(known)}")
-        return dataclasses.replace(self, **overrides)

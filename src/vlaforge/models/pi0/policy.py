@@ -28,12 +28,12 @@ tokens against the cached keys/values (``cache.crop`` back to the prefix before 
 ``use_cache=False`` recomputes the whole joint sequence at every step (reference path, benchmarks).
 
 Checkpoints: ``config.json`` (``policy_class: "pi0"``, config, normalization, tokenizer) +
-``model.safetensors`` + ``normalization.safetensors`` (+ ``tokenizer.json`` for HF tokenizers).
+``model.safetensors`` + ``normalization.safetensors`` (+ ``tokenizer.json`` for HF tokenizers),
+written and read by :class:`~vlaforge.models.policy_base.LMPolicyMethods` (shared with ``VLAPolicy``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,32 +50,24 @@ from vlaforge.models.heads.schedules import sample_flow_time
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
 from vlaforge.models.pi0.config import Pi0Config
 from vlaforge.models.pi0.expert import ActionExpert, JointTransformer, expert_lm_config, sincos_time_embedding
-from vlaforge.models.policy import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    CheckpointError,
-    policy_dir,
-    read_policy_tensors,
-    write_policy_files,
-)
+from vlaforge.models.policy import action_chunk_targets, first_chunk, reject_dataset
+from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.models.vla.text import TOKENIZER_FILE, HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.models.vla.text import PromptTokenizer
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation
 
 POLICY_CLASS = "pi0"
 IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
 
 
-def hf_vision_config(d: dict[str, Any]) -> Any:
-    """An HF vision config object from a plain dict with ``model_type``."""
-    from vlaforge.models.vla.policy import hf_vision_config as _hf
+class Pi0Policy(LMPolicyMethods, nn.Module):
+    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`; the input
+    plumbing, `predict` and checkpoint I/O are `LMPolicyMethods` (shared with `VLAPolicy`)."""
 
-    return _hf(d)
-
-
-class Pi0Policy(nn.Module):
-    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`."""
+    policy_class = POLICY_CLASS
+    config_class = Pi0Config
+    label = "π0"
 
     def __init__(
         self,
@@ -92,18 +84,8 @@ class Pi0Policy(nn.Module):
         self.normalizer = normalizer
         self.tokenizer = tokenizer
         c = config
-        if not c.cameras:
-            raise ValueError("Pi0Config.cameras is empty: π0 needs at least one camera")
-        for key in (STATE_KEY, ACTION_KEY):
-            try:
-                normalizer.resolve(key)
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"normalizer does not fit the π0 config: {e}") from e
         lm_cfg = LMConfig(**c.lm)
-        if tokenizer.vocab_size > lm_cfg.vocab_size:
-            raise ValueError(
-                f"prompt tokenizer has {tokenizer.vocab_size} ids but the LM vocabulary only {lm_cfg.vocab_size}"
-            )
+        self._check_parts(lm_cfg)
         exp_cfg = expert_lm_config(lm_cfg, c.expert_width, c.expert_mlp_dim)
         if lm_on_meta:
             with torch.device("meta"):
@@ -128,10 +110,6 @@ class Pi0Policy(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def spec(self) -> PolicySpec:
-        return self.config.spec
-
-    @property
     def device(self) -> torch.device:
         return self.action_in_proj.weight.device
 
@@ -143,9 +121,6 @@ class Pi0Policy(nn.Module):
     @property
     def expert(self) -> ActionExpert:
         return self.transformer.expert
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def load_backbone(
         self, directory: str | Path, *, key_prefix: str = "language_model.", config: Any = None
@@ -171,19 +146,8 @@ class Pi0Policy(nn.Module):
         N = self.vision_tower.num_patches
         for cam in self.camera_names:
             key = IMAGE_PREFIX + cam
-            if key not in batch:
-                raise KeyError(
-                    f"batch is missing camera '{key}' (policy cameras: {self.camera_names}); a missing camera "
-                    f"is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
-                )
-            img = batch[key]
-            if img.dim() == 5:  # (B, T, H, W, 3): the current frame
-                img = img[:, -1]
-            h, w = self.config.cameras[cam]
-            if tuple(img.shape) != (B, h, w, 3):
-                raise ValueError(
-                    f"'{key}': expected uint8 (B, [T,] {h}, {w}, 3), got {tuple(batch[key].shape)}"
-                )
+            hint = f"; a missing camera is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
+            img = self.current_frame(batch, cam, B, hint=hint)  # (B, h, w, 3)
             feats = self.vision_tower.encode(img)  # (B, N, Dv)
             tokens.append(self.projector(feats.to(self.projector.linear.weight.dtype)))  # (B, N, D)
             present = batch.get(key + IMAGE_VALID_SUFFIX)
@@ -221,15 +185,7 @@ class Pi0Policy(nn.Module):
     def embed_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
         """Normalized, zero-padded state -> one expert token (B, 1, De)."""
         c = self.config
-        if STATE_KEY not in batch:
-            raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
-        state = batch[STATE_KEY].to(self.device).float()
-        if state.dim() == 3:  # (B, T, S): the current state
-            state = state[:, -1]
-        if tuple(state.shape) != (B, c.state_dim):
-            raise ValueError(
-                f"'{STATE_KEY}': expected (B, [T,] {c.state_dim}), got {tuple(batch[STATE_KEY].shape)}"
-            )
+        state = self.current_state(batch, B)  # (B, S)
         if not bool(torch.isfinite(state).all()):
             raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
         s = self.normalizer.normalize(STATE_KEY, state)  # (B, S)
@@ -257,8 +213,7 @@ class Pi0Policy(nn.Module):
         valid = torch.cat(
             [prefix_valid, torch.ones(B, 1 + H, dtype=torch.bool, device=prefix_valid.device)], 1
         )
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, L): real tokens only
-        return apply_key_padding(base, valid), positions
+        return apply_key_padding(base, valid), self._positions(valid)  # positions (B, L): real tokens only
 
     def _velocity(
         self,
@@ -289,26 +244,10 @@ class Pi0Policy(nn.Module):
         return self.action_out_proj(out.to(self.action_out_proj.weight.dtype)).float()  # (B, H, 32)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss; `forward` so that DDP's hooks run when it wraps the policy."""
-        return self.loss(batch)
-
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> normalized actions zero-padded to (B, H, 32), loss mask (B, H, 32) (real steps and dims)."""
         c = self.config
-        if ACTION_KEY not in batch:
-            raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
-        actions = batch[ACTION_KEY].to(self.device).float()
-        if not bool(torch.isfinite(actions).all()):
-            raise ValueError(
-                f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics"
-            )
-        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
-            actions = actions.unsqueeze(1)
-        if actions.shape[1:] != (c.chunk, c.action_dim):
-            raise ValueError(
-                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
-            )
+        actions = action_chunk_targets(batch, c.chunk, c.action_dim, self.device)  # (B, H, A)
         B, H, A = actions.shape
         actions = self.normalizer.normalize(ACTION_KEY, actions)  # (B, H, A)
         keep = torch.ones(B, H, dtype=torch.bool, device=self.device)
@@ -341,25 +280,6 @@ class Pi0Policy(nn.Module):
         return loss, {"loss": float(loss.detach())}
 
     # ------------------------------------------------------------------ inference
-    def observations_to_batch(
-        self, observations: Observation | Sequence[Observation], *, dataset: str | None = None
-    ) -> dict[str, Any]:
-        """Validate the current observation and make a batch of one (π0 reads history 1)."""
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        obs_list = [observations] if isinstance(observations, Observation) else list(observations)
-        if not obs_list:
-            raise ValueError("observations is empty")
-        o = obs_list[-1]
-        o.validate(self.spec.cameras, self.spec.state_dim)
-        batch: dict[str, Any] = {
-            STATE_KEY: torch.from_numpy(np.asarray(o.state, dtype=np.float32))[None, None],  # (1, 1, S)
-            "task": [o.instruction],
-        }
-        for cam in self.camera_names:
-            batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.ascontiguousarray(o.images[cam]))[None, None]
-        return batch
-
     def sample_actions(
         self,
         batch: dict[str, Any],
@@ -449,34 +369,10 @@ class Pi0Policy(nn.Module):
         use_cache: bool = True,
     ) -> torch.Tensor:
         """Batched inference: actions (B, H, A) in robot units (real action dimensions only)."""
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        was_training = self.training
-        self.eval()
-        try:
+        reject_dataset(dataset)
+        with self.evaluating():
             x = self.sample_actions(batch, steps=steps, generator=generator, use_cache=use_cache)
             return self.normalizer.unnormalize(ACTION_KEY, x[..., : self.config.action_dim].float())
-        finally:
-            self.train(was_training)
-
-    def predict(
-        self,
-        observations: Observation | Sequence[Observation],
-        *,
-        dataset: str | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        actions = self.predict_batch(
-            self.observations_to_batch(observations, dataset=dataset), steps=steps, generator=generator
-        )
-        return self._chunk(actions[0])
-
-    def _chunk(self, actions: torch.Tensor, **info: Any) -> ActionChunk:
-        out = actions.cpu().numpy().astype(np.float32)  # (H, A)
-        if not np.all(np.isfinite(out)):
-            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
-        return ActionChunk(out, control_hz=self.config.fps, info=dict(info))
 
     def predict_rtc(
         self,
@@ -511,66 +407,11 @@ class Pi0Policy(nn.Module):
         )  # (1, H, 32)
         wfull = torch.zeros(1, H, c.max_action_dim, device=self.device)
         wfull[..., :A] = w[None, :, None]  # padded dims: unguided
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():  # not inference_mode: the guidance takes a backward pass through the expert
-                x = self.sample_actions(
-                    batch, steps=steps, generator=generator, guidance=(target, wfull, guidance_clip)
-                )
-                out = self.normalizer.unnormalize(ACTION_KEY, x[..., :A].float())[0]  # (H, A)
-                out = torch.where((w >= 1)[:, None], prev, out)  # frozen entries exactly
-        finally:
-            self.train(was_training)
-        return self._chunk(out, rtc=True)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write config.json + model.safetensors + normalization.safetensors (+ tokenizer.json); no pickle."""
-        d = Path(directory)
-        if isinstance(self.tokenizer, WordPromptTokenizer):
-            tok: dict[str, Any] = self.tokenizer.to_dict()
-        else:
-            assert isinstance(self.tokenizer, HFPromptTokenizer)
-            d.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(d)  # before config.json: a directory with a config is a whole checkpoint
-            tok = {"type": "hf", "file": TOKENIZER_FILE}
-        meta = {
-            "policy_class": POLICY_CLASS,
-            "config": self.config.to_dict(),
-            "normalization": self.normalizer.describe(),
-            "tokenizer": tok,
-        }
-        weights = self.state_dict() if state_dict is None else state_dict
-        return write_policy_files(d, meta, weights, self.normalizer)
-
-    @classmethod
-    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Pi0Policy:
-        d = policy_dir(path)
-        try:
-            meta = json.loads((d / CONFIG_FILE).read_text())
-            if meta.get("policy_class") != POLICY_CLASS:
-                raise KeyError("policy_class")
-            config = Pi0Config.from_dict(meta["config"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge π0 policy config: {e}") from e
-        norm, weights = read_policy_tensors(d, meta, map_location)
-        tok_meta = meta.get("tokenizer") or {}
-        tokenizer: PromptTokenizer = (
-            HFPromptTokenizer.from_file(d / tok_meta.get("file", TOKENIZER_FILE))
-            if tok_meta.get("type") == "hf"
-            else WordPromptTokenizer.from_dict(tok_meta)
-        )
-        policy = cls(config, norm, tokenizer, lm_on_meta=True)
-        own = set(policy.state_dict())
-        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, "
-                f"unexpected {unexpected[:8]}"
+        # not inference_mode: the guidance takes a backward pass through the expert
+        with self.evaluating(), torch.no_grad():
+            x = self.sample_actions(
+                batch, steps=steps, generator=generator, guidance=(target, wfull, guidance_clip)
             )
-        # The transformer was built on the meta device, so the file's tensors are assigned, not copied;
-        # give unaligned views of safetensors' buffer their own aligned storage (same SIMD paths as before).
-        weights = {k: v.clone() if v.data_ptr() % 64 else v for k, v in weights.items()}
-        policy.load_state_dict(weights, strict=True, assign=True)
-        return policy.to(map_location).eval()
+            out = self.normalizer.unnormalize(ACTION_KEY, x[..., :A].float())  # (1, H, A)
+            out = torch.where((w >= 1)[None, :, None], prev[None], out)  # frozen entries exactly
+        return first_chunk(out, c.fps, rtc=True)

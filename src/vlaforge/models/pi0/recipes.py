@@ -159,6 +159,8 @@ def make_pi0_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | No
     """
     from vlaforge.models.recipes import task_texts
 
+    if recipe in PI0_FAST_RECIPES:  # π0-FAST: its own policy class, FAST tokenizer fitted on the dataset
+        return make_pi0_fast_policy(recipe, dataset, tokenizer_dir=tokenizer_dir, **overrides)
     cfg = pi0_config_from_dataset(recipe, dataset, **overrides)
     return pi0_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
 
@@ -189,3 +191,9 @@ def pi0_policy_from_config(
             )
         tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
     return Pi0Policy(cfg, normalizer, tokenizer)
+
+
+# π0-FAST (models/pi0/fast_recipes.py) shares this registry, so get_recipe / make_policy / vlaforge train find it.
+from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, make_pi0_fast_policy  # noqa: E402
+
+PI0_RECIPES.update(PI0_FAST_RECIPES)

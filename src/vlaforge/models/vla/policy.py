@@ -22,19 +22,17 @@ Sequence for one sample (N image tokens per camera, L prompt tokens left-padded,
 Positions count real tokens only (``cumsum(valid) - 1``), so prompt padding changes nothing.
 Actions are normalized with q01/q99 (clipped to [-1, 1], gripper dimensions left unnormalized).
 Checkpoints are ``config.json`` (``policy_class: "vla"``, config, normalization, tokenizer) +
-``model.safetensors`` + ``normalization.safetensors`` (+ ``tokenizer.json`` for HF tokenizers);
+``model.safetensors`` + ``normalization.safetensors`` (+ ``tokenizer.json`` for HF tokenizers),
+written and read by :class:`~vlaforge.models.policy_base.LMPolicyMethods` (shared with π0);
 ``Policy.load`` dispatches here on ``policy_class``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,38 +41,18 @@ from vlaforge.models.attention import apply_key_padding, build_attention_mask, p
 from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
-from vlaforge.models.policy import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    CheckpointError,
-    first_chunk,
-    policy_dir,
-    read_policy_tensors,
-    write_policy_files,
-)
+from vlaforge.models.policy import action_chunk_targets, reject_dataset
+from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
 from vlaforge.models.vla.action_tokenizer import ActionTokenizer
 from vlaforge.models.vla.config import VLAConfig
 from vlaforge.models.vla.film import FiLM
-from vlaforge.models.vla.text import TOKENIZER_FILE, HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.models.vla.text import PromptTokenizer
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, STATE_KEY
 
 log = logging.getLogger("vlaforge.vla")
 POLICY_CLASS = "vla"
-
-
-def hf_vision_config(d: dict[str, Any]) -> Any:
-    """An HF vision config object from a plain dict with ``model_type`` (SigLIP, DINOv2, ...)."""
-    import transformers
-
-    d = dict(d)
-    model_type = d.pop("model_type", None)
-    if model_type is None:
-        raise ValueError(
-            f"vision tower config needs a 'model_type' (e.g. 'siglip_vision_model'), got keys {sorted(d)}"
-        )
-    return transformers.AutoConfig.for_model(model_type, **d)
 
 
 def build_action_tokenizer(
@@ -98,8 +76,13 @@ def build_action_tokenizer(
     return at
 
 
-class VLAPolicy(nn.Module):
-    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`."""
+class VLAPolicy(LMPolicyMethods, nn.Module):
+    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`; the input
+    plumbing, `predict` and checkpoint I/O are `LMPolicyMethods` (shared with `Pi0Policy`)."""
+
+    policy_class = POLICY_CLASS
+    config_class = VLAConfig
+    label = "VLA"
 
     def __init__(
         self,
@@ -116,18 +99,8 @@ class VLAPolicy(nn.Module):
         self.normalizer = normalizer
         self.tokenizer = tokenizer
         c = config
-        if not c.cameras:
-            raise ValueError("VLAConfig.cameras is empty: the VLA recipes need at least one camera")
-        for key in (STATE_KEY, ACTION_KEY):
-            try:
-                normalizer.resolve(key)
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"normalizer does not fit the VLA config: {e}") from e
         lm_cfg = LMConfig(**c.lm)
-        if tokenizer.vocab_size > lm_cfg.vocab_size:
-            raise ValueError(
-                f"prompt tokenizer has {tokenizer.vocab_size} ids but the LM vocabulary only {lm_cfg.vocab_size}"
-            )
+        self._check_parts(lm_cfg)
         if lm_on_meta:
             with torch.device("meta"):
                 self.lm = DecoderLM(lm_cfg)
@@ -165,10 +138,6 @@ class VLAPolicy(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def spec(self) -> PolicySpec:
-        return self.config.spec
-
-    @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device
 
@@ -176,9 +145,6 @@ class VLAPolicy(nn.Module):
     def transformer(self) -> DecoderLM:
         """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
         return self.lm
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ prefix
     def prompts(self, instructions: Sequence[str]) -> list[str]:
@@ -191,17 +157,7 @@ class VLAPolicy(nn.Module):
         """Current frame of every camera -> image tokens (B, C*N, D)."""
         tokens = []
         for cam in self.camera_names:
-            key = IMAGE_PREFIX + cam
-            if key not in batch:
-                raise KeyError(f"batch is missing camera '{key}' (policy cameras: {self.camera_names})")
-            img = batch[key]
-            if img.dim() == 5:  # (B, T, H, W, 3): the current frame
-                img = img[:, -1]
-            h, w = self.config.cameras[cam]
-            if tuple(img.shape) != (B, h, w, 3):
-                raise ValueError(
-                    f"'{key}': expected uint8 (B, [T,] {h}, {w}, 3), got {tuple(batch[key].shape)}"
-                )
+            img = self.current_frame(batch, cam, B)  # (B, h, w, 3)
             tower = self.vision_tower
             feats = tower.encode(img) if isinstance(tower, VisionTower) else tower(img)  # (B, N, Dv)
             if self.film is not None:
@@ -231,14 +187,7 @@ class VLAPolicy(nn.Module):
             bos = torch.full((B, 1), c.bos_token_id, dtype=torch.long, device=self.device)
             parts.insert(0, self.lm.embed(bos))  # (B, 1, D)
         if self.proprio is not None:
-            state = batch[STATE_KEY].to(self.device).float()
-            if state.dim() == 3:  # (B, T, S): the current state
-                state = state[:, -1]
-            if tuple(state.shape) != (B, c.state_dim):
-                raise ValueError(
-                    f"'{STATE_KEY}': expected (B, [T,] {c.state_dim}), got {tuple(batch[STATE_KEY].shape)}"
-                )
-            s = self.normalizer.normalize(STATE_KEY, state)  # (B, S)
+            s = self.normalizer.normalize(STATE_KEY, self.current_state(batch, B))  # (B, S)
             parts.append(self.proprio(s.to(text.dtype)).unsqueeze(1))  # (B, 1, D)
         n_fixed = sum(p.shape[1] for p in parts)
         parts.append(text)
@@ -258,31 +207,11 @@ class VLAPolicy(nn.Module):
                 base[n_prefix:, n_prefix:] = True  # OFT: the action block reads itself fully
         return apply_key_padding(base, valid)  # (B, S, S)
 
-    @staticmethod
-    def _positions(valid: torch.Tensor) -> torch.Tensor:
-        return (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, S)
-
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss; `forward` so that DDP's hooks run when it wraps the policy."""
-        return self.loss(batch)
-
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> normalized actions (B, H, A), valid mask (B, H) or None."""
         c = self.config
-        if ACTION_KEY not in batch:
-            raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
-        actions = batch[ACTION_KEY].to(self.device).float()
-        if not torch.isfinite(actions).all():
-            raise ValueError(
-                f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics"
-            )
-        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
-            actions = actions.unsqueeze(1)
-        if actions.shape[1:] != (c.chunk, c.action_dim):
-            raise ValueError(
-                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
-            )
+        actions = action_chunk_targets(batch, c.chunk, c.action_dim, self.device)  # (B, H, A)
         actions = self.normalizer.normalize(ACTION_KEY, actions).clamp(-1.0, 1.0)  # (B, H, A)
         pad = batch.get(f"{ACTION_KEY}_is_pad")
         keep = None if pad is None else ~pad.to(self.device).bool().reshape(actions.shape[0], c.chunk)
@@ -340,25 +269,6 @@ class VLAPolicy(nn.Module):
         return self.action_head(h.to(p.dtype)).float()  # (B, H, A)
 
     # ------------------------------------------------------------------ inference
-    def observations_to_batch(
-        self, observations: Observation | Sequence[Observation], *, dataset: str | None = None
-    ) -> dict[str, Any]:
-        """Validate the current observation and make a batch of one (the VLA recipes read history 1)."""
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        obs_list = [observations] if isinstance(observations, Observation) else list(observations)
-        if not obs_list:
-            raise ValueError("observations is empty")
-        o = obs_list[-1]
-        o.validate(self.spec.cameras, self.spec.state_dim)
-        batch: dict[str, Any] = {
-            STATE_KEY: torch.from_numpy(np.asarray(o.state, dtype=np.float32))[None, None],  # (1, 1, S)
-            "task": [o.instruction],
-        }
-        for cam in self.camera_names:
-            batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.ascontiguousarray(o.images[cam]))[None, None]
-        return batch
-
     @torch.inference_mode()
     def predict_batch(
         self,
@@ -374,11 +284,8 @@ class VLAPolicy(nn.Module):
         use_cache=False recomputes the whole sequence for every action token (the reference path).
         """
         del steps, generator
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        was_training = self.training
-        self.eval()
-        try:
+        reject_dataset(dataset)
+        with self.evaluating():
             prefix, valid = self._prefix(batch)  # (B, P, D), (B, P)
             if self.config.variant == "oft":
                 actions = self._oft_actions(prefix, valid)  # (B, H, A)
@@ -386,8 +293,6 @@ class VLAPolicy(nn.Module):
                 actions = self._decode_tokens(prefix, valid, use_cache)  # (B, H, A)
             self.decode_stats["predictions"] += actions.shape[0]
             return self.normalizer.unnormalize(ACTION_KEY, actions.float())
-        finally:
-            self.train(was_training)
 
     def _decode_tokens(self, prefix: torch.Tensor, valid: torch.Tensor, use_cache: bool) -> torch.Tensor:
         c = self.config
@@ -423,68 +328,3 @@ class VLAPolicy(nn.Module):
             fallback = ids[gen.logits[..., ids].argmax(-1)]  # (B, HA)
             values = torch.where(decoded.valid, values, at.decode(fallback).values)
         return values.reshape(B, c.chunk, c.action_dim)
-
-    def predict(
-        self,
-        observations: Observation | Sequence[Observation],
-        *,
-        dataset: str | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        actions = self.predict_batch(
-            self.observations_to_batch(observations, dataset=dataset), dataset=dataset
-        )
-        return first_chunk(actions, self.config.fps)
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write config.json + model.safetensors + normalization.safetensors (+ tokenizer.json); no pickle."""
-        d = Path(directory)
-        if isinstance(self.tokenizer, WordPromptTokenizer):
-            tok: dict[str, Any] = self.tokenizer.to_dict()
-        else:
-            assert isinstance(self.tokenizer, HFPromptTokenizer)
-            d.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(d)  # before config.json: a directory with a config is a whole checkpoint
-            tok = {"type": "hf", "file": TOKENIZER_FILE}
-        meta = {
-            "policy_class": POLICY_CLASS,
-            "config": self.config.to_dict(),
-            "normalization": self.normalizer.describe(),
-            "tokenizer": tok,
-        }
-        weights = self.state_dict() if state_dict is None else state_dict
-        return write_policy_files(d, meta, weights, self.normalizer)
-
-    @classmethod
-    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> VLAPolicy:
-        d = policy_dir(path)
-        try:
-            meta = json.loads((d / CONFIG_FILE).read_text())
-            if meta.get("policy_class") != POLICY_CLASS:
-                raise KeyError("policy_class")
-            config = VLAConfig.from_dict(meta["config"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge VLA policy config: {e}") from e
-        norm, weights = read_policy_tensors(d, meta, map_location)
-        tok_meta = meta.get("tokenizer") or {}
-        tokenizer: PromptTokenizer = (
-            HFPromptTokenizer.from_file(d / tok_meta.get("file", TOKENIZER_FILE))
-            if tok_meta.get("type") == "hf"
-            else WordPromptTokenizer.from_dict(tok_meta)
-        )
-        policy = cls(config, norm, tokenizer, lm_on_meta=True)
-        own = set(policy.state_dict())
-        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, "
-                f"unexpected {unexpected[:8]}"
-            )
-        # The LM was built on the meta device, so the file's tensors are assigned, not copied. Those
-        # tensors are views into safetensors' read buffer at arbitrary byte offsets, and unaligned
-        # weights take other SIMD code paths (last-bit differences): give each one aligned storage.
-        weights = {k: v.clone() if v.data_ptr() % 64 else v for k, v in weights.items()}
-        policy.load_state_dict(weights, strict=True, assign=True)
-        return policy.to(map_location).eval()

@@ -1,0 +1,232 @@
+"""The π0-FAST recipes: ``pi0-fast-tiny`` (CPU size, tests) and ``pi0-fast`` (published shapes).
+
+``make_pi0_fast_policy(recipe, dataset)`` fills the embodiment (all cameras, state/action sizes, fps)
+and the q01/q99 statistics from the dataset, **fits the FAST tokenizer on the dataset's action
+chunks** (at most ``fast_fit_chunks`` of them, a fixed-seed sample: the same dataset gives the same
+tokenizer) and, for ``language="words"``, builds a word-level vocabulary of the π0-FAST prompts
+(plus the integers "0".."255" for the state) and sizes the LM vocabulary as
+``n_words + n_fast``, the FAST ids being the last ``n_fast`` (``Pi0FastPolicy`` docstring). The π0
+registry (``models/pi0/recipes.py``) routes these names here, so ``vlaforge train --recipe
+pi0-fast-tiny`` works like any other recipe.
+
+* ``pi0-fast-tiny``: tiny random SigLIP (32 px, patch 8 -> 16 tokens per camera, post-norm) -> Linear
+  -> 4-layer Gemma (width 128, MLP 512, 4 heads, 1 KV head, head_dim 32), as ``pi0-tiny`` without the
+  action expert; chunk 8 (0.1 s at Meta-World's 80 Hz; FAST gives ~6 tokens per chunk there, see
+  docs/recipes.md), at most 64 generated tokens.
+* ``pi0-fast``: SigLIP So400m/14-224 -> Linear -> PaliGemma's Gemma-2B (vocabulary 257152, BOS 2),
+  FAST ids below PaliGemma's last 128 ids (openpi's ``fast_skip_tokens``), at most 256 generated tokens
+  (openpi's ``max_decoding_steps``), chunk 50. Needs the checkpoint's ``tokenizer.json`` from a local
+  directory (``tokenizer_dir=``). Never built in tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlaforge.models.lm import lm_preset
+from vlaforge.models.pi0.fast_config import (
+    ACTION_PROMPT,
+    END_TOKEN,
+    PREFIX_TEMPLATE,
+    Pi0FastConfig,
+    clean_instruction,
+)
+from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
+from vlaforge.models.vla.recipes import VLARecipe
+from vlaforge.models.vla.text import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+
+
+def _siglip(size: int, patch: int, width: int, layers: int, heads: int, mlp: int) -> dict[str, Any]:
+    """A SigLIP vision tower spec; PaliGemma reads the post-norm last layer (feature_layer None)."""
+    return {
+        "hf": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": width,
+            "intermediate_size": mlp,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "image_size": size,
+            "patch_size": patch,
+        },
+        "feature_layer": None,
+    }
+
+
+PI0_FAST_RECIPES: dict[str, VLARecipe] = {
+    r.name: r
+    for r in [
+        VLARecipe(
+            "pi0-fast-tiny",
+            "π0-FAST at CPU size: tiny SigLIP -> linear -> 4-layer Gemma (width 128); FAST action tokens "
+            "(DCT + BPE fitted on the dataset), prefix-LM cross-entropy, cached greedy decoding; chunk 8",
+            {
+                "chunk": 8,
+                "lm": dataclasses.asdict(lm_preset("gemma-tiny").replace(
+                    hidden_size=128, intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=1,
+                    head_dim=32, max_position=512)),
+                "vision": {"siglip": _siglip(32, 8, 64, 3, 2, 128)},
+                "text_max_len": 48,
+                "max_decode_tokens": 64,
+            },
+            {"lr": 5e-4, "weight_decay": 0.0, "warmup_steps": 100, "grad_clip": 1.0, "ema_decay": 0.0,
+             "batch_size": 32},
+            cameras="all",
+        ),
+        VLARecipe(
+            "pi0-fast",
+            "π0-FAST as published: SigLIP So400m/14-224 -> linear -> PaliGemma Gemma-2B; FAST tokens on the "
+            "vocabulary's last ids (skipping 128), chunk 50; weights from local files only",
+            {
+                "chunk": 50,
+                "lm": dataclasses.asdict(lm_preset("gemma-2b").replace(vocab_size=257152)),
+                "vision": {"siglip": _siglip(224, 14, 1152, 27, 16, 4304)},
+                "language": "hf",
+                "bos_token_id": 2,
+                "text_max_len": 200,
+                "fast_skip_tokens": 128,
+                "max_decode_tokens": 256,
+            },
+            {"lr": 2.5e-5, "weight_decay": 1e-10, "warmup_steps": 1000, "grad_clip": 1.0, "ema_decay": 0.99,
+             "batch_size": 32, "precision": "bf16"},
+            cameras="all",
+        ),
+    ]
+}  # fmt: skip
+
+
+def get_pi0_fast_recipe(name: str) -> VLARecipe:
+    if name not in PI0_FAST_RECIPES:
+        raise ValueError(f"unknown π0-FAST recipe '{name}'; available: {sorted(PI0_FAST_RECIPES)}")
+    return PI0_FAST_RECIPES[name]
+
+
+def pi0_fast_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> Pi0FastConfig:
+    """Pi0FastConfig for `recipe` with the embodiment read from a dataset (all its cameras)."""
+    r = get_pi0_fast_recipe(recipe)
+    feats = dataset.features
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in feats:
+            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
+    cams = {
+        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
+        for k in feats
+        if k.startswith(IMAGE_PREFIX)
+    }
+    cameras = overrides.pop("camera_names", None) or list(cams)
+    unknown = [c for c in cameras if c not in cams]
+    if unknown or not cameras:
+        raise ValueError(f"cameras {cameras} are not in the dataset (it has {sorted(cams)})")
+    base: dict[str, Any] = {
+        "recipe": recipe,
+        "cameras": {c: cams[c] for c in cameras},
+        "state_dim": int(feats[STATE_KEY]["shape"][0]),
+        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
+        "fps": float(dataset.fps),
+        **r.model,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return Pi0FastConfig(**base)
+
+
+def dataset_action_chunks(dataset: Any, horizon: int, max_chunks: int, seed: int = 0) -> np.ndarray:
+    """Action chunks (N, H, A) of a dataset, N = min(len, max_chunks), for fitting the FAST tokenizer.
+
+    The chunk of frame t is the actions t .. t+H-1 exactly as training sees them (the last action
+    repeated past the episode end). More frames than ``max_chunks``: a sample without replacement drawn
+    with ``seed``, in index order, so the result is a function of the dataset and the arguments only. A
+    ``vlaforge.data.Dataset`` is re-opened without cameras and with ``chunk=H``, so no video is decoded.
+    """
+    from vlaforge.data import Dataset, MixtureDataset
+
+    if isinstance(dataset, MixtureDataset):
+        raise ValueError("π0-FAST does not support dataset mixtures yet: fit the tokenizer on one dataset")
+    source = (
+        Dataset(dataset.root, history=1, chunk=horizon, cameras=[])
+        if isinstance(dataset, Dataset)
+        else dataset
+    )
+    n = len(source)
+    if n == 0:
+        raise ValueError("the dataset is empty: no action chunks to fit the FAST tokenizer on")
+    idx = np.arange(n)
+    if n > max_chunks:
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_chunks, replace=False))
+    chunks = []
+    for i in idx.tolist():
+        a = np.asarray(source[i][ACTION_KEY], dtype=np.float64)
+        a = a.reshape(1, -1) if a.ndim == 1 else a  # chunk 1: (A,) -> (1, A)
+        if a.shape[0] != horizon:
+            raise ValueError(
+                f"dataset item {i} has an action chunk of {a.shape[0]} steps, the recipe's chunk is {horizon}; "
+                f"open the dataset with chunk={horizon}"
+            )
+        chunks.append(a)
+    return np.stack(chunks)  # (N, H, A)
+
+
+def fit_fast_tokenizer(cfg: Pi0FastConfig, dataset: Any, action_mask: np.ndarray) -> FastTokenizer:
+    """The FAST tokenizer of `cfg` fitted on the dataset's chunks with its q01/q99 action statistics."""
+    chunks = dataset_action_chunks(dataset, cfg.chunk, cfg.fast_fit_chunks, cfg.fast_fit_seed)
+    stats = dataset.stats[ACTION_KEY]
+    tok = FastTokenizer.fit(
+        chunks,
+        vocab_size=cfg.fast_vocab_size,
+        scale=cfg.fast_scale,
+        stats={"q01": stats["q01"], "q99": stats["q99"]},
+        mask=None if action_mask.all() else action_mask,
+    )
+    return tok
+
+
+def make_pi0_fast_policy(
+    recipe: str,
+    dataset: Any,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    fast_tokenizer: FastTokenizer | None = None,
+    **overrides: Any,
+):
+    """Build an untrained π0-FAST policy for `dataset` (statistics, FAST tokenizer, vocabulary, sizes).
+
+    tokenizer_dir: the full-size recipe's local checkpoint directory holding ``tokenizer.json``.
+    fast_tokenizer: use this (already fitted) tokenizer instead of fitting one on the dataset.
+    overrides: Pi0FastConfig fields (e.g. ``chunk=4``), or ``camera_names=[...]`` to choose the cameras.
+    """
+    from vlaforge.models.pi0.fast_policy import Pi0FastPolicy
+    from vlaforge.models.recipes import task_texts
+
+    cfg = pi0_fast_config_from_dataset(recipe, dataset, **overrides)
+    mask = np.ones(cfg.action_dim, dtype=bool)
+    for d in cfg.unnormalized_action_dims:
+        mask[d] = False
+    normalizer = Normalizer.from_dataset_stats(
+        dataset.stats,
+        {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm},
+        masks={ACTION_KEY: mask},
+        clip=True,
+    )
+    if cfg.language == "hf" and tokenizer_dir is None:  # before the (slower) tokenizer fit
+        raise ValueError(
+            f"recipe '{cfg.recipe}' uses its checkpoint's tokenizer: pass tokenizer_dir=DIR (a local "
+            "directory with tokenizer.json, e.g. the downloaded PaliGemma / π0-FAST checkpoint)"
+        )
+    fast = fast_tokenizer if fast_tokenizer is not None else fit_fast_tokenizer(cfg, dataset, mask)
+    tokenizer: PromptTokenizer
+    if cfg.language == "words":
+        texts = [
+            PREFIX_TEMPLATE.format(instruction=clean_instruction(t), state="") for t in task_texts(dataset)
+        ]
+        reserved = [str(b) for b in range(cfg.state_bins)]
+        tokenizer = WordPromptTokenizer.build([*texts, ACTION_PROMPT + END_TOKEN], reserved=reserved)
+        vocab = tokenizer.vocab_size + fast.vocab_size + cfg.fast_skip_tokens
+        cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
+    else:
+        assert tokenizer_dir is not None
+        tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
+    return Pi0FastPolicy(cfg, normalizer, tokenizer, fast)
