@@ -17,6 +17,9 @@ CHECKPOINT_FORMAT = 1  # bump when the checkpoint layout changes incompatibly
 HEADS = ("diffusion", "flow", "binned", "l1", "mse")
 LANGUAGE = ("words", "minilm")
 NORM_MODES = ("mean_std", "quantile", "min_max")
+# A pretrained-LM config's prompt_overflow: what an instruction too long for the prompt budget
+# (text_max_len tokens) does: shortened to its leading words that fit, with a warning, or a ValueError.
+PROMPT_OVERFLOW = ("truncate", "error")
 
 
 class ConfigMethods:
@@ -41,6 +44,11 @@ class ConfigMethods:
                 raise bad(
                     "unnormalized_action_dims", f"index {d} out of range for action_dim={self.action_dim}"
                 )
+
+    def _check_prompt_overflow(self, bad: Callable[[str, str], ValueError]) -> None:
+        """The pretrained-LM configs' ``prompt_overflow`` names a known policy (`PROMPT_OVERFLOW`)."""
+        if self.prompt_overflow not in PROMPT_OVERFLOW:
+            raise bad("prompt_overflow", f"choose one of {PROMPT_OVERFLOW}")
 
     @property
     def spec(self) -> PolicySpec:

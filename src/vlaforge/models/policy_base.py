@@ -1,11 +1,13 @@
-"""`LMPolicyMethods`: what the pretrained-LM policy classes (`vla.VLAPolicy`, `pi0.Pi0Policy`) share.
+"""`LMPolicyMethods`: what the pretrained-LM policy classes (`vla.VLAPolicy`, `pi0.Pi0Policy`,
+`pi0.fast_policy.Pi0FastPolicy`) share.
 
-Both run a decoder LM over ``[image tokens | prompt | ...]`` with a prompt tokenizer from
+All run a decoder LM over ``[image tokens | prompt | ...]`` with a prompt tokenizer from
 ``models/vla/text.py``, read the current observation only (history 1), train on one dataset, and
 store the same checkpoint layout::
 
-    config.json        {"policy_class": ..., "config": ..., "normalization": ..., "tokenizer": ...}
+    config.json        {"policy_class": ..., "config": ..., "normalization": ..., "tokenizer": ..., extras}
     model.safetensors  normalization.safetensors  (tokenizer.json for an HF tokenizer)
+    (+ a class's own files, e.g. π0-FAST's fast/, through the `_save_extra` / `_load_extra` hooks)
 
 so input plumbing, inference bookkeeping and checkpoint I/O live here once; the token layout, the
 action head and the sampling stay in each class. (`models/policy.py` cannot hold this: it is the
@@ -14,8 +16,10 @@ base every policy module imports, and this needs the prompt tokenizers.)
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -33,9 +37,19 @@ from vlaforge.models.policy import (
     reject_dataset,
     write_policy_files,
 )
-from vlaforge.models.vla.text import TOKENIZER_FILE, HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.models.vla.text import (
+    TOKENIZER_FILE,
+    HFPromptTokenizer,
+    PromptTokenizer,
+    WordPromptTokenizer,
+    fit_prompts,
+)
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
+
+log = logging.getLogger("vlaforge.prompt")
+MAX_WARNED_INSTRUCTIONS = 4096  # distinct truncated instructions remembered (a server sees arbitrary ones)
+IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
 
 
 def hf_vision_config(d: dict[str, Any]) -> Any:
@@ -51,6 +65,17 @@ def hf_vision_config(d: dict[str, Any]) -> Any:
     return transformers.AutoConfig.for_model(model_type, **d)
 
 
+@contextlib.contextmanager
+def on_meta_device(enabled: bool) -> Iterator[None]:
+    """Build modules on the meta device when `enabled` (no random init of billions of weights that a
+    checkpoint overwrites anyway; `LMPolicyMethods.load` then assigns every weight)."""
+    if enabled:
+        with torch.device("meta"):
+            yield
+    else:
+        yield
+
+
 class LMPolicyMethods(PolicyMethods):
     """Mixin for the pretrained-LM policy classes (listed before `nn.Module`).
 
@@ -61,7 +86,7 @@ class LMPolicyMethods(PolicyMethods):
     """
 
     policy_class: ClassVar[str]
-    config_class: ClassVar[Any]  # VLAConfig | Pi0Config
+    config_class: ClassVar[Any]  # VLAConfig | Pi0Config | Pi0FastConfig
     label: ClassVar[str]
     normalizer: Normalizer
     tokenizer: PromptTokenizer
@@ -118,6 +143,65 @@ class LMPolicyMethods(PolicyMethods):
             raise ValueError(f"'{STATE_KEY}': expected (B, [T,] {S}), got {tuple(batch[STATE_KEY].shape)}")
         return state  # (B, S)
 
+    def camera_tokens(self, batch: dict[str, Any], B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """PaliGemma-style image tokens (π0, π0-FAST): the current frame of every camera through the one
+        vision tower and the projector -> tokens (B, C*N, D), valid (B, C*N).
+
+        A camera marked missing (``batch["observation.images.<cam>_valid"]`` False) is masked out as keys.
+        """
+        tower, projector = self.vision_tower, self.projector  # type: ignore[attr-defined]
+        tokens, valid = [], []
+        N = tower.num_patches
+        for cam in self.camera_names:
+            key = IMAGE_PREFIX + cam
+            hint = f"; a missing camera is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
+            img = self.current_frame(batch, cam, B, hint=hint)  # (B, h, w, 3)
+            feats = tower.encode(img)  # (B, N, Dv)
+            tokens.append(projector(feats.to(projector.linear.weight.dtype)))  # (B, N, D)
+            present = batch.get(key + IMAGE_VALID_SUFFIX)
+            if present is None:
+                present = torch.ones(B, dtype=torch.bool)
+            present = torch.as_tensor(present).to(self.device).bool().reshape(-1)
+            if present.shape != (B,):
+                raise ValueError(
+                    f"'{key}{IMAGE_VALID_SUFFIX}': expected bool (B={B},), got {tuple(present.shape)}"
+                )
+            valid.append(present[:, None].expand(B, N))
+        return torch.cat(tokens, dim=1), torch.cat(valid, dim=1)  # (B, C*N, D), (B, C*N)
+
+    def encode_prompts(
+        self, instructions: Sequence[str], render: Callable[[int, str], str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt ids (B, L) and valid (B, L), left-padded, on the policy's device, L = ``text_max_len``.
+
+        render(i, instruction) -> row i's prompt. An instruction that does not fit the budget is
+        shortened to its leading words that fit, with one warning per distinct instruction, or raises
+        a ValueError, by ``config.prompt_overflow`` (`vla.text.fit_prompts`); the template's fixed
+        parts (and π0-FAST's state) are never cut.
+        """
+        c = self.config
+        fitted = fit_prompts(self.tokenizer, instructions, render, c.text_max_len, c.prompt_overflow)
+        if fitted.truncated:
+            warned: set[str] = self.__dict__.setdefault("_warned_instructions", set())
+            for original, kept in fitted.truncated:
+                if original in warned:
+                    continue
+                if len(warned) >= MAX_WARNED_INSTRUCTIONS:
+                    warned.clear()
+                warned.add(original)
+                log.warning(
+                    "%s: instruction %r does not fit the prompt budget (text_max_len=%d tokens with the "
+                    "template); using its first %d of %d words: %r. Raise text_max_len, shorten the "
+                    "instruction, or set prompt_overflow='error' to refuse such instructions.",
+                    self.label,
+                    original,
+                    c.text_max_len,
+                    len(kept.split()),
+                    len(original.split()),
+                    kept,
+                )
+        return fitted.ids.to(self.device), fitted.valid.to(self.device)  # (B, L), (B, L)
+
     @staticmethod
     def _positions(valid: torch.Tensor) -> torch.Tensor:
         """valid (B, S) -> position ids (B, S) counting real tokens only, so padding changes nothing."""
@@ -142,24 +226,41 @@ class LMPolicyMethods(PolicyMethods):
         return batch
 
     # ------------------------------------------------------------------ persistence
+    def _save_extra(self, directory: Path) -> dict[str, Any]:
+        """Hook: write a class's own checkpoint files into `directory` (before config.json is written)
+        and return the config.json entries that name them (after ``"tokenizer"``). Default: none."""
+        del directory
+        return {}
+
+    @classmethod
+    def _load_extra(cls, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        """Hook: read what `_save_extra` wrote -> extra keyword arguments of the constructor. Default: none.
+
+        Raise FileNotFoundError / ValueError / KeyError for missing or bad files (-> CheckpointError)."""
+        del directory, meta
+        return {}
+
     def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write config.json + model.safetensors + normalization.safetensors (+ tokenizer.json); no pickle.
 
         state_dict: weights to write instead of `self.state_dict()` (the trainer passes LoRA-merged ones).
         """
         d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        # Every other file before config.json: a directory with a config is taken as a whole checkpoint.
+        extra = self._save_extra(d)
         if isinstance(self.tokenizer, WordPromptTokenizer):
             tok: dict[str, Any] = self.tokenizer.to_dict()
         else:
             assert isinstance(self.tokenizer, HFPromptTokenizer)
-            d.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(d)  # before config.json: a directory with a config is a whole checkpoint
+            self.tokenizer.save(d)
             tok = {"type": "hf", "file": TOKENIZER_FILE}
         meta = {
             "policy_class": self.policy_class,
             "config": self.config.to_dict(),
             "normalization": self.normalizer.describe(),
             "tokenizer": tok,
+            **extra,
         }
         weights = self.state_dict() if state_dict is None else state_dict  # type: ignore[attr-defined]
         return write_policy_files(d, meta, weights, self.normalizer)
@@ -175,9 +276,18 @@ class LMPolicyMethods(PolicyMethods):
                     "(vlaforge.models.policy.Policy.load reads any policy class)"
                 )
             config = cls.config_class.from_dict(meta["config"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            extra = cls._load_extra(d, meta)
+        except (
+            json.JSONDecodeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            FileNotFoundError,
+        ) as e:
             raise CheckpointError(
-                f"{d / CONFIG_FILE} is not a vlaforge {cls.label} policy config: {e}"
+                f"{d / CONFIG_FILE} is not a vlaforge {cls.label} policy config (or a file it names is "
+                f"missing or bad): {e}"
             ) from e
         norm, weights = read_policy_tensors(d, meta, map_location)
         tok_meta = meta.get("tokenizer") or {}
@@ -186,7 +296,7 @@ class LMPolicyMethods(PolicyMethods):
             if tok_meta.get("type") == "hf"
             else WordPromptTokenizer.from_dict(tok_meta)
         )
-        policy = cls(config, norm, tokenizer, lm_on_meta=True)  # type: ignore[call-arg]
+        policy = cls(config, norm, tokenizer, **extra, lm_on_meta=True)  # type: ignore[call-arg]
         own = set(policy.state_dict())  # type: ignore[attr-defined]
         missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
         if missing or unexpected:

@@ -38,6 +38,9 @@ class Pi0Config(ConfigMethods):
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt: str = PROMPT  # template with {instruction}
     text_max_len: int = 16  # prompt tokens (words for tiny recipes, subwords for HF tokenizers)
+    # An instruction too long for the text_max_len prompt budget: "truncate" keeps its leading words
+    # that fit (the template and state stay whole; a warning once per instruction), "error" raises.
+    prompt_overflow: str = "truncate"
     bos_token_id: int = -1  # >= 0: a BOS embedding before the prompt tokens (PaliGemma: 2); -1: none
     max_state_dim: int = 32  # state and actions are zero-padded to these sizes (π0: 32)
     max_action_dim: int = 32
@@ -89,6 +92,7 @@ class Pi0Config(ConfigMethods):
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "the π0 recipes do not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)
+        self._check_prompt_overflow(bad)
         if self.lm:
             lm = LMConfig(**self.lm)
             if self.expert_width % 2 or self.expert_width < 2:

@@ -43,6 +43,9 @@ class Pi0FastConfig(ConfigMethods):
     # name -> {"hf": HF SigLIP vision config dict (with model_type), "feature_layer"}
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     text_max_len: int = 32  # prefix text tokens: "Task: ..., State: ...;" (words or subwords)
+    # An instruction too long for the text_max_len prompt budget: "truncate" keeps its leading words
+    # that fit (the template and state stay whole; a warning once per instruction), "error" raises.
+    prompt_overflow: str = "truncate"
     bos_token_id: int = -1  # >= 0: a BOS embedding before the prefix text (PaliGemma: 2); -1: none
     state_bins: int = 256  # the state is written as integers 0..state_bins-1 of its q01/q99-normalized value
     # --- FAST action tokens ---
@@ -96,6 +99,7 @@ class Pi0FastConfig(ConfigMethods):
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "π0-FAST does not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)
+        self._check_prompt_overflow(bad)
         if self.lm:
             LMConfig(**self.lm)  # validates the backbone fields
         if self.format_version != PI0_FAST_FORMAT:

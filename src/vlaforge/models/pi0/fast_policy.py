@@ -30,14 +30,16 @@ decoded into an (H, A) chunk. A sequence that does not decode (no "|", a non-FAS
 the tokenizer rejects) gives the tokenizer's fallback, zeros in normalized units (the q01/q99
 midpoint), is counted in ``decode_stats`` and logged as a warning, never silent.
 
-Checkpoints: ``config.json`` (``policy_class: "pi0-fast"``, config, normalization, prompt tokenizer)
-+ ``model.safetensors`` + ``normalization.safetensors`` + ``fast/`` (``FastTokenizer.save``:
-``tokenizer.json`` + ``fast_config.json``) (+ ``tokenizer.json`` for HF prompt tokenizers).
+Checkpoints: ``config.json`` (``policy_class: "pi0-fast"``, config, normalization, prompt tokenizer,
+``"fast_tokenizer": "fast"``) + ``model.safetensors`` + ``normalization.safetensors`` + ``fast/``
+(``FastTokenizer.save``: ``tokenizer.json`` + ``fast_config.json``) (+ ``tokenizer.json`` for HF prompt
+tokenizers), written and read by :class:`~vlaforge.models.policy_base.LMPolicyMethods` (shared with
+``VLAPolicy`` and ``Pi0Policy``; ``fast/`` through its ``_save_extra`` / ``_load_extra`` hooks). The
+input plumbing (``observations_to_batch``, current frame / state, camera tokens) is shared there too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,24 +62,16 @@ from vlaforge.models.pi0.fast_config import (
     clean_instruction,
 )
 from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
-from vlaforge.models.policy import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    CheckpointError,
-    policy_dir,
-    read_policy_tensors,
-    write_policy_files,
-)
+from vlaforge.models.policy import first_chunk, reject_dataset
+from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.models.vla.policy import hf_vision_config
-from vlaforge.models.vla.text import TOKENIZER_FILE, HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
+from vlaforge.models.vla.text import PromptTokenizer, WordPromptTokenizer
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation
 
 log = logging.getLogger("vlaforge.pi0_fast")
 POLICY_CLASS = "pi0-fast"
 FAST_DIR = "fast"  # the FastTokenizer's files inside a checkpoint directory
-IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
 IGNORE = -100  # target id of positions that predict nothing (image tokens, padding)
 
 
@@ -102,8 +96,13 @@ class FastSequence:
     n_prefix: int
 
 
-class Pi0FastPolicy(nn.Module):
-    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`."""
+class Pi0FastPolicy(LMPolicyMethods, nn.Module):
+    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`; the input
+    plumbing and checkpoint I/O are `LMPolicyMethods` (shared with `VLAPolicy` and `Pi0Policy`)."""
+
+    policy_class = POLICY_CLASS
+    config_class = Pi0FastConfig
+    label = "π0-FAST"
 
     def __init__(
         self,
@@ -122,27 +121,14 @@ class Pi0FastPolicy(nn.Module):
         self.tokenizer = tokenizer
         self.fast_tokenizer = fast_tokenizer
         c = config
-        if not c.cameras:
-            raise ValueError("Pi0FastConfig.cameras is empty: π0-FAST needs at least one camera")
-        for key in (STATE_KEY, ACTION_KEY):
-            try:
-                normalizer.resolve(key)
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"normalizer does not fit the π0-FAST config: {e}") from e
+        lm_cfg = LMConfig(**c.lm)
+        self._check_parts(lm_cfg)
         if (fast_tokenizer.horizon, fast_tokenizer.action_dim) != (c.chunk, c.action_dim):
             raise ValueError(
                 f"the FAST tokenizer was fitted on ({fast_tokenizer.horizon}, {fast_tokenizer.action_dim}) "
                 f"chunks, the config needs (chunk, action_dim) = ({c.chunk}, {c.action_dim}); refit it"
             )
-        lm_cfg = LMConfig(**c.lm)
-        if tokenizer.vocab_size > lm_cfg.vocab_size:
-            raise ValueError(
-                f"prompt tokenizer has {tokenizer.vocab_size} ids but the LM vocabulary only {lm_cfg.vocab_size}"
-            )
-        if lm_on_meta:
-            with torch.device("meta"):
-                self.lm = DecoderLM(lm_cfg)
-        else:
+        with on_meta_device(lm_on_meta):
             self.lm = DecoderLM(lm_cfg)
         (spec,) = c.vision.values()
         self.vision_tower = VisionTower.from_config(
@@ -186,10 +172,6 @@ class Pi0FastPolicy(nn.Module):
 
     # ------------------------------------------------------------------ properties
     @property
-    def spec(self) -> PolicySpec:
-        return self.config.spec
-
-    @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device
 
@@ -197,9 +179,6 @@ class Pi0FastPolicy(nn.Module):
     def transformer(self) -> DecoderLM:
         """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
         return self.lm
-
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ------------------------------------------------------------------ token maps
     def _text_ids(self, text: str) -> list[int]:
@@ -227,38 +206,6 @@ class Pi0FastPolicy(nn.Module):
         return (lm_ids >= self.fast_first) & (lm_ids <= self.fast_last)
 
     # ------------------------------------------------------------------ prefix
-    def _images(self, batch: dict[str, Any], B: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current frame of every camera -> image tokens (B, C*N, D), valid (B, C*N)."""
-        tokens, valid = [], []
-        N = self.vision_tower.num_patches
-        for cam in self.camera_names:
-            key = IMAGE_PREFIX + cam
-            if key not in batch:
-                raise KeyError(
-                    f"batch is missing camera '{key}' (policy cameras: {self.camera_names}); a missing camera "
-                    f"is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
-                )
-            img = batch[key]
-            if img.dim() == 5:  # (B, T, H, W, 3): the current frame
-                img = img[:, -1]
-            h, w = self.config.cameras[cam]
-            if tuple(img.shape) != (B, h, w, 3):
-                raise ValueError(
-                    f"'{key}': expected uint8 (B, [T,] {h}, {w}, 3), got {tuple(batch[key].shape)}"
-                )
-            feats = self.vision_tower.encode(img)  # (B, N, Dv)
-            tokens.append(self.projector(feats.to(self.projector.linear.weight.dtype)))  # (B, N, D)
-            present = batch.get(key + IMAGE_VALID_SUFFIX)
-            if present is None:
-                present = torch.ones(B, dtype=torch.bool)
-            present = torch.as_tensor(present).to(self.device).bool().reshape(-1)
-            if present.shape != (B,):
-                raise ValueError(
-                    f"'{key}{IMAGE_VALID_SUFFIX}': expected bool (B={B},), got {tuple(present.shape)}"
-                )
-            valid.append(present[:, None].expand(B, N))
-        return torch.cat(tokens, dim=1), torch.cat(valid, dim=1)  # (B, C*N, D), (B, C*N)
-
     def state_strings(self, state: torch.Tensor) -> list[str]:
         """State (B, S) in robot units -> "b_1 b_2 ... b_S" with b = openpi's 256-bin index of the
         q01/q99-normalized value (``np.digitize(s, linspace(-1, 1, 257)[:-1]) - 1``, clipped)."""
@@ -268,36 +215,33 @@ class Pi0FastPolicy(nn.Module):
         bins = (torch.bucketize(s, edges, right=True) - 1).clamp(0, n - 1)  # (B, S)
         return [" ".join(str(int(b)) for b in row) for row in bins.tolist()]
 
-    def prompts(self, batch: dict[str, Any]) -> list[str]:
-        """The prefix text of each sample: ``"Task: {instruction}, State: {bins};\\n"``."""
-        c = self.config
+    def _instructions_and_states(self, batch: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """The cleaned instruction and the state string of each sample."""
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
-        if STATE_KEY not in batch:
-            raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
-        state = batch[STATE_KEY].to(self.device).float()
-        if state.dim() == 3:  # (B, T, S): the current state
-            state = state[:, -1]
-        if tuple(state.shape) != (len(texts), c.state_dim):
-            raise ValueError(
-                f"'{STATE_KEY}': expected (B={len(texts)}, [T,] {c.state_dim}), got {tuple(batch[STATE_KEY].shape)}"
-            )
+        state = self.current_state(batch, len(texts))  # (B, S)
         if not bool(torch.isfinite(state).all()):
             raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
-        return [
-            PREFIX_TEMPLATE.format(instruction=clean_instruction(t), state=s)
-            for t, s in zip(texts, self.state_strings(state))
-        ]
+        return [clean_instruction(t) for t in texts], self.state_strings(state)
+
+    def prompts(self, batch: dict[str, Any]) -> list[str]:
+        """The prefix text of each sample: ``"Task: {instruction}, State: {bins};\\n"`` (before the
+        prompt budget is applied: `embed_prefix` shortens a too-long instruction)."""
+        instructions, states = self._instructions_and_states(batch)
+        return [PREFIX_TEMPLATE.format(instruction=t, state=s) for t, s in zip(instructions, states)]
 
     def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images + (BOS) prefix text -> embeddings (B, P, D), valid (B, P), token ids (B, P)
         (``IGNORE`` for image tokens and padding: the ids are the prompt-token targets)."""
         c = self.config
-        prompts = self.prompts(batch)
-        B = len(prompts)
-        ids, text_valid = self.tokenizer.encode(prompts, c.text_max_len)  # (B, L), (B, L) left-padded
-        ids, text_valid = ids.to(self.device), text_valid.to(self.device)
-        images, image_valid = self._images(batch, B)
+        instructions, states = self._instructions_and_states(batch)
+        B = len(instructions)
+        ids, text_valid = (
+            self.encode_prompts(  # (B, L), (B, L) left-padded; the instruction cut to the budget
+                instructions, lambda i, t: PREFIX_TEMPLATE.format(instruction=t, state=states[i])
+            )
+        )
+        images, image_valid = self.camera_tokens(batch, B)  # (B, C*N, D), (B, C*N)
         parts, valid = [images], [image_valid]
         id_parts = [torch.full(image_valid.shape, IGNORE, dtype=torch.long, device=self.device)]
         if c.bos_token_id >= 0:
@@ -319,14 +263,9 @@ class Pi0FastPolicy(nn.Module):
         """
         S = valid.shape[1]
         base = build_attention_mask(prefix_lm_blocks(n_prefix, S - n_prefix, True), device=valid.device)
-        positions = (valid.long().cumsum(-1) - 1).clamp(min=0)  # (B, S)
-        return apply_key_padding(base, valid), positions
+        return apply_key_padding(base, valid), LMPolicyMethods._positions(valid)  # positions (B, S)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The training loss; `forward` so that DDP's hooks run when it wraps the policy."""
-        return self.loss(batch)
-
     def fast_tokens(self, batch: dict[str, Any]) -> list[list[int]]:
         """The batch's action chunks (B, H, A) in robot units -> FAST ids per sample (varying length).
 
@@ -406,25 +345,6 @@ class Pi0FastPolicy(nn.Module):
         return self.sequence_loss(self.sequence(batch))
 
     # ------------------------------------------------------------------ inference
-    def observations_to_batch(
-        self, observations: Observation | Sequence[Observation], *, dataset: str | None = None
-    ) -> dict[str, Any]:
-        """Validate the current observation and make a batch of one (π0-FAST reads history 1)."""
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        obs_list = [observations] if isinstance(observations, Observation) else list(observations)
-        if not obs_list:
-            raise ValueError("observations is empty")
-        o = obs_list[-1]
-        o.validate(self.spec.cameras, self.spec.state_dim)
-        batch: dict[str, Any] = {
-            STATE_KEY: torch.from_numpy(np.asarray(o.state, dtype=np.float32))[None, None],  # (1, 1, S)
-            "task": [o.instruction],
-        }
-        for cam in self.camera_names:
-            batch[IMAGE_PREFIX + cam] = torch.from_numpy(np.ascontiguousarray(o.images[cam]))[None, None]
-        return batch
-
     @torch.no_grad()
     def generate(self, batch: dict[str, Any], *, use_cache: bool = True) -> GreedyOutput:
         """Greedy decoding after prefix + "Action: ": tokens (B, T) LM ids, T <= max_decode_tokens
@@ -510,17 +430,12 @@ class Pi0FastPolicy(nn.Module):
     def _predict(
         self, batch: dict[str, Any], *, dataset: str | None, use_cache: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if dataset is not None:
-            raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
-        was_training = self.training
-        self.eval()
-        try:
+        reject_dataset(dataset)
+        with self.evaluating():
             gen = self.generate(batch, use_cache=use_cache)
             actions, ok = self.decode_tokens(gen.tokens)  # (B, H, A), (B,)
             self.decode_stats["predictions"] += actions.shape[0]
             return actions.float(), ok
-        finally:
-            self.train(was_training)
 
     def predict(
         self,
@@ -535,63 +450,14 @@ class Pi0FastPolicy(nn.Module):
             actions, ok = self._predict(
                 self.observations_to_batch(observations, dataset=dataset), dataset=dataset
             )
-        out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
-        if not np.all(np.isfinite(out)):
-            raise FloatingPointError("policy produced non-finite actions; refusing to return them")
-        return ActionChunk(out, control_hz=self.config.fps, info={"fast_decode_failed": not bool(ok[0])})
+        return first_chunk(actions, self.config.fps, fast_decode_failed=not bool(ok[0]))
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path, *, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
-        """config.json + model.safetensors + normalization.safetensors + fast/ (+ tokenizer.json); no pickle."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        # Tokenizer files first: a directory with a config.json is taken as a whole checkpoint.
-        self.fast_tokenizer.save(d / FAST_DIR)
-        if isinstance(self.tokenizer, WordPromptTokenizer):
-            tok: dict[str, Any] = self.tokenizer.to_dict()
-        else:
-            assert isinstance(self.tokenizer, HFPromptTokenizer)
-            self.tokenizer.save(d)
-            tok = {"type": "hf", "file": TOKENIZER_FILE}
-        meta = {
-            "policy_class": POLICY_CLASS,
-            "config": self.config.to_dict(),
-            "normalization": self.normalizer.describe(),
-            "tokenizer": tok,
-            "fast_tokenizer": FAST_DIR,
-        }
-        weights = self.state_dict() if state_dict is None else state_dict
-        return write_policy_files(d, meta, weights, self.normalizer)
+    def _save_extra(self, directory: Path) -> dict[str, Any]:
+        """The FAST tokenizer in ``fast/`` (tokenizer.json + fast_config.json), named in config.json."""
+        self.fast_tokenizer.save(directory / FAST_DIR)
+        return {"fast_tokenizer": FAST_DIR}
 
     @classmethod
-    def load(cls, path: str | Path, *, map_location: str | torch.device = "cpu") -> Pi0FastPolicy:
-        d = policy_dir(path)
-        try:
-            meta = json.loads((d / CONFIG_FILE).read_text())
-            if meta.get("policy_class") != POLICY_CLASS:
-                raise KeyError("policy_class")
-            config = Pi0FastConfig.from_dict(meta["config"])
-            fast_dir = d / meta.get("fast_tokenizer", FAST_DIR)
-            fast = FastTokenizer.load(fast_dir)
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-            raise CheckpointError(f"{d} is not a complete vlaforge π0-FAST policy: {e}") from e
-        norm, weights = read_policy_tensors(d, meta, map_location)
-        tok_meta = meta.get("tokenizer") or {}
-        tokenizer: PromptTokenizer = (
-            HFPromptTokenizer.from_file(d / tok_meta.get("file", TOKENIZER_FILE))
-            if tok_meta.get("type") == "hf"
-            else WordPromptTokenizer.from_dict(tok_meta)
-        )
-        policy = cls(config, norm, tokenizer, fast, lm_on_meta=True)
-        own = set(policy.state_dict())
-        missing, unexpected = sorted(own - set(weights)), sorted(set(weights) - own)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"weights in {d / WEIGHTS_FILE} do not match the config: missing {missing[:8]}, "
-                f"unexpected {unexpected[:8]}"
-            )
-        # The LM was built on the meta device, so the file's tensors are assigned, not copied; give
-        # unaligned views of safetensors' buffer their own aligned storage (same SIMD paths as before).
-        weights = {k: v.clone() if v.data_ptr() % 64 else v for k, v in weights.items()}
-        policy.load_state_dict(weights, strict=True, assign=True)
-        return policy.to(map_location).eval()
+    def _load_extra(cls, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"fast_tokenizer": FastTokenizer.load(directory / meta.get("fast_tokenizer", FAST_DIR))}

@@ -21,13 +21,25 @@ pi0-fast-tiny`` works like any other recipe.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlaforge.models.lm import lm_preset
+from vlaforge.models.lm_recipes import (
+    PALIGEMMA,
+    PI0_TRAIN,
+    TINY_GEMMA,
+    TINY_SIGLIP,
+    TINY_TRAIN,
+    VLARecipe,
+    config_from_dataset,
+    get_from,
+    normalized_action_mask,
+    prompt_tokenizer,
+    recipe_normalizer,
+    require_tokenizer_dir,
+)
 from vlaforge.models.pi0.fast_config import (
     ACTION_PROMPT,
     END_TOKEN,
@@ -36,27 +48,9 @@ from vlaforge.models.pi0.fast_config import (
     clean_instruction,
 )
 from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
-from vlaforge.models.vla.recipes import VLARecipe
-from vlaforge.models.vla.text import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
-from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+from vlaforge.types import ACTION_KEY
 
-
-def _siglip(size: int, patch: int, width: int, layers: int, heads: int, mlp: int) -> dict[str, Any]:
-    """A SigLIP vision tower spec; PaliGemma reads the post-norm last layer (feature_layer None)."""
-    return {
-        "hf": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": width,
-            "intermediate_size": mlp,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "image_size": size,
-            "patch_size": patch,
-        },
-        "feature_layer": None,
-    }
-
+_CHECKPOINT = "PaliGemma / π0-FAST checkpoint"
 
 PI0_FAST_RECIPES: dict[str, VLARecipe] = {
     r.name: r
@@ -67,15 +61,12 @@ PI0_FAST_RECIPES: dict[str, VLARecipe] = {
             "(DCT + BPE fitted on the dataset), prefix-LM cross-entropy, cached greedy decoding; chunk 8",
             {
                 "chunk": 8,
-                "lm": dataclasses.asdict(lm_preset("gemma-tiny").replace(
-                    hidden_size=128, intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=1,
-                    head_dim=32, max_position=512)),
-                "vision": {"siglip": _siglip(32, 8, 64, 3, 2, 128)},
+                "lm": TINY_GEMMA,
+                "vision": {"siglip": TINY_SIGLIP},
                 "text_max_len": 48,
                 "max_decode_tokens": 64,
             },
-            {"lr": 5e-4, "weight_decay": 0.0, "warmup_steps": 100, "grad_clip": 1.0, "ema_decay": 0.0,
-             "batch_size": 32},
+            TINY_TRAIN,
             cameras="all",
         ),
         VLARecipe(
@@ -84,16 +75,12 @@ PI0_FAST_RECIPES: dict[str, VLARecipe] = {
             "vocabulary's last ids (skipping 128), chunk 50; weights from local files only",
             {
                 "chunk": 50,
-                "lm": dataclasses.asdict(lm_preset("gemma-2b").replace(vocab_size=257152)),
-                "vision": {"siglip": _siglip(224, 14, 1152, 27, 16, 4304)},
-                "language": "hf",
-                "bos_token_id": 2,
+                **PALIGEMMA,
                 "text_max_len": 200,
                 "fast_skip_tokens": 128,
                 "max_decode_tokens": 256,
             },
-            {"lr": 2.5e-5, "weight_decay": 1e-10, "warmup_steps": 1000, "grad_clip": 1.0, "ema_decay": 0.99,
-             "batch_size": 32, "precision": "bf16"},
+            PI0_TRAIN,
             cameras="all",
         ),
     ]
@@ -101,37 +88,12 @@ PI0_FAST_RECIPES: dict[str, VLARecipe] = {
 
 
 def get_pi0_fast_recipe(name: str) -> VLARecipe:
-    if name not in PI0_FAST_RECIPES:
-        raise ValueError(f"unknown π0-FAST recipe '{name}'; available: {sorted(PI0_FAST_RECIPES)}")
-    return PI0_FAST_RECIPES[name]
+    return get_from(PI0_FAST_RECIPES, name, "π0-FAST")
 
 
 def pi0_fast_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> Pi0FastConfig:
     """Pi0FastConfig for `recipe` with the embodiment read from a dataset (all its cameras)."""
-    r = get_pi0_fast_recipe(recipe)
-    feats = dataset.features
-    for key in (STATE_KEY, ACTION_KEY):
-        if key not in feats:
-            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
-    cams = {
-        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
-        for k in feats
-        if k.startswith(IMAGE_PREFIX)
-    }
-    cameras = overrides.pop("camera_names", None) or list(cams)
-    unknown = [c for c in cameras if c not in cams]
-    if unknown or not cameras:
-        raise ValueError(f"cameras {cameras} are not in the dataset (it has {sorted(cams)})")
-    base: dict[str, Any] = {
-        "recipe": recipe,
-        "cameras": {c: cams[c] for c in cameras},
-        "state_dim": int(feats[STATE_KEY]["shape"][0]),
-        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
-        "fps": float(dataset.fps),
-        **r.model,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Pi0FastConfig(**base)
+    return config_from_dataset(Pi0FastConfig, get_pi0_fast_recipe(recipe), dataset, overrides)
 
 
 def dataset_action_chunks(dataset: Any, horizon: int, max_chunks: int, seed: int = 0) -> np.ndarray:
@@ -202,31 +164,22 @@ def make_pi0_fast_policy(
     from vlaforge.models.recipes import task_texts
 
     cfg = pi0_fast_config_from_dataset(recipe, dataset, **overrides)
-    mask = np.ones(cfg.action_dim, dtype=bool)
-    for d in cfg.unnormalized_action_dims:
-        mask[d] = False
-    normalizer = Normalizer.from_dataset_stats(
-        dataset.stats,
-        {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm},
-        masks={ACTION_KEY: mask},
-        clip=True,
+    normalizer = recipe_normalizer(cfg, dataset.stats, clip=True)
+    if cfg.language == "hf":  # before the (slower) FAST tokenizer fit
+        require_tokenizer_dir(cfg, tokenizer_dir, _CHECKPOINT)
+    if fast_tokenizer is None:
+        fast_tokenizer = fit_fast_tokenizer(cfg, dataset, normalized_action_mask(cfg))
+    prompts = [
+        PREFIX_TEMPLATE.format(instruction=clean_instruction(t), state="") for t in task_texts(dataset)
+    ]
+    tokenizer = prompt_tokenizer(
+        cfg,
+        [*prompts, ACTION_PROMPT + END_TOKEN],
+        tokenizer_dir,
+        reserved=[str(b) for b in range(cfg.state_bins)],
+        checkpoint=_CHECKPOINT,
     )
-    if cfg.language == "hf" and tokenizer_dir is None:  # before the (slower) tokenizer fit
-        raise ValueError(
-            f"recipe '{cfg.recipe}' uses its checkpoint's tokenizer: pass tokenizer_dir=DIR (a local "
-            "directory with tokenizer.json, e.g. the downloaded PaliGemma / π0-FAST checkpoint)"
-        )
-    fast = fast_tokenizer if fast_tokenizer is not None else fit_fast_tokenizer(cfg, dataset, mask)
-    tokenizer: PromptTokenizer
     if cfg.language == "words":
-        texts = [
-            PREFIX_TEMPLATE.format(instruction=clean_instruction(t), state="") for t in task_texts(dataset)
-        ]
-        reserved = [str(b) for b in range(cfg.state_bins)]
-        tokenizer = WordPromptTokenizer.build([*texts, ACTION_PROMPT + END_TOKEN], reserved=reserved)
-        vocab = tokenizer.vocab_size + fast.vocab_size + cfg.fast_skip_tokens
+        vocab = tokenizer.vocab_size + fast_tokenizer.vocab_size + cfg.fast_skip_tokens
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
-    else:
-        assert tokenizer_dir is not None
-        tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
-    return Pi0FastPolicy(cfg, normalizer, tokenizer, fast)
+    return Pi0FastPolicy(cfg, normalizer, tokenizer, fast_tokenizer)

@@ -51,14 +51,13 @@ from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
 from vlaforge.models.pi0.config import Pi0Config
 from vlaforge.models.pi0.expert import ActionExpert, JointTransformer, expert_lm_config, sincos_time_embedding
 from vlaforge.models.policy import action_chunk_targets, first_chunk, reject_dataset
-from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config
+from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.models.vision import LinearProjector, VisionTower
 from vlaforge.models.vla.text import PromptTokenizer
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Observation
+from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation
 
 POLICY_CLASS = "pi0"
-IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
 
 
 class Pi0Policy(LMPolicyMethods, nn.Module):
@@ -87,10 +86,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         lm_cfg = LMConfig(**c.lm)
         self._check_parts(lm_cfg)
         exp_cfg = expert_lm_config(lm_cfg, c.expert_width, c.expert_mlp_dim)
-        if lm_on_meta:
-            with torch.device("meta"):
-                self.transformer = JointTransformer(DecoderLM(lm_cfg), ActionExpert(exp_cfg))
-        else:
+        with on_meta_device(lm_on_meta):
             self.transformer = JointTransformer(DecoderLM(lm_cfg), ActionExpert(exp_cfg))
         D, De = lm_cfg.hidden_size, c.expert_width
         (spec,) = c.vision.values()
@@ -140,39 +136,18 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         self.backbone.load_state_dict(lm.state_dict(), strict=True)
 
     # ------------------------------------------------------------------ tokens
-    def _images(self, batch: dict[str, Any], B: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current frame of every camera -> image tokens (B, C*N, D), valid (B, C*N)."""
-        tokens, valid = [], []
-        N = self.vision_tower.num_patches
-        for cam in self.camera_names:
-            key = IMAGE_PREFIX + cam
-            hint = f"; a missing camera is sent as any frame with batch['{key}{IMAGE_VALID_SUFFIX}'] = False"
-            img = self.current_frame(batch, cam, B, hint=hint)  # (B, h, w, 3)
-            feats = self.vision_tower.encode(img)  # (B, N, Dv)
-            tokens.append(self.projector(feats.to(self.projector.linear.weight.dtype)))  # (B, N, D)
-            present = batch.get(key + IMAGE_VALID_SUFFIX)
-            if present is None:
-                present = torch.ones(B, dtype=torch.bool)
-            present = torch.as_tensor(present).to(self.device).bool().reshape(-1)
-            if present.shape != (B,):
-                raise ValueError(
-                    f"'{key}{IMAGE_VALID_SUFFIX}': expected bool (B={B},), got {tuple(present.shape)}"
-                )
-            valid.append(present[:, None].expand(B, N))
-        return torch.cat(tokens, dim=1), torch.cat(valid, dim=1)  # (B, C*N, D), (B, C*N)
-
     def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Images + (BOS) prompt -> prefix embeddings (B, P, D) and valid mask (B, P)."""
         c = self.config
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
         B = len(texts)
-        prompts = [c.prompt.format(instruction=str(t).strip()) for t in texts]
-        ids, text_valid = self.tokenizer.encode(prompts, c.text_max_len)  # (B, L), (B, L)
-        ids, text_valid = ids.to(self.device), text_valid.to(self.device)
+        ids, text_valid = self.encode_prompts(  # (B, L), (B, L): the instruction cut to the budget
+            [str(t).strip() for t in texts], lambda _, t: c.prompt.format(instruction=t)
+        )
         if not bool(text_valid.any(dim=1).all()) and c.bos_token_id < 0:
-            raise ValueError(f"a prompt encodes to no tokens (prompts {prompts}); check the instruction")
-        images, image_valid = self._images(batch, B)
+            raise ValueError(f"a prompt encodes to no tokens (instructions {texts}); check the instruction")
+        images, image_valid = self.camera_tokens(batch, B)  # (B, C*N, D), (B, C*N)
         parts, valid = [images], [image_valid]
         if c.bos_token_id >= 0:
             bos = torch.full((B, 1), c.bos_token_id, dtype=torch.long, device=self.device)

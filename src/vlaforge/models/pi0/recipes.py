@@ -20,46 +20,24 @@ works like any other recipe.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from vlaforge.models.lm import lm_preset
+from vlaforge.models.lm_recipes import (
+    PALIGEMMA,
+    PI0_TRAIN,
+    TINY_GEMMA,
+    TINY_SIGLIP,
+    TINY_TRAIN,
+    VLARecipe,
+    config_from_dataset,
+    get_from,
+    lm_fields,
+    prompt_tokenizer,
+    recipe_normalizer,
+    siglip_spec,
+)
 from vlaforge.models.pi0.config import Pi0Config
-from vlaforge.models.vla.recipes import VLARecipe
-from vlaforge.models.vla.text import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
-from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
-
-
-def _siglip(size: int, patch: int, width: int, layers: int, heads: int, mlp: int) -> dict[str, Any]:
-    """A SigLIP vision tower spec; π0 / PaliGemma read the post-norm last layer (feature_layer None)."""
-    return {
-        "hf": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": width,
-            "intermediate_size": mlp,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "image_size": size,
-            "patch_size": patch,
-        },
-        "feature_layer": None,
-    }
-
-
-def _gemma(**changes: Any) -> dict[str, Any]:
-    return dataclasses.asdict(lm_preset("gemma-tiny").replace(**changes))
-
-
-_TINY_TRAIN = {
-    "lr": 5e-4,
-    "weight_decay": 0.0,
-    "warmup_steps": 100,
-    "grad_clip": 1.0,
-    "ema_decay": 0.0,
-    "batch_size": 32,
-}
 
 PI0_RECIPES: dict[str, VLARecipe] = {
     r.name: r
@@ -70,14 +48,13 @@ PI0_RECIPES: dict[str, VLARecipe] = {
             "with joint attention; flow matching, chunk 8, 10 Euler steps, prefix KV cache",
             {
                 "chunk": 8,
-                "lm": _gemma(hidden_size=128, intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=1,
-                             head_dim=32, max_position=512),
+                "lm": TINY_GEMMA,
                 "expert_width": 64,
                 "expert_mlp_dim": 256,
-                "vision": {"siglip": _siglip(32, 8, 64, 3, 2, 128)},
+                "vision": {"siglip": TINY_SIGLIP},
                 "text_max_len": 16,
             },
-            _TINY_TRAIN,
+            TINY_TRAIN,
             cameras="all",
         ),
         VLARecipe(
@@ -85,14 +62,14 @@ PI0_RECIPES: dict[str, VLARecipe] = {
             "π0 layout, mid size: SigLIP 64 px (64 tokens/camera) -> Gemma width 512 / depth 8 + expert width 256",
             {
                 "chunk": 8,
-                "lm": _gemma(hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8, num_kv_heads=1,
-                             head_dim=64, max_position=1024),
+                "lm": lm_fields("gemma-tiny", hidden_size=512, intermediate_size=2048, num_layers=8, num_heads=8,
+                                num_kv_heads=1, head_dim=64, max_position=1024),
                 "expert_width": 256,
                 "expert_mlp_dim": 1024,
-                "vision": {"siglip": _siglip(64, 8, 256, 4, 4, 1024)},
+                "vision": {"siglip": siglip_spec(64, 8, 256, 4, 4, 1024)},
                 "text_max_len": 16,
             },
-            {**_TINY_TRAIN, "lr": 2.5e-4},
+            {**TINY_TRAIN, "lr": 2.5e-4},
             cameras="all",
         ),
         VLARecipe(
@@ -101,16 +78,12 @@ PI0_RECIPES: dict[str, VLARecipe] = {
             "(1024 / 4096), chunk 50, 10 Euler steps; weights from local files only",
             {
                 "chunk": 50,
-                "lm": dataclasses.asdict(lm_preset("gemma-2b").replace(vocab_size=257152)),
+                **PALIGEMMA,
                 "expert_width": 1024,
                 "expert_mlp_dim": 4096,
-                "vision": {"siglip": _siglip(224, 14, 1152, 27, 16, 4304)},
-                "language": "hf",
-                "bos_token_id": 2,
                 "text_max_len": 48,
             },
-            {"lr": 2.5e-5, "weight_decay": 1e-10, "warmup_steps": 1000, "grad_clip": 1.0, "ema_decay": 0.99,
-             "batch_size": 32, "precision": "bf16"},
+            PI0_TRAIN,
             cameras="all",
         ),
     ]
@@ -118,37 +91,12 @@ PI0_RECIPES: dict[str, VLARecipe] = {
 
 
 def get_pi0_recipe(name: str) -> VLARecipe:
-    if name not in PI0_RECIPES:
-        raise ValueError(f"unknown π0 recipe '{name}'; available: {sorted(PI0_RECIPES)}")
-    return PI0_RECIPES[name]
+    return get_from(PI0_RECIPES, name, "π0")
 
 
 def pi0_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> Pi0Config:
     """Pi0Config for `recipe` with the embodiment read from a `vlaforge.data.Dataset` (all its cameras)."""
-    r = get_pi0_recipe(recipe)
-    feats = dataset.features
-    for key in (STATE_KEY, ACTION_KEY):
-        if key not in feats:
-            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
-    cams = {
-        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
-        for k in feats
-        if k.startswith(IMAGE_PREFIX)
-    }
-    cameras = overrides.pop("camera_names", None) or list(cams)
-    unknown = [c for c in cameras if c not in cams]
-    if unknown or not cameras:
-        raise ValueError(f"cameras {cameras} are not in the dataset (it has {sorted(cams)})")
-    base: dict[str, Any] = {
-        "recipe": recipe,
-        "cameras": {c: cams[c] for c in cameras},
-        "state_dim": int(feats[STATE_KEY]["shape"][0]),
-        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
-        "fps": float(dataset.fps),
-        **r.model,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Pi0Config(**base)
+    return config_from_dataset(Pi0Config, get_pi0_recipe(recipe), dataset, overrides)
 
 
 def make_pi0_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | None = None, **overrides: Any):
@@ -169,27 +117,13 @@ def pi0_policy_from_config(
     cfg: Pi0Config, stats: dict[str, Any], texts: list[str], *, tokenizer_dir: str | Path | None = None
 ):
     """Normalizer (mean/std) + prompt tokenizer + Pi0Policy (the tiny LM vocabulary sized here)."""
-    import numpy as np
-
     from vlaforge.models.pi0.policy import Pi0Policy
 
-    mask = np.ones(cfg.action_dim, dtype=bool)
-    for d in cfg.unnormalized_action_dims:
-        mask[d] = False
-    normalizer = Normalizer.from_dataset_stats(
-        stats, {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm}, masks={ACTION_KEY: mask}
-    )
-    tokenizer: PromptTokenizer
+    normalizer = recipe_normalizer(cfg, stats)
+    prompts = [cfg.prompt.format(instruction=t) for t in texts]
+    tokenizer = prompt_tokenizer(cfg, prompts, tokenizer_dir, checkpoint="PaliGemma / π0 checkpoint")
     if cfg.language == "words":
-        tokenizer = WordPromptTokenizer.build([cfg.prompt.format(instruction=t) for t in texts])
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": tokenizer.vocab_size})
-    else:
-        if tokenizer_dir is None:
-            raise ValueError(
-                f"recipe '{cfg.recipe}' uses its checkpoint's tokenizer: pass tokenizer_dir=DIR (a local "
-                "directory with tokenizer.json, e.g. the downloaded PaliGemma / π0 checkpoint)"
-            )
-        tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
     return Pi0Policy(cfg, normalizer, tokenizer)
 
 

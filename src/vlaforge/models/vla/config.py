@@ -47,6 +47,9 @@ class VLAConfig(ConfigMethods):
     prefix_attention: str = "bidirectional"  # over image + prompt; "causal" = a plain decoder LM (OpenVLA 7B)
     prompt: str = ""  # template with {instruction}; default per variant
     text_max_len: int = 24  # prompt tokens (words for tiny recipes, subwords for HF tokenizers)
+    # An instruction too long for the text_max_len prompt budget: "truncate" keeps its leading words
+    # that fit (the template and state stay whole; a warning once per instruction), "error" raises.
+    prompt_overflow: str = "truncate"
     bos_token_id: int = -1  # >= 0: a BOS embedding first, before the image tokens (prismatic); -1: none
     # --- action tokens (openvla / rt2) ---
     action_tokens: str = (
@@ -116,6 +119,7 @@ class VLAConfig(ConfigMethods):
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "the VLA recipes do not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)
+        self._check_prompt_overflow(bad)
         if self.format_version != VLA_FORMAT:
             raise bad("format_version", f"this vlaforge reads VLA checkpoint format {VLA_FORMAT}")
 

@@ -42,7 +42,7 @@ from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.policy import action_chunk_targets, reject_dataset
-from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config
+from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
 from vlaforge.models.vla.action_tokenizer import ActionTokenizer
 from vlaforge.models.vla.config import VLAConfig
@@ -101,10 +101,7 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         c = config
         lm_cfg = LMConfig(**c.lm)
         self._check_parts(lm_cfg)
-        if lm_on_meta:
-            with torch.device("meta"):
-                self.lm = DecoderLM(lm_cfg)
-        else:
+        with on_meta_device(lm_on_meta):
             self.lm = DecoderLM(lm_cfg)
         D = lm_cfg.hidden_size
 
@@ -147,11 +144,14 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         return self.lm
 
     # ------------------------------------------------------------------ prefix
+    @staticmethod
+    def clean_instruction(text: str) -> str:
+        """OpenVLA's cleaning: stripped, lower-cased, no final period."""
+        return str(text).strip().lower().rstrip(".")
+
     def prompts(self, instructions: Sequence[str]) -> list[str]:
-        """The recipe's prompt for each instruction (OpenVLA lower-cases the instruction)."""
-        return [
-            self.config.prompt.format(instruction=str(t).strip().lower().rstrip(".")) for t in instructions
-        ]
+        """The recipe's prompt for each instruction (before the prompt budget is applied)."""
+        return [self.config.prompt.format(instruction=self.clean_instruction(t)) for t in instructions]
 
     def _images(self, batch: dict[str, Any], B: int) -> torch.Tensor:
         """Current frame of every camera -> image tokens (B, C*N, D)."""
@@ -172,8 +172,9 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
         B = len(texts)
-        ids, text_valid = self.tokenizer.encode(self.prompts(texts), c.text_max_len)  # (B, L), (B, L)
-        ids, text_valid = ids.to(self.device), text_valid.to(self.device)
+        ids, text_valid = self.encode_prompts(  # (B, L), (B, L): the instruction cut to the budget
+            [self.clean_instruction(t) for t in texts], lambda _, t: c.prompt.format(instruction=t)
+        )
         text = self.lm.embed(ids)  # (B, L, D)
         if self.film is not None:
             w = text_valid.unsqueeze(-1).to(text.dtype)  # (B, L, 1)

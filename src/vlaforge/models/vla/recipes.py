@@ -27,47 +27,35 @@ architecture (random weights; the LM part of a checkpoint loads with ``lm.load_h
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from vlaforge.models.lm import lm_preset
+from vlaforge.models.lm_recipes import (
+    PALIGEMMA,
+    TINY_GEMMA,
+    TINY_SIGLIP,
+    TINY_TRAIN,
+    VLARecipe,
+    config_from_dataset,
+    get_from,
+    lm_fields,
+    main_camera,
+    prompt_tokenizer,
+    recipe_normalizer,
+    siglip_spec,
+    train_defaults,
+)
 from vlaforge.models.vla.config import VLAConfig
-from vlaforge.models.vla.text import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
-from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
+from vlaforge.types import ACTION_KEY
 
-
-@dataclass(frozen=True)
-class VLARecipe:
-    name: str
-    description: str
-    model: dict[str, Any]
-    train: dict[str, Any] = field(default_factory=dict)
-    cameras: str = "main"  # "main": one third-person camera (OpenVLA, RT-2); "all": every camera (OFT)
-
-
-def _lm_fields(name: str, **changes: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(lm_preset(name).replace(**changes))
-
-
-def _siglip(size: int, patch: int, width: int, layers: int, heads: int, mlp: int, feature_layer: int | None):
-    return {
-        "hf": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": width,
-            "intermediate_size": mlp,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "image_size": size,
-            "patch_size": patch,
-        },
-        "feature_layer": feature_layer,
-    }
+__all__ = [
+    "VLA_RECIPES",
+    "VLARecipe",
+    "get_vla_recipe",
+    "main_camera",
+    "make_vla_policy",
+    "vla_config_from_dataset",
+]
 
 
 def _dino(
@@ -88,23 +76,6 @@ def _dino(
     return {"hf": hf, "image_size": size, "feature_layer": -2}
 
 
-def _train(
-    lr: float, batch_size: int, *, warmup_steps: int = 0, precision: str | None = None
-) -> dict[str, Any]:
-    """TrainConfig defaults of a VLA recipe: OpenVLA's (no weight decay, no EMA, gradients clipped at 1)."""
-    train: dict[str, Any] = {
-        "lr": lr,
-        "weight_decay": 0.0,
-        "warmup_steps": warmup_steps,
-        "grad_clip": 1.0,
-        "ema_decay": 0.0,
-        "batch_size": batch_size,
-    }
-    if precision is not None:
-        train["precision"] = precision
-    return train
-
-
 # OpenVLA-OFT's changes to OpenVLA (any size): an 8-step chunk decoded in parallel into an L1 MLP-ResNet
 # head, FiLM on the vision towers, a proprio token.
 _OFT = {"variant": "oft", "head": "l1", "chunk": 8, "use_proprio": True, "film": True}
@@ -113,9 +84,9 @@ _OPENVLA_7B_PROMPT = {"prefix_attention": "causal", "language": "hf", "bos_token
 
 
 # Tiny towers: 32 px, patch 8 -> 16 tokens per camera; 3 layers, features of the second-to-last.
-_TINY_SIGLIP = _siglip(32, 8, 64, 3, 2, 128, -2)
+_TINY_SIGLIP = siglip_spec(32, 8, 64, 3, 2, 128, -2)
 _TINY_DINO = _dino(32, 8, 64, 3, 2, 0)
-_TINY_LLAMA = _lm_fields(
+_TINY_LLAMA = lm_fields(
     "llama-tiny",
     hidden_size=128,
     intermediate_size=344,
@@ -125,24 +96,11 @@ _TINY_LLAMA = _lm_fields(
     head_dim=32,
     max_position=512,
 )
-_TINY_GEMMA = _lm_fields(
-    "gemma-tiny",
-    hidden_size=128,
-    intermediate_size=512,
-    num_layers=4,
-    num_heads=4,
-    num_kv_heads=1,
-    head_dim=32,
-    max_position=512,
-)
-_TINY_TRAIN = _train(5e-4, 32, warmup_steps=100)
 
 # Published shapes. SigLIP So400m/14-224 (1152 wide, 27 layers, MLP 4304); DINOv2 ViT-L/14 + 4 registers.
-_SIGLIP_SO400M_PENULTIMATE = _siglip(224, 14, 1152, 27, 16, 4304, -2)
-_SIGLIP_SO400M_LAST = _siglip(224, 14, 1152, 27, 16, 4304, None)
+_SIGLIP_SO400M_PENULTIMATE = siglip_spec(224, 14, 1152, 27, 16, 4304, -2)
 _DINO_L_REG = _dino(224, 14, 1024, 24, 16, 4, native=518)
-_OPENVLA_LM = _lm_fields("llama2-7b", vocab_size=32064)  # Llama-2 32000 + <PAD>, padded to a multiple of 64
-_PALIGEMMA_LM = _lm_fields("gemma-2b", vocab_size=257152)
+_OPENVLA_LM = lm_fields("llama2-7b", vocab_size=32064)  # Llama-2 32000 + <PAD>, padded to a multiple of 64
 
 VLA_RECIPES: dict[str, VLARecipe] = {
     r.name: r
@@ -152,7 +110,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
             "OpenVLA layout at CPU size: fused tiny DINOv2+SigLIP -> MLP projector -> 4-layer Llama (width 128); "
             "256-bin action tokens (last ids), unconstrained greedy decoding",
             {"variant": "openvla", "lm": _TINY_LLAMA, "vision": {"dino": _TINY_DINO, "siglip": _TINY_SIGLIP}},
-            _TINY_TRAIN,
+            TINY_TRAIN,
         ),
         VLARecipe(
             "openvla-oft-tiny",
@@ -163,7 +121,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "lm": _TINY_LLAMA,
                 "vision": {"dino": _TINY_DINO, "siglip": _TINY_SIGLIP},
             },
-            _TINY_TRAIN,
+            TINY_TRAIN,
             cameras="all",
         ),
         VLARecipe(
@@ -175,10 +133,10 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "action_tokens": "integer",
                 "constrained_decoding": True,
                 "projector": "linear",
-                "lm": _TINY_GEMMA,
-                "vision": {"siglip": {**_TINY_SIGLIP, "feature_layer": None}},
+                "lm": TINY_GEMMA,
+                "vision": {"siglip": TINY_SIGLIP},
             },
-            _TINY_TRAIN,
+            TINY_TRAIN,
         ),
         VLARecipe(
             "openvla",
@@ -191,7 +149,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "action_vocab_size": 32000,
                 "binning": "openvla",
             },
-            _train(2e-5, 16, precision="bf16"),
+            train_defaults(2e-5, 16, precision="bf16"),
         ),
         VLARecipe(
             "openvla-oft",
@@ -203,7 +161,7 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "vision": {"dino": _DINO_L_REG, "siglip": _SIGLIP_SO400M_PENULTIMATE},
                 **_OPENVLA_7B_PROMPT,
             },
-            _train(5e-4, 8, precision="bf16"),
+            train_defaults(5e-4, 8, precision="bf16"),
             cameras="all",
         ),
         VLARecipe(
@@ -216,68 +174,29 @@ VLA_RECIPES: dict[str, VLARecipe] = {
                 "action_token_ids": list(range(256000, 256256)),
                 "constrained_decoding": True,
                 "projector": "linear",
-                "lm": _PALIGEMMA_LM,
-                "vision": {"siglip": _SIGLIP_SO400M_LAST},
-                "language": "hf",
-                "bos_token_id": 2,
+                **PALIGEMMA,
                 "text_max_len": 48,
             },
-            _train(1e-5, 16, precision="bf16"),
+            train_defaults(1e-5, 16, precision="bf16"),
         ),
     ]
 }
 
-_SECONDARY_CAMERA_WORDS = ("wrist", "gripper", "hand", "eye_in_hand")
-
-
-def main_camera(cameras: list[str]) -> str:
-    """The third-person camera OpenVLA / RT-2 read: the first (sorted) name that is not a wrist camera."""
-    names = sorted(cameras)
-    if not names:
-        raise ValueError("the dataset has no camera")
-    for n in names:
-        if not any(w in n.lower() for w in _SECONDARY_CAMERA_WORDS):
-            return n
-    return names[0]
-
 
 def get_vla_recipe(name: str) -> VLARecipe:
-    if name not in VLA_RECIPES:
-        raise ValueError(f"unknown VLA recipe '{name}'; available: {sorted(VLA_RECIPES)}")
-    return VLA_RECIPES[name]
+    return get_from(VLA_RECIPES, name, "VLA")
 
 
 def vla_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> VLAConfig:
-    """VLAConfig for `recipe` with the embodiment read from a `vlaforge.data.Dataset`."""
+    """VLAConfig for `recipe` with the embodiment read from a `vlaforge.data.Dataset` (gripper-named
+    action dimensions left unnormalized)."""
     from vlaforge.models.recipes import gripper_dims
 
-    r = get_vla_recipe(recipe)
-    feats = dataset.features
-    for key in (STATE_KEY, ACTION_KEY):
-        if key not in feats:
-            raise ValueError(f"dataset has no '{key}' feature (features: {sorted(feats)})")
-    cams = {
-        k[len(IMAGE_PREFIX) :]: [int(feats[k]["shape"][0]), int(feats[k]["shape"][1])]
-        for k in feats
-        if k.startswith(IMAGE_PREFIX)
-    }
-    cameras = overrides.pop("camera_names", None) or (
-        list(cams) if r.cameras == "all" else [main_camera(list(cams))]
+    feats = dataset.features  # a missing action feature is reported by config_from_dataset
+    unnormalized = gripper_dims(feats) if ACTION_KEY in feats else []
+    return config_from_dataset(
+        VLAConfig, get_vla_recipe(recipe), dataset, overrides, unnormalized_action_dims=unnormalized
     )
-    unknown = [c for c in cameras if c not in cams]
-    if unknown:
-        raise ValueError(f"cameras {unknown} are not in the dataset (it has {sorted(cams)})")
-    base: dict[str, Any] = {
-        "recipe": recipe,
-        "cameras": {c: cams[c] for c in cameras},
-        "state_dim": int(feats[STATE_KEY]["shape"][0]),
-        "action_dim": int(feats[ACTION_KEY]["shape"][0]),
-        "fps": float(dataset.fps),
-        "unnormalized_action_dims": gripper_dims(feats),
-        **r.model,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return VLAConfig(**base)
 
 
 def make_vla_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | None = None, **overrides: Any):
@@ -298,26 +217,15 @@ def vla_policy_from_config(
     """Normalizer (q01/q99, clipped, gripper mask) + prompt tokenizer + VLAPolicy (LM vocabulary sized here)."""
     from vlaforge.models.vla.policy import VLAPolicy
 
-    mask = np.ones(cfg.action_dim, dtype=bool)
-    for d in cfg.unnormalized_action_dims:
-        mask[d] = False
-    normalizer = Normalizer.from_dataset_stats(
-        stats, {STATE_KEY: cfg.state_norm, ACTION_KEY: cfg.action_norm}, masks={ACTION_KEY: mask}, clip=True
+    normalizer = recipe_normalizer(cfg, stats, clip=True)
+    reserved = [str(b) for b in range(cfg.n_bins)] if cfg.action_tokens == "integer" else []
+    # cfg.prompt: the variant's by default
+    tokenizer = prompt_tokenizer(
+        cfg, [cfg.prompt.format(instruction=t) for t in texts], tokenizer_dir, reserved=reserved
     )
-    tokenizer: PromptTokenizer
     if cfg.language == "words":
-        prompts = [cfg.prompt.format(instruction=t) for t in texts]  # cfg.prompt: the variant's by default
-        reserved = [str(b) for b in range(cfg.n_bins)] if cfg.action_tokens == "integer" else []
-        tokenizer = WordPromptTokenizer.build(prompts, reserved=reserved)
         vocab = tokenizer.vocab_size + (
             cfg.n_bins if cfg.variant != "oft" and cfg.action_tokens == "last" else 0
         )
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
-    else:
-        if tokenizer_dir is None:
-            raise ValueError(
-                f"recipe '{cfg.recipe}' uses its checkpoint's tokenizer: pass tokenizer_dir=DIR (a local "
-                "directory with tokenizer.json, e.g. the downloaded checkpoint)"
-            )
-        tokenizer = HFPromptTokenizer.from_file(tokenizer_dir)
     return VLAPolicy(cfg, normalizer, tokenizer)

@@ -11,17 +11,24 @@ tokens only, so padding changes nothing but the shapes.
   ``tokenizers`` library, without special tokens: the policy puts the BOS embedding (config
   ``bos_token_id``) before the image tokens, where prismatic / OpenVLA have it.
 
-Too-long prompts keep their *end*, because the end ("...?\\nOut:") is what the action tokens follow.
+Prompt budget: :func:`fit_prompts` encodes prompts into ``max_len`` tokens (``text_max_len``); a
+prompt that does not fit has its *instruction* shortened to the longest run of leading words that
+fits (``overflow="truncate"``) or is refused with a ValueError (``"error"``). The template's fixed
+parts ("In: What action should the robot take to ...?\\nOut:", π0-FAST's ", State: ...;") are never
+cut: the action tokens follow the prompt's end, and π0-FAST's state lives in it. (The tokenizers'
+own ``encode`` keeps a too-long row's *end*; :func:`fit_prompts` never lets it get that far.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
+from vlaforge.models.config import PROMPT_OVERFLOW
 from vlaforge.models.word_tokenizer import PAD, UNK, WordTokenizer, split_words
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -117,3 +124,82 @@ class HFPromptTokenizer:
 
     def save(self, directory: str | Path) -> None:
         self.tok.save(str(Path(directory) / TOKENIZER_FILE))
+
+
+# ---------------------------------------------------------------------- prompt budget
+@dataclass
+class FittedPrompts:
+    """Prompts encoded within a token budget.
+
+    ids, valid: (B, L) left-padded, exactly ``tokenizer.encode(prompts, L)`` of the fitted prompts;
+    truncated: (instruction, kept words) of each row whose instruction was shortened.
+    """
+
+    ids: torch.Tensor
+    valid: torch.Tensor
+    truncated: list[tuple[str, str]] = field(default_factory=list)
+
+
+def count_tokens(tokenizer: PromptTokenizer, text: str) -> int:
+    """How many ids `text` encodes to (no truncation: every token takes at least one UTF-8 byte)."""
+    _, valid = tokenizer.encode([text], len(text.encode()) + 1)
+    return int(valid.sum())
+
+
+def fit_prompts(
+    tokenizer: PromptTokenizer,
+    instructions: Sequence[str],
+    render: Callable[[int, str], str],
+    max_len: int,
+    overflow: str = "truncate",
+) -> FittedPrompts:
+    """Encode ``render(i, instructions[i])`` into (B, max_len) ids, shortening only the instruction.
+
+    render(i, instruction) -> row i's whole prompt (the template's fixed parts around the instruction;
+    π0-FAST's also hold row i's state). A prompt that does not fit: ``overflow="truncate"`` keeps the
+    instruction's longest run of leading (whitespace-separated) words that fits; ``"error"`` raises a
+    ValueError with the instruction's token count and the budget. Prompts that fit encode exactly as
+    ``tokenizer.encode(prompts, max_len)``; one encode call checks them all.
+    """
+    if overflow not in PROMPT_OVERFLOW:
+        raise ValueError(f"prompt_overflow={overflow!r}: choose one of {PROMPT_OVERFLOW}")
+    instructions = [str(t) for t in instructions]
+    prompts = [render(i, t) for i, t in enumerate(instructions)]
+    ids, valid = tokenizer.encode(prompts, max_len + 1)  # (B, L + 1): a real first slot = too long
+    too_long = valid[:, 0].tolist()
+    if not any(too_long):
+        return FittedPrompts(ids[:, 1:], valid[:, 1:])
+
+    def fits(text: str) -> bool:
+        return not bool(tokenizer.encode([text], max_len + 1)[1][0, 0])
+
+    truncated = []
+    for i in (i for i, over in enumerate(too_long) if over):
+        t = instructions[i]
+        n_fixed = count_tokens(tokenizer, render(i, ""))
+        n_instruction = count_tokens(tokenizer, prompts[i]) - n_fixed
+        room = max_len - n_fixed
+        if overflow == "error" or room < 0:
+            fix = (
+                "shorten the instruction, raise text_max_len, or set prompt_overflow='truncate'"
+                if room >= 0
+                else "raise text_max_len: the template alone does not fit"
+            )
+            raise ValueError(
+                f"instruction {t[:80]!r}{'...' if len(t) > 80 else ''} takes {n_instruction} prompt tokens but "
+                f"the prompt budget leaves it {max(room, 0)} (text_max_len={max_len}, of which the "
+                f"template's fixed parts take {n_fixed}); {fix}"
+            )
+        words = t.split()
+        lo, hi = 0, len(words)  # the longest fitting prefix of words: fits(lo) holds, fits(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(render(i, " ".join(words[:mid]))):
+                lo = mid
+            else:
+                hi = mid
+        kept = " ".join(words[:lo])
+        prompts[i] = render(i, kept)
+        truncated.append((t, kept))
+    ids, valid = tokenizer.encode(prompts, max_len)  # (B, L)
+    return FittedPrompts(ids, valid, truncated)
