@@ -1,11 +1,13 @@
 """`vlaforge bench`: how fast a policy acts, where the time goes, and which fast path helps.
 
     vlaforge bench --recipe octo-tiny,octo-small --roofline          # random weights, Meta-World inputs
+    vlaforge bench --recipe pi0-tiny,pi0-fast-tiny,openvla-tiny,openvla-oft-tiny,rt2-tiny
     vlaforge bench --recipe octo-small --head flow --paths all --runs 100
     vlaforge bench --checkpoint runs/octo-mt10 --device cuda
 
 For each model: parameters, FLOPs per chunk (one full predict, all sampling steps), the stage
-breakdown (tokenize / transformer / head / rest), chunk latency median and p90 over --runs calls,
+breakdown (Octo: tokenize / transformer / head / rest; π0: vision / backbone / expert steps; OpenVLA,
+RT-2, π0-FAST: vision / prefix / decode tokens; OFT: vision / pass / head), chunk latency median and p90 over --runs calls,
 control rate (chunk / latency), peak memory per call, and every fast path side by side with its
 actions checked against the plain path. Writes benchmarks/results/bench-<version>.json (or --out)
 and a PNG next to it. docs/performance.md explains the fast paths and the roofline multiple.
@@ -79,12 +81,13 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.bench import embodiment
     from vlaforge.bench.fastpaths import parse_paths
+    from vlaforge.bench.lm_stages import lm_family
     from vlaforge.bench.measure import cpu_flags
     from vlaforge.bench.report import SCHEMA, default_out_path, model_label, plot, render_tables, write_json
     from vlaforge.bench.roofline import measure_matmul_throughput
-    from vlaforge.bench.runner import bench_policy
+    from vlaforge.bench.runner import LM_HEADS, bench_policy
     from vlaforge.info import machine_info
-    from vlaforge.models.recipes import RECIPES
+    from vlaforge.models.recipes import all_recipe_names, is_vla_recipe
 
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit(
@@ -119,10 +122,11 @@ def _run(args: argparse.Namespace) -> int:
             ({"checkpoint": str(args.checkpoint)}, lambda: embodiment.load_checkpoint_policy(args.checkpoint))
         )
     else:
-        recipes = _split(args.recipe, sorted(RECIPES), "--recipe")
+        recipes = _split(args.recipe, all_recipe_names(), "--recipe")
         heads = _split(args.head, HEAD_NAMES, "--head") if args.head else ["diffusion"]
         for recipe in recipes:
-            for head in heads:
+            lm = is_vla_recipe(recipe)  # π0 / π0-FAST / OpenVLA / OFT / RT-2: one fixed action head each
+            for head in [None] if lm else heads:
                 models.append(
                     (
                         {"recipe": recipe, "checkpoint": None},
@@ -155,7 +159,9 @@ def _run(args: argparse.Namespace) -> int:
         except (ValueError, OSError) as e:
             raise SystemExit(f"vlaforge bench: {e}") from None
         name = label.get("recipe") or label["checkpoint"]
-        print(f"{name} ({policy.config.head}): {policy.num_parameters() / 1e6:.2f}M parameters, "
+        family = lm_family(policy)
+        head = LM_HEADS[family] if family else policy.config.head
+        print(f"{name} ({head}): {policy.num_parameters() / 1e6:.2f}M parameters, "
               f"paths {', '.join(paths)}", flush=True)  # fmt: skip
         record = bench_policy(
             policy,
@@ -167,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             log=lambda s: print(s, flush=True),
         )
-        results.append({**label, "recipe": policy.config.recipe, "head": policy.config.head, **record})
+        results.append({**label, "recipe": policy.config.recipe, **record})
         print(
             f"  {model_label(results[-1])}: {record['paths']['inference_mode']['median_ms']:.2f} ms median",
             flush=True,

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlaforge.bench.lm_stages import lm_family, lm_module
 from vlaforge.models.heads.samplers import DDIMSampler
+from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
 from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import get_recipe, make_policy
+from vlaforge.models.recipes import get_recipe, is_vla_recipe, make_policy
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
 
 CAMERAS = ("corner", "gripper")
@@ -48,12 +50,30 @@ def metaworld_embodiment(image_size: int = IMAGE_SIZE) -> SimpleNamespace:
             "q01": full(-1.0), "q99": full(1.0),
         }  # fmt: skip
 
-    return SimpleNamespace(
+    return SyntheticEmbodiment(
         features=features,
         stats={STATE_KEY: stats(0.3, STATE_DIM), ACTION_KEY: stats(0.5, ACTION_DIM)},
         fps=FPS,
         meta=SimpleNamespace(tasks=list(TASKS)),
     )
+
+
+class SyntheticEmbodiment(SimpleNamespace):
+    """The dataset stand-in. π0-FAST fits its action tokenizer (BPE over DCT coefficients) on action
+    chunks at build time, so items are smooth random trajectories ``{"action": (chunk, A)}``; `chunk`
+    is set to the recipe's horizon before building (`build_recipe_policy` does it)."""
+
+    chunk: int = 1
+    n_items: int = 64  # enough chunks for a BPE vocabulary; fitting stays well under a second
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(i)
+        t = np.linspace(0.0, 1.0, self.chunk)[:, None]  # (H, 1)
+        freq, phase = rng.uniform(0.5, 2.0, ACTION_DIM), rng.uniform(0, np.pi, ACTION_DIM)
+        return {ACTION_KEY: (0.5 * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)}  # (H, A)
 
 
 def build_recipe_policy(
@@ -66,6 +86,17 @@ def build_recipe_policy(
     """
     get_recipe(recipe)  # unknown name -> the list of recipes, before anything is built
     size = IMAGE_SIZE if image_size is None else image_size
+    if is_vla_recipe(recipe):  # π0 / π0-FAST / OpenVLA / OFT / RT-2: one fixed action head each
+        if head is not None:
+            raise ValueError(f"recipe '{recipe}' has its own action head; --head applies to the Octo recipes")
+        dataset = metaworld_embodiment(size)
+        if recipe in PI0_FAST_RECIPES:
+            dataset.chunk = pi0_fast_config_from_dataset(recipe, dataset).chunk
+        torch.manual_seed(seed)
+        try:
+            return make_policy(recipe, dataset).eval()
+        except ValueError as e:
+            raise ValueError(f"recipe '{recipe}' with image size {size}: {e}") from e
     overrides: dict[str, Any] = {"head": head}
     encoder_size = get_recipe(recipe).model.get("encoder_image_size")
     if image_size is not None and encoder_size is not None:
@@ -81,7 +112,7 @@ def build_recipe_policy(
 def load_checkpoint_policy(path: str | Path) -> Policy:
     """A trained policy (policy directory or run directory); mixtures are refused with the reason."""
     policy = Policy.load(path)
-    if policy.config.datasets:
+    if getattr(policy.config, "datasets", None):
         raise ValueError(
             f"{path}: this policy was trained on a mixture {policy.config.datasets}; vlaforge bench measures "
             "single-dataset policies (the stage breakdown and prefix cache do not handle per-sample statistics)"
@@ -106,15 +137,38 @@ def example_observations(policy: Policy, seed: int = 0, instruction: str = INSTR
 
 
 def parameter_counts(policy: Policy) -> dict[str, int]:
-    """Parameters per part: encoders (images, state, text, embeddings), transformer, head."""
+    """Parameters per part: encoders (images, state, text, embeddings), transformer, head.
+
+    LM policies: vision (tower + projector + FiLM), lm (the decoder LM; π0: LM + action expert), and
+    the rest (π0's action / state projections, OFT's action head, proprio projector).
+    """
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     total = policy.num_parameters()
+    family = lm_family(policy)
+    if family is not None:
+        vision = sum(n(m) for m in (getattr(policy, a, None) for a in ("vision_tower", "projector", "film"))
+                     if isinstance(m, torch.nn.Module))  # fmt: skip
+        lm = n(lm_module(policy, family))
+        return {"total": total, "vision": vision, "lm": lm, "other": total - vision - lm}
     transformer, head = n(policy.transformer), n(policy.head)
     return {"total": total, "encoders": total - transformer - head, "transformer": transformer, "head": head}
 
 
 def sampler_steps(policy: Policy, steps: int | None = None) -> tuple[str, int]:
-    """(description, network evaluations of the head per chunk), e.g. ("ddpm", 20), ("euler", 10)."""
+    """(description, network evaluations of the head per chunk), e.g. ("ddpm", 20), ("euler", 10).
+
+    LM policies: π0 ("euler", its integration steps), OFT ("one pass", 1), the token decoders
+    ("greedy", the most tokens a chunk can take: H*A action tokens, or π0-FAST's max_decode_tokens).
+    """
+    family = lm_family(policy)
+    if family == "pi0":
+        return "euler", steps or policy.config.steps
+    if family == "oft":
+        return "one pass", 1
+    if family == "vla":
+        return "greedy", policy.config.n_action_tokens
+    if family == "pi0-fast":
+        return "greedy (up to)", policy.config.max_decode_tokens
     head: Any = policy.head
     if head.name == "diffusion":
         if head.sampler == "ddpm" and (steps is None or steps == head.schedule.steps):

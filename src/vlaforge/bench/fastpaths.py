@@ -12,6 +12,16 @@ docs/performance.md says when each one is worth it.
                     (weights int8 ahead of time, activations quantized per call); CPU only
     prefix-cache    the task block's keys/values computed once per instruction (stages.StagedPredictor)
 
+The pretrained-LM policies (π0, π0-FAST, OpenVLA / RT-2, OFT; `lm_stages.lm_family`) run the same
+paths on their own `predict_batch`, each path changing one thing against the reference:
+
+    inference_mode  predict_batch(use_cache=False): the whole sequence recomputed at every Euler step /
+                    generated token (what the policies call their reference path)
+    bf16, int8      the same, under autocast / with the LM's nn.Linear layers quantized
+    prefix-cache    predict_batch(use_cache=True), the policies' default: prefix (+ state) into a KV
+                    cache once, then only the expert (π0) or one token (decoders) per step
+    compile         not applied (PathUnavailable, with the reason): see `_prepare_lm`
+
 A path that does not apply (int8 on CUDA) raises `PathUnavailable`; one that fails on this machine
 (torch.compile without a working C++ toolchain) raises whatever it raised: the caller reports both
 and carries on with the other paths.
@@ -25,11 +35,13 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from vlaforge.bench.lm_stages import LMStagedPredictor, lm_family, lm_predict_batch
 from vlaforge.bench.stages import StagedPredictor
 from vlaforge.models.policy import Policy
 from vlaforge.types import Observation
@@ -80,7 +92,9 @@ class PreparedPath:
     spec: FastPathSpec
     predict: PredictFn
     setup_s: float
-    staged: StagedPredictor | None = None  # set when the path runs staged (its breakdown comes free)
+    staged: StagedPredictor | LMStagedPredictor | None = (
+        None  # set when the path runs staged (its breakdown comes free)
+    )
     note: str = ""
 
 
@@ -167,6 +181,8 @@ def prepare_path(
     """
     if name not in PATHS:
         raise ValueError(f"unknown fast path {name!r}; choose from {list(PATHS)}")
+    if lm_family(policy) is not None:
+        return _prepare_lm(name, policy, observations, steps=steps, generator=generator)
     spec = PATHS[name]
     device = policy.device
     t0 = time.perf_counter()
@@ -195,6 +211,116 @@ def prepare_path(
             return staged.predict(obs, steps=steps, generator=gen)
 
     fn(observations, generator(-1))  # first call: compiles, fills caches; errors surface here
+    return PreparedPath(spec, fn, time.perf_counter() - t0, staged, note)
+
+
+def lm_plain(policy: Any, steps: int | None, *, use_cache: bool, bf16: bool = False) -> PredictFn:
+    """An LM policy's `predict_batch` with its KV-cache switch -> (actions (H, A), None)."""
+    device = policy.device
+
+    def run(obs: Sequence[Observation], gen: torch.Generator | None) -> tuple[np.ndarray, None]:
+        batch = policy.observations_to_batch(obs)
+        with autocast_context(device, bf16):
+            actions = lm_predict_batch(policy, batch, steps=steps, generator=gen, use_cache=use_cache)
+        return actions[0].float().cpu().numpy(), None  # (H, A)
+
+    return run
+
+
+class LMInt8Swap:
+    """int8 dynamic quantization of an LM policy's decoder nn.Linear layers (π0: LM + expert), swapped in
+    for the duration of a call.
+
+    Not a deep copy as for Octo: OFT's FiLM drives the vision tower through forward pre-hooks whose
+    closures point at the original FiLM module, so a deep-copied policy raises "condition(...) was not
+    called". The quantized layers are built once; `swapped()` puts them in place and restores the fp32
+    ones afterwards. `lm_head` stays fp32: the LM applies it as F.linear(h, lm_head.weight) (its
+    `output_weight`), which a packed quantized Linear does not have; the vision tower, projector and
+    action heads stay fp32 too (the policies cast their inputs to those modules' weight dtype).
+    """
+
+    def __init__(self, policy: Any):
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        from torch.ao.quantization import default_dynamic_qconfig
+
+        scope = "transformer." if lm_family(policy) == "pi0" else "lm."
+        self.swaps: list[tuple[nn.Module, str, nn.Module, nn.Module]] = []  # parent, attr, fp32, int8
+        modules = dict(policy.named_modules())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            for name, m in modules.items():
+                if type(m) is not nn.Linear or not name.startswith(scope) or name.endswith("lm_head"):
+                    continue
+                parent_name, _, attr = name.rpartition(".")
+                float_copy = copy.deepcopy(m)
+                float_copy.qconfig = default_dynamic_qconfig
+                self.swaps.append((modules[parent_name], attr, m, DynamicLinear.from_float(float_copy)))
+        if not self.swaps:
+            raise PathUnavailable(f"int8: no nn.Linear under '{scope}' to quantize")
+
+    @contextlib.contextmanager
+    def swapped(self) -> Any:
+        for parent, attr, _, q in self.swaps:
+            setattr(parent, attr, q)
+        try:
+            yield
+        finally:
+            for parent, attr, m, _ in self.swaps:
+                setattr(parent, attr, m)
+
+
+LM_COMPILE_REASON = (
+    "not applied to the LM policies: decoding / the KV cache change the sequence length every step, so "
+    "a static-shape compile recompiles per length and a dynamic one costs 30-60 s per model here; "
+    "the policies have no compiled decode step yet"
+)
+
+
+def _prepare_lm(
+    name: str,
+    policy: Any,
+    observations: Sequence[Observation],
+    *,
+    steps: int | None,
+    generator: Callable[[int], torch.Generator],
+) -> PreparedPath:
+    """`prepare_path` for the pretrained-LM policies (see the module docstring for what each path is)."""
+    spec = PATHS[name]
+    device = policy.device
+    t0 = time.perf_counter()
+    staged = None
+    note = ""
+    if name == "inference_mode":
+        fn = lm_plain(policy, steps, use_cache=False)
+        note = "predict_batch(use_cache=False): the policy's reference path"
+    elif name == "bf16":
+        fn = lm_plain(policy, steps, use_cache=False, bf16=True)
+        if device.type == "cpu" and not _cpu_has_native_bf16():
+            note = "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
+    elif name == "compile":
+        raise PathUnavailable(LM_COMPILE_REASON)
+    elif name == "int8":
+        if device.type != "cpu":
+            raise PathUnavailable(f"int8 dynamic quantization runs on CPU only (device is {device.type})")
+        int8 = LMInt8Swap(policy)
+        plain = lm_plain(policy, steps, use_cache=False)
+        note = f"{len(int8.swaps)} LM Linear layers int8 (lm_head, vision and heads fp32)"
+
+        def fn(obs: Sequence[Observation], gen: torch.Generator | None) -> tuple[np.ndarray, None]:
+            with int8.swapped():
+                return plain(obs, gen)
+    else:  # prefix-cache: the policy's own KV-cache switch, staged by hooks (its breakdown comes free)
+        lm_staged = LMStagedPredictor(policy, use_cache=True)
+        staged = lm_staged
+        note = "predict_batch(use_cache=True): the policy's default predict"
+
+        def fn(
+            obs: Sequence[Observation], gen: torch.Generator | None
+        ) -> tuple[np.ndarray, dict[str, float]]:
+            return lm_staged.predict(obs, steps=steps, generator=gen)
+
+    fn(observations, generator(-1))  # first call: errors surface here
     return PreparedPath(spec, fn, time.perf_counter() - t0, staged, note)
 
 

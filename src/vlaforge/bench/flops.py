@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vlaforge.bench.stages import StagedPredictor, StageTimer
+from vlaforge.bench.stages import STAGES, StagedPredictor, StageTimer
 from vlaforge.types import Observation
 
 _aten = torch.ops.aten
@@ -84,8 +84,8 @@ def format_flops(n: float) -> str:
 class _FlopMarks(StageTimer):
     """A stage timer that charges FLOPs instead of seconds: the counter's total since the last mark."""
 
-    def __init__(self, counter: FlopCounterMode, device: torch.device):
-        super().__init__(device)
+    def __init__(self, counter: FlopCounterMode, device: torch.device, stages: Sequence[str] = STAGES):
+        super().__init__(device, stages)
         self.counter = counter
         self._last_flops = 0
 
@@ -96,15 +96,18 @@ class _FlopMarks(StageTimer):
 
 
 def count_stage_flops(
-    staged: StagedPredictor,
+    staged: StagedPredictor | Any,
     observations: Sequence[Observation],
     *,
     steps: int | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, int]:
-    """FLOPs per stage (tokenize, transformer, head, rest) and "total" of one `StagedPredictor.predict`."""
+    """FLOPs per stage (tokenize, transformer, head, rest) and "total" of one `StagedPredictor.predict`.
+
+    staged: also an `lm_stages.LMStagedPredictor` (its own stage names, e.g. vision / prefix / decode).
+    """
     counter = FlopCounterMode(display=False, depth=None, custom_mapping=EXTRA_FORMULAS)
-    marks = _FlopMarks(counter, staged.policy.device)
+    marks = _FlopMarks(counter, staged.policy.device, getattr(staged, "stages", STAGES))
     with counter:
         staged.predict(observations, steps=steps, generator=generator, timer=marks)
     return {k: int(v) for k, v in marks.total().items()}

@@ -89,7 +89,7 @@ def render_tables(report: dict[str, Any]) -> str:
         "transformer / head |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for res in report["results"]:
+    for res in [r for r in report["results"] if r.get("family", "octo") == "octo"]:
         fl = res["flops"]["by_stage"]
         flops = " / ".join(format_flops(fl[s]) for s in ("tokenize", "transformer", "head"))
         rows = [(BASELINE, res["breakdown_ms"])]
@@ -104,7 +104,31 @@ def render_tables(report: dict[str, Any]) -> str:
                 + f" | {res['head_steps']} ({res['sampler']}) | {per_step:.2f} | {b['rest']:.2f} | {b['total']:.2f} "
                 f"| {flops if name == BASELINE else ''} |"
             )
+    lm = [r for r in report["results"] if r.get("family", "octo") != "octo"]
+    if lm:
+        lines += ["", *render_lm_stages(lm)]
     return "\n".join(lines)
+
+
+def render_lm_stages(results: list[dict[str, Any]]) -> list[str]:
+    """The pretrained-LM policies' breakdown: their default predict (KV cache on), timed by hooks."""
+    lines = [
+        "LM policies, stage breakdown of the default predict (KV cache on; median ms; forward hooks on the "
+        "policy's own modules, calls in brackets; per step = the stepped stage / its calls):",
+        "",
+        "| model | stage 1 | stage 2 | stage 3 | rest | total | per step | FLOPs by stage |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
+    for res in results:
+        b, calls, fl = res["breakdown_ms"], res["breakdown_ms"].get("calls", {}), res["flops"]["by_stage"]
+        named = [s for s in res["stages"] if s != "rest"]
+        cells = [f"{s} {b[s]:.2f}" + (f" ({calls[s]})" if s in calls else "") for s in named]
+        flops = " / ".join(f"{s} {format_flops(fl[s])}" for s in named)
+        lines.append(
+            f"| {model_label(res)} | " + " | ".join(cells)
+            + f" | {b['rest']:.2f} | {b['total']:.2f} | {b.get('per_step', 0):.2f} | {flops} |"
+        )  # fmt: skip
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> Path | None:
@@ -142,13 +166,15 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
         ax1.set_yscale("log")
     ax1.legend(fontsize=8)
     bottom = [0.0] * len(results)
-    for stage in STAGES:
-        vals = [r["breakdown_ms"][stage] for r in results]
+    # Each family has its own stage names: one bar segment per name that any model has (0 elsewhere).
+    all_stages = list(dict.fromkeys(s for r in results for s in r.get("stages", STAGES)))
+    for stage in all_stages:
+        vals = [r["breakdown_ms"].get(stage, 0.0) for r in results]
         ax2.bar(range(len(results)), vals, 0.6, bottom=bottom, label=stage)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax2.set_xticks(range(len(results)), labels, rotation=15)
     ax2.set_ylabel("ms (median per stage)")
-    ax2.set_title("inference_mode: where the time goes")
+    ax2.set_title("where the time goes (LM policies: default predict)")
     ax2.legend(fontsize=8)
     fig.suptitle(
         f"vlaforge bench {report['vlaforge']} — {report['machine'].get('cpu')}, {report['threads']} thr"

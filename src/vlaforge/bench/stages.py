@@ -49,9 +49,9 @@ class StageTimer:
     whichever later stage happens to wait for them.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, stages: Sequence[str] = STAGES):
         self.cuda = device.type == "cuda"
-        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.seconds = dict.fromkeys(stages, 0.0)
         self._last = time.perf_counter()
 
     def mark(self, stage: str) -> None:

@@ -18,6 +18,7 @@ def run_training(
     model_overrides: dict | None = None,
     finetune: dict | None = None,
     weights: list[float] | None = None,
+    cotrain: dict | None = None,
     progress: bool = True,
 ):
     """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult).
@@ -26,6 +27,8 @@ def run_training(
     With init_from the architecture comes from the checkpoint and the embodiment from `data`.
     data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
     with `weights`; state/action padded to the largest, statistics kept per dataset).
+    cotrain: {"vl": VL_DIR, "robot_fraction": f}: RT-2 co-training of a VLA token recipe with a
+    vision-language directory (`vlaforge.models.vla.cotrain`); one robot dataset, no --init-from.
     """
     from vlaforge.data import Dataset, MixtureDataset
     from vlaforge.models.recipes import get_recipe, make_mixture_policy, make_policy
@@ -41,7 +44,16 @@ def run_training(
     mixture = len(roots) > 1 or weights is not None
     if mixture and ft.get("init_from"):
         raise SystemExit("--init-from with several --data is not supported yet")
-    if mixture:
+    if cotrain:
+        _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
+        from vlaforge.data.vision_language import VisionLanguageDataset
+        from vlaforge.models.vla.cotrain import make_cotraining_policy
+
+        overrides = {k: v for k, v in model_kw.items() if v is not None}
+        policy = make_cotraining_policy(
+            recipe, Dataset(roots[0]), VisionLanguageDataset(cotrain["vl"]), **overrides
+        )
+    elif mixture:
         probe = MixtureDataset({n: Dataset(r_) for n, r_ in zip(names, roots)}, mix_weights, seed=cfg.seed)
         policy = make_mixture_policy(recipe, probe, **model_kw)
     elif ft.get("init_from"):
@@ -57,12 +69,20 @@ def run_training(
     apply_finetune_setup(policy, ft)
     c = policy.config
     dataset = _training_data(roots, names, mix_weights, c.history, c.chunk, cfg, progress)
+    if cotrain:
+        cotrain = {
+            "vl": str(Path(cotrain["vl"]).resolve()),
+            "robot_fraction": float(cotrain["robot_fraction"]),
+        }
+        dataset = _cotraining_data(policy, dataset, cotrain, cfg.seed)
     if progress:
         n = policy.num_parameters()
         print(
             f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params"
         )
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
+        if cotrain:
+            print(f"co-training: {dataset!r}")
         if ft.get("freeze") or ft.get("lora"):
             print(parameter_table(policy))
     info = {
@@ -72,6 +92,8 @@ def run_training(
         "weights": mix_weights,
         "finetune": ft,
     }
+    if cotrain:
+        info["cotrain"] = cotrain
     return policy, train(policy, dataset, cfg, out, progress=progress, run_info=info)
 
 
@@ -108,6 +130,9 @@ def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None,
         "weights": saved.get("weights"),
         "finetune": saved.get("finetune", {}),
     }
+    if saved.get("cotrain"):
+        info["cotrain"] = saved["cotrain"]
+        dataset = _cotraining_data(policy, dataset, saved["cotrain"], cfg.seed)
     return policy, train(policy, dataset, cfg, run_dir, progress=progress, resume=True, run_info=info)
 
 
@@ -123,6 +148,30 @@ def parse_data(data: str | Path, weights: list[float] | None) -> tuple[list[str]
     if weights is not None and len(weights) != len(roots):
         raise SystemExit(f"--weights has {len(weights)} values for {len(roots)} datasets")
     return roots, names, (dict(zip(names, weights)) if weights is not None else None)
+
+
+def _check_cotrain(recipe: str, mixture: bool, ft: dict, robot_fraction: float) -> None:
+    from vlaforge.models.vla.recipes import VLA_RECIPES
+
+    if not 0.0 < robot_fraction < 1.0:
+        raise SystemExit(f"--robot-fraction {robot_fraction}: must be in (0, 1), e.g. 0.66 (RT-2)")
+    token_recipes = [n for n, r in VLA_RECIPES.items() if r.model.get("variant") != "oft"]
+    if recipe not in token_recipes:
+        raise SystemExit(
+            f"--cotrain-vl mixes vision-language batches into a VLA recipe with an LM loss "
+            f"({', '.join(token_recipes)}); '{recipe}' is not one"
+        )
+    if mixture:
+        raise SystemExit("--cotrain-vl takes one robot --data (the VLA recipes do not train on mixtures)")
+    if ft.get("init_from"):
+        raise SystemExit("--cotrain-vl with --init-from is not supported yet")
+
+
+def _cotraining_data(policy, robot, cotrain: dict, seed: int):
+    """The robot dataset with the vision-language records mixed in (`vla.cotrain.CoTrainingDataset`)."""
+    from vlaforge.models.vla.cotrain import cotraining_dataset_for
+
+    return cotraining_dataset_for(policy, robot, cotrain["vl"], cotrain["robot_fraction"], seed)
 
 
 def _training_data(roots, names, weights, history: int, chunk: int, cfg, progress: bool):
@@ -205,11 +254,21 @@ def _run(args: argparse.Namespace) -> int:
         model_overrides=model_kw,
         finetune=finetune,
         weights=[float(x) for x in args.weights.split(",")] if args.weights else None,
+        cotrain=_cotrain_arg(args),
         progress=main,
     )
     if main:
         _print_result(res)
     return 0
+
+
+def _cotrain_arg(args: argparse.Namespace) -> dict | None:
+    if args.cotrain_vl is None:
+        if args.robot_fraction is not None:
+            raise SystemExit("--robot-fraction sets the co-training mixture: give --cotrain-vl VL_DIR too")
+        return None
+    fraction = 0.5 if args.robot_fraction is None else args.robot_fraction
+    return {"vl": args.cotrain_vl, "robot_fraction": fraction}
 
 
 def _print_result(res) -> None:
@@ -278,6 +337,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--eval-every", type=int, default=None, help="run simulator episodes every N steps")
     ev.add_argument("--eval-tasks", default=None, help="e.g. mt10 or reach,drawer-close")
     ev.add_argument("--eval-episodes", type=int, default=None, help="episodes per task (fixed eval seeds)")
+    co = p.add_argument_group("co-training (RT-2; VLA token recipes)")
+    co.add_argument(
+        "--cotrain-vl",
+        metavar="VL_DIR",
+        default=None,
+        help="vision-language directory (vl.jsonl + images) mixed into the robot batches",
+    )
+    co.add_argument(
+        "--robot-fraction",
+        type=float,
+        default=None,
+        help="share of robot samples in the co-training mixture, in (0, 1); default 0.5 (RT-2: ~0.5-0.66)",
+    )
     ft = p.add_argument_group("fine-tuning")
     ft.add_argument("--init-from", metavar="CKPT", help="start from a trained policy (run dir or policy dir)")
     ft.add_argument(

@@ -19,6 +19,11 @@ Sequence for one sample (N image tokens per camera, L prompt tokens left-padded,
   projected token after the image tokens, and FiLM conditions the vision towers on the mean prompt
   embedding.
 
+* **co-training (RT-2)**: rows of a batch with ``is_vl`` True (from ``vla.cotrain.CoTrainingDataset``)
+  are vision-language samples: ``[ image | prompt (as written) | target text ]``, next-token
+  cross-entropy on the target tokens (`_vl_loss`); the other rows train on action tokens as above. Both
+  go through the same teacher-forced pass and prefix-LM mask (`_teacher_forced_logits`).
+
 Positions count real tokens only (``cumsum(valid) - 1``), so prompt padding changes nothing.
 Actions are normalized with q01/q99 (clipped to [-1, 1], gripper dimensions left unnormalized).
 Checkpoints are ``config.json`` (``policy_class: "vla"``, config, normalization, tokenizer) +
@@ -46,6 +51,7 @@ from vlaforge.models.policy_base import LMPolicyMethods, hf_vision_config, on_me
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
 from vlaforge.models.vla.action_tokenizer import ActionTokenizer
 from vlaforge.models.vla.config import VLAConfig
+from vlaforge.models.vla.cotrain import IS_VL_KEY, VL_TARGET_KEY, select_rows
 from vlaforge.models.vla.film import FiLM
 from vlaforge.models.vla.text import PromptTokenizer
 from vlaforge.transforms.normalize import Normalizer
@@ -166,15 +172,24 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
             tokens.append(self.projector(feats.to(p.dtype)))  # (B, N, D)
         return torch.cat(tokens, dim=1)  # (B, C*N, D)
 
-    def _prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> prefix embeddings (B, P, D), valid (B, P)."""
+    def _prefix(
+        self, batch: dict[str, Any], *, raw_prompt: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> prefix embeddings (B, P, D), valid (B, P).
+
+        raw_prompt: ``batch["task"]`` is the whole prompt as written (co-training's vision-language
+        rows), not an instruction to clean and put into the recipe's action template.
+        """
         c = self.config
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
         B = len(texts)
-        ids, text_valid = self.encode_prompts(  # (B, L), (B, L): the instruction cut to the budget
-            [self.clean_instruction(t) for t in texts], lambda _, t: c.prompt.format(instruction=t)
-        )
+        if raw_prompt:
+            ids, text_valid = self.encode_prompts(texts, lambda _, t: t)  # (B, L), (B, L)
+        else:
+            ids, text_valid = self.encode_prompts(  # (B, L), (B, L): the instruction cut to the budget
+                [self.clean_instruction(t) for t in texts], lambda _, t: c.prompt.format(instruction=t)
+            )
         text = self.lm.embed(ids)  # (B, L, D)
         if self.film is not None:
             w = text_valid.unsqueeze(-1).to(text.dtype)  # (B, L, 1)
@@ -219,10 +234,42 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         return actions, keep
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Action-token CE (openvla / rt2) or L1 (oft) on robot rows; with co-training (rows whose
+        ``batch["is_vl"]`` is True, see `vla.cotrain`) next-token CE on those rows' ``vl_target`` text.
+
+        A mixed batch is split into its robot and VL rows (their target lengths differ) and the two
+        losses are averaged weighted by their row counts, so every row counts the same as without
+        co-training. Metrics: the robot metrics as before, plus ``robot_loss``, ``vl_loss``,
+        ``vl_accuracy`` and ``vl_fraction`` when the batch comes from a co-training dataset.
+        """
+        is_vl = batch.get(IS_VL_KEY)
+        if is_vl is None:
+            return self._robot_loss(batch)
+        vl = torch.as_tensor(is_vl).bool().reshape(-1).cpu()  # (B,)
+        B, n_vl = vl.numel(), int(vl.sum())
+        if n_vl and self.config.variant == "oft":
+            raise ValueError(
+                "vision-language co-training needs an LM loss; the OFT variant regresses actions with L1"
+            )
+        parts: list[tuple[torch.Tensor, int]] = []
+        metrics: dict[str, float] = {"vl_fraction": n_vl / B}
+        if n_vl < B:
+            robot_loss, robot_metrics = self._robot_loss(select_rows(batch, ~vl))
+            parts.append((robot_loss, B - n_vl))
+            metrics.update(robot_metrics, robot_loss=robot_metrics["loss"])
+        if n_vl:
+            vl_loss, vl_metrics = self._vl_loss(select_rows(batch, vl))
+            parts.append((vl_loss, n_vl))
+            metrics.update(vl_metrics)
+        loss = sum(part * n for part, n in parts) / B
+        assert isinstance(loss, torch.Tensor)
+        metrics["loss"] = float(loss.detach())
+        return loss, metrics
+
+    def _robot_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         actions, keep = self._targets(batch)  # (B, H, A), (B, H)
         B, H, A = actions.shape
         prefix, valid = self._prefix(batch)  # (B, P, D), (B, P)
-        P = prefix.shape[1]
         if self.config.variant == "oft":
             pred = self._oft_actions(prefix, valid)  # (B, H, A)
             mask = None if keep is None else keep.unsqueeze(-1).expand(B, H, A)
@@ -232,17 +279,7 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         at = self.action_tokenizer
         assert at is not None
         targets = at.encode(actions).reshape(B, H * A)  # (B, HA) token ids
-        inp = self.lm.embed(targets[:, :-1])  # (B, HA - 1, D): teacher forcing
-        x = torch.cat([prefix, inp], dim=1)  # (B, P + HA - 1, D)
-        valid_all = torch.cat([valid, torch.ones(B, H * A - 1, dtype=torch.bool, device=self.device)], dim=1)
-        mask = self._mask(valid_all, P, H * A - 1, action_causal=True)
-        out = self.lm(
-            inputs_embeds=x, attention_mask=mask, position_ids=self._positions(valid_all), logits="none"
-        )
-        h = out.hidden_states[
-            :, P - 1 : P - 1 + H * A
-        ]  # (B, HA, D): the positions that predict each action token
-        logits = self.lm.compute_logits(h).float()  # (B, HA, V)
+        logits = self._teacher_forced_logits(prefix, valid, targets)  # (B, HA, V)
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, HA)
         weight = None if keep is None else keep.unsqueeze(-1).expand(B, H, A).reshape(B, H * A)
         loss = masked_mean(ce, weight)
@@ -252,6 +289,64 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
             acc = masked_mean((logits.argmax(-1) == targets).float(), weight)
             l1 = masked_mean((at.decode(best).values - at.decode(targets).values).abs(), weight)
         return loss, {"loss": float(loss.detach()), "accuracy": float(acc), "action_l1": float(l1)}
+
+    def _vl_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Next-token CE on the target text after [image | prompt] (RT-2's VQA / captioning rows)."""
+        targets, target_valid = self._text_targets(batch[VL_TARGET_KEY])  # (B, T), (B, T)
+        prefix, valid = self._prefix(batch, raw_prompt=True)  # (B, P, D), (B, P)
+        logits = self._teacher_forced_logits(prefix, valid, targets, target_valid)  # (B, T, V)
+        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+        weight = target_valid.float()  # (B, T)
+        loss = masked_mean(ce, weight)
+        with torch.no_grad():
+            acc = masked_mean((logits.argmax(-1) == targets).float(), weight)
+        return loss, {"vl_loss": float(loss.detach()), "vl_accuracy": float(acc)}
+
+    def _text_targets(self, texts: Sequence[str] | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target texts -> RIGHT-padded ids (B, T) and valid (B, T); each cut to its first ``text_max_len``
+        tokens (the budget that bounds the prompt bounds the answer too)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rows = []
+        for t in texts:
+            ids, ok = self.tokenizer.encode([t], len(t.encode()) + 1)  # (1, n+1): every token fits
+            row = ids[0][ok[0]][: self.config.text_max_len]
+            if row.numel() == 0:
+                raise ValueError(f"vision-language target {t!r} encodes to no tokens")
+            rows.append(row)
+        T = max(r.numel() for r in rows)
+        out = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T)
+        out_valid = torch.zeros(len(rows), T, dtype=torch.bool)  # (B, T)
+        for i, r in enumerate(rows):
+            out[i, : r.numel()], out_valid[i, : r.numel()] = r, True
+        return out.to(self.device), out_valid.to(self.device)
+
+    def _teacher_forced_logits(
+        self,
+        prefix: torch.Tensor,
+        valid: torch.Tensor,
+        targets: torch.Tensor,
+        target_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) predicting each of `targets` (B, T) from the prefix (B, P, D) and the targets
+        before it (teacher forcing: the input holds the first T - 1). The prefix attends per
+        ``prefix_attention``, the targets causally; target_valid (B, T) masks right padding (None: all
+        real). Shared by the action tokens and co-training's text targets."""
+        B, P = valid.shape
+        T = targets.shape[1]
+        inp = self.lm.embed(targets[:, :-1])  # (B, T - 1, D)
+        x = torch.cat([prefix, inp], dim=1)  # (B, P + T - 1, D)
+        tail = (
+            torch.ones(B, T - 1, dtype=torch.bool, device=self.device)
+            if target_valid is None
+            else target_valid[:, :-1]
+        )
+        valid_all = torch.cat([valid, tail], dim=1)  # (B, P + T - 1)
+        mask = self._mask(valid_all, P, T - 1, action_causal=True)
+        out = self.lm(
+            inputs_embeds=x, attention_mask=mask, position_ids=self._positions(valid_all), logits="none"
+        )
+        h = out.hidden_states[:, P - 1 : P - 1 + T]  # (B, T, D): the positions that predict each target
+        return self.lm.compute_logits(h).float()  # (B, T, V)
 
     def _oft_actions(self, prefix: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """One LM pass with H*A zero placeholder tokens -> normalized actions (B, H, A)."""
