@@ -1,6 +1,6 @@
 """Plots of the MT10 per-head table in results/mt10.json (written by bench_mt10.py).
 
-    python benchmarks/plot_mt10.py            # -> results/mt10_heads.png, results/mt10_curves.png
+    python benchmarks/plot_mt10.py [--markdown]   # -> results/mt10_heads.png, results/mt10_curves.png
 
 mt10_heads.png: mean success per head (and per language/instruction variant) with 95 % Wilson
 intervals, and per-task success grouped by head. mt10_curves.png: the training loss of each head
@@ -71,14 +71,35 @@ def plot_curves(heads: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def markdown_table(heads: dict) -> str:
+    """Per-task success of every row in mt10.json as one markdown table (rows: tasks, columns: heads)."""
+    keys = list(heads)
+    tasks = list(heads[keys[0]]["per_task"])
+    lines = ["| task | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for t in tasks:
+        cells = [f"{heads[k]['per_task'][t]['success']:.0%}" for k in keys]
+        lines.append(f"| {t.removesuffix('-v3')} | " + " | ".join(cells) + " |")
+    means = []
+    for k in keys:
+        o = heads[k]["overall"]
+        means.append(f"**{o['mean_success']:.1%}** ({o['wilson_lo']:.1%}–{o['wilson_hi']:.1%})")
+    lines.append("| **mean (95 % Wilson)** | " + " | ".join(means) + " |")
+    steps = [f"{heads[k]['train_steps']} / {heads[k]['train_minutes']} min" for k in keys]
+    lines.append("| training steps / wall | " + " | ".join(steps) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(RESULTS / "mt10.json"))
+    p.add_argument("--markdown", action="store_true", help="also print the per-task table as markdown")
     args = p.parse_args()
     heads = json.loads(Path(args.results).read_text())["heads"]
     plot_heads(heads, RESULTS / "mt10_heads.png")
     plot_curves(heads, RESULTS / "mt10_curves.png")
     print(f"wrote {RESULTS / 'mt10_heads.png'} and {RESULTS / 'mt10_curves.png'}")
+    if args.markdown:
+        print(markdown_table(heads))
 
 
 if __name__ == "__main__":
