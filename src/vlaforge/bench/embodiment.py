@@ -19,6 +19,7 @@ import torch
 from vlaforge.bench.lm_stages import lm_family, lm_module
 from vlaforge.models.heads.samplers import DDIMSampler
 from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
+from vlaforge.models.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
 from vlaforge.models.policy import Policy
 from vlaforge.models.recipes import get_recipe, is_vla_recipe, make_policy
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
@@ -90,8 +91,10 @@ def build_recipe_policy(
         if head is not None:
             raise ValueError(f"recipe '{recipe}' has its own action head; --head applies to the Octo recipes")
         dataset = metaworld_embodiment(size)
-        if recipe in PI0_FAST_RECIPES:
+        if recipe in PI0_FAST_RECIPES:  # these fit a FAST tokenizer on (chunk, A) action chunks
             dataset.chunk = pi0_fast_config_from_dataset(recipe, dataset).chunk
+        elif recipe in PI05_RECIPES:
+            dataset.chunk = pi05_config_from_dataset(recipe, dataset).chunk
         torch.manual_seed(seed)
         try:
             return make_policy(recipe, dataset).eval()

@@ -1,4 +1,5 @@
-"""`vlaforge dataset info PATH` and `vlaforge dataset convert SRC DST --to v2.1|v3.0`."""
+"""`vlaforge dataset info PATH`, `vlaforge dataset convert SRC DST --to v2.1|v3.0` and
+`vlaforge dataset add-subtasks PATH` (per-frame subtask labels for a Meta-World recording)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,30 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_subtasks(args: argparse.Namespace) -> int:
+    from vlaforge.data.errors import DatasetError
+    from vlaforge.data.subtasks import add_subtasks
+
+    try:
+        report = add_subtasks(
+            args.path,
+            source="columns" if args.from_columns else "auto",
+            task=args.task,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.table())
+    if report.fallbacks:
+        print(f"\n{len(report.fallbacks)} episode(s) labelled from the stored columns:", file=sys.stderr)
+        for line in report.fallbacks[:5]:
+            print(f"  {line}", file=sys.stderr)
+    print(f"\nwrote subtask labels to {report.root}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("dataset", help="inspect and convert LeRobot-format datasets (v3.0, v2.1)")
     dsub = parser.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
@@ -68,3 +93,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("--codec", choices=["h264", "av1"], default=None, help="codec when re-encoding")
     convert.set_defaults(func=_convert)
+
+    subtasks = dsub.add_parser(
+        "add-subtasks",
+        help="label every frame of a Meta-World recording with its subtask (reach / grasp / act phase)",
+        description="Derive per-frame subtask texts ('reach the puck', 'grasp the puck', 'push the puck to the "
+        "goal') from the scripted expert's phases and store them in the dataset (subtask_index column + "
+        "meta/subtasks.parquet), atomically. Episodes are replayed in the simulator from the seeds in "
+        "<PATH>.record_summary.json when possible (true object positions), else labelled from the stored "
+        "state and action.",
+    )
+    subtasks.add_argument("path", help="dataset root (a `vlaforge record` output)")
+    subtasks.add_argument(
+        "--from-columns", action="store_true", help="do not replay: use the stored state and action only"
+    )
+    subtasks.add_argument(
+        "--task",
+        default=None,
+        help="Meta-World task of every episode (default: from the summary/instructions)",
+    )
+    subtasks.add_argument("--overwrite", action="store_true", help="relabel a dataset that has labels")
+    subtasks.add_argument("--quiet", action="store_true", help="no progress bar")
+    subtasks.set_defaults(func=_add_subtasks)

@@ -15,7 +15,7 @@ import numpy as np
 
 from vlaforge.data.dataset import Dataset
 from vlaforge.data.errors import DatasetError
-from vlaforge.data.format import DEFAULT_FEATURES, SUPPORTED_VERSIONS, VIDEO_CODECS
+from vlaforge.data.format import DEFAULT_FEATURES, SUBTASK_INDEX, SUPPORTED_VERSIONS, VIDEO_CODECS
 from vlaforge.data.meta import DatasetMeta, load_meta
 from vlaforge.data.video import probe
 from vlaforge.data.writer import DatasetWriter, VideoSegment
@@ -82,7 +82,8 @@ def convert_dataset(
 
     decode = [k for k in meta.camera_keys if k not in copy_keys]
     ds = Dataset(src, cameras=decode)
-    features = {k: s for k, s in meta.features.items() if k not in DEFAULT_FEATURES}
+    # subtask_index is written by the writer itself from the per-frame subtask texts.
+    features = {k: s for k, s in meta.features.items() if k not in DEFAULT_FEATURES and k != SUBTASK_INDEX}
     writer = DatasetWriter(
         dst,
         fps=info["fps"],
@@ -94,6 +95,7 @@ def convert_dataset(
         chunks_size=int(info.get("chunks_size") or 1000),
         data_files_size_in_mb=info.get("data_files_size_in_mb", 100),
         video_files_size_in_mb=info.get("video_files_size_in_mb", 500),
+        subtasks=meta.subtasks is not None,
     )
     with writer:
         for e, ep in enumerate(meta.episodes):
@@ -108,6 +110,6 @@ def convert_dataset(
                 k: VideoSegment(meta.video_file(ep, k), meta.video_start(ep, k), ep.length, copy_codec[k])
                 for k in copy_keys
             }
-            writer.add_encoded_episode(frames, data["task"], videos, ep.stats)
+            writer.add_encoded_episode(frames, data["task"], videos, ep.stats, subtasks=data.get("subtasks"))
         writer.finalize(stats=meta.stats or None)
     return dst

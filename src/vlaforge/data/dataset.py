@@ -9,6 +9,7 @@
     item["observation.state_is_pad"]          # bool (T,) True where t-k ran before the episode start
     item["task"], item["index"], item["episode_index"], item["frame_index"], item["task_index"],
     item["timestamp"]
+    item["subtask"], item["subtask_index"]    # only in datasets with subtask labels (str at t, int64 ())
 
 Windows: keys starting with "action" use the chunk window t..t+H-1, observation keys (images
 and "observation.*") the history window t-T+1..t; other features are read at t only. Pad masks
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from vlaforge.data.errors import DatasetError, DatasetIndexError
-from vlaforge.data.format import DEFAULT_FEATURES, is_visual
+from vlaforge.data.format import DEFAULT_FEATURES, SUBTASK_INDEX, is_visual
 from vlaforge.data.meta import DatasetMeta, EpisodeRecord, load_meta
 from vlaforge.data.sampler import WindowSampler
 from vlaforge.data.tabular import decode_png, from_arrow, read_parquet
@@ -125,6 +126,11 @@ class Dataset(torch.utils.data.Dataset):
         return len(self.meta.episodes)
 
     @property
+    def has_subtasks(self) -> bool:
+        """Whether frames carry subtask labels (items then have "subtask" and "subtask_index")."""
+        return self.meta.subtasks is not None
+
+    @property
     def num_frames(self) -> int:
         return self.meta.total_frames
 
@@ -214,6 +220,14 @@ class Dataset(torch.utils.data.Dataset):
             raise DatasetError(
                 f"{self.root}: task_index values must be in 0..{n_tasks - 1}, found {task_index.max()}"
             )
+        if self.meta.subtasks is not None:
+            n_sub = len(self.meta.subtasks)
+            sub = out[SUBTASK_INDEX].reshape(-1)
+            if sub.size and (sub.min() < 0 or sub.max() >= n_sub):
+                bad = int(sub.min()) if sub.min() < 0 else int(sub.max())
+                raise DatasetError(
+                    f"{self.root}: {SUBTASK_INDEX} values must be in 0..{n_sub - 1} (the subtask list), found {bad}"
+                )
         return out
 
     # ------------------------------------------------------------------------------------- frames
@@ -259,7 +273,7 @@ class Dataset(torch.utils.data.Dataset):
             item[key] = torch.from_numpy(frames if self.history > 1 else frames[0])
             item[f"{key}_is_pad"] = torch.from_numpy(obs_pad)
         for key, col in self._columns.items():
-            if key in DEFAULT_FEATURES or key in self._cameras:
+            if key in DEFAULT_FEATURES or key in self._cameras or key == SUBTASK_INDEX:
                 continue
             if col.dtype == object:  # strings are read at t only
                 item[key] = col[i, 0]
@@ -280,10 +294,17 @@ class Dataset(torch.utils.data.Dataset):
         for key in ("index", "episode_index", "frame_index"):
             item[key] = torch.tensor(int(self._columns[key][i, 0]))
         item["timestamp"] = torch.tensor(float(self._columns["timestamp"][i, 0]), dtype=torch.float32)
+        if self.meta.subtasks is not None:  # the subtask at t, like the task (default_collate: list[str])
+            subtask_index = int(self._columns[SUBTASK_INDEX][i, 0])
+            item["subtask"] = self.meta.subtasks[subtask_index]
+            item["subtask_index"] = torch.tensor(subtask_index)
         return item
 
     def episode(self, e: int) -> dict[str, Any]:
-        """Whole episode `e` as numpy arrays (L, ...) plus its task string; images uint8 (L, H, W, 3)."""
+        """Whole episode `e` as numpy arrays (L, ...) plus its task string; images uint8 (L, H, W, 3).
+
+        Labelled datasets add "subtask_index" (L,) and "subtasks", the per-frame texts (list of L str).
+        """
         try:
             e = operator.index(e)
         except TypeError as err:
@@ -299,10 +320,12 @@ class Dataset(torch.utils.data.Dataset):
             if key in self._cameras:
                 continue
             value = col[ep.dataset_from_index : ep.dataset_to_index]
-            out[key] = value.reshape(-1) if key in DEFAULT_FEATURES else value
+            out[key] = value.reshape(-1) if key in DEFAULT_FEATURES or key == SUBTASK_INDEX else value
         for key in self._cameras:
             out[key] = self._frames(key, e, rows)
         out["task"] = self.meta.tasks[int(out["task_index"][0])]
+        if self.meta.subtasks is not None:
+            out["subtasks"] = [self.meta.subtasks[int(k)] for k in out[SUBTASK_INDEX]]
         return out
 
     def verify(self) -> int:

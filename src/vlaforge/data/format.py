@@ -35,6 +35,8 @@ STATS_PATH = "meta/stats.json"
 
 # v3.0
 TASKS_PARQUET_PATH = "meta/tasks.parquet"
+# optional: subtask_index -> text, LeRobot's DEFAULT_SUBTASKS_PATH (see SUBTASK_INDEX)
+SUBTASKS_PARQUET_PATH = "meta/subtasks.parquet"
 EPISODES_DIR = "meta/episodes"
 CHUNK_FILE_PATTERN = "chunk-{chunk_index:03d}/file-{file_index:03d}"
 V30_DATA_PATH = "data/" + CHUNK_FILE_PATTERN + ".parquet"
@@ -45,6 +47,7 @@ V30_EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE_PATTERN + ".parquet"
 EPISODES_JSONL_PATH = "meta/episodes.jsonl"
 EPISODES_STATS_JSONL_PATH = "meta/episodes_stats.jsonl"
 TASKS_JSONL_PATH = "meta/tasks.jsonl"
+SUBTASKS_JSONL_PATH = "meta/subtasks.jsonl"  # optional, the v2.1 spelling of subtasks.parquet
 V21_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V21_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 
@@ -60,6 +63,12 @@ DEFAULT_FEATURES: dict[str, FeatureSpec] = {
     "index": FeatureSpec("int64", (1,)),
     "task_index": FeatureSpec("int64", (1,)),
 }
+
+# Optional per-frame subtask label (π0.5-style "what am I doing now" text), mirroring task_index: an int64
+# column in the data files whose values index meta/subtasks.parquet. Only labelled datasets have it; LeRobot
+# >= 0.4 reads it natively (`item["subtask"]`), older readers ignore the extra column.
+SUBTASK_INDEX = "subtask_index"
+SUBTASK_FEATURE = FeatureSpec("int64", (1,))
 
 VISUAL_DTYPES = ("video", "image")
 NUMERIC_DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -172,6 +181,12 @@ def validate_info(info: Any, where: Path | str) -> dict[str, Any]:
     if absent:
         raise DatasetError(
             f"{where}: features {absent} are missing; every LeRobot dataset has {list(DEFAULT_FEATURES)}"
+        )
+    sub = specs.get(SUBTASK_INDEX)
+    if sub is not None and (sub.dtype != SUBTASK_FEATURE.dtype or tuple(sub.shape) != SUBTASK_FEATURE.shape):
+        raise DatasetError(
+            f"{where}: feature {SUBTASK_INDEX!r} must be int64 of shape (1,) (an index into the subtask list), "
+            f"got {sub.dtype} {tuple(sub.shape)}"
         )
     if any(s.dtype == "video" for s in specs.values()) and not info.get("video_path"):
         raise DatasetError(f"{where}: the dataset has video features but no 'video_path' template")

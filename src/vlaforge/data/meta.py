@@ -22,6 +22,9 @@ from vlaforge.data.format import (
     EPISODES_STATS_JSONL_PATH,
     INFO_PATH,
     STATS_PATH,
+    SUBTASK_INDEX,
+    SUBTASKS_JSONL_PATH,
+    SUBTASKS_PARQUET_PATH,
     TASKS_JSONL_PATH,
     TASKS_PARQUET_PATH,
     V21,
@@ -70,6 +73,8 @@ class DatasetMeta:
     stats: dict[str, dict[str, np.ndarray]]
     tasks: list[str]
     episodes: list[EpisodeRecord]
+    # Subtask texts by subtask_index when the dataset has per-frame subtask labels, else None.
+    subtasks: list[str] | None = None
 
     @property
     def version(self) -> str:
@@ -132,6 +137,7 @@ def load_meta(root: Path | str) -> DatasetMeta:
         tasks = _load_tasks_jsonl(root / TASKS_JSONL_PATH)
         episodes = _load_episodes_v21(root, info, specs)
     _check_episodes(root, info, episodes, tasks)
+    subtasks = load_subtasks(root, info["codebase_version"]) if SUBTASK_INDEX in specs else None
     stats_path = root / STATS_PATH
     if stats_path.exists():
         stats = stats_from_json(read_json(stats_path), str(stats_path))
@@ -139,17 +145,44 @@ def load_meta(root: Path | str) -> DatasetMeta:
         stats = aggregate_stats([ep.stats for ep in episodes])
     else:
         stats = {}
-    return DatasetMeta(root, info, specs, stats, tasks, episodes)
+    return DatasetMeta(root, info, specs, stats, tasks, episodes, subtasks)
+
+
+def subtasks_path(root: Path, version: str) -> Path:
+    """Where the subtask list of a `version` dataset lives (parquet in v3.0, jsonl in v2.1)."""
+    return root / (SUBTASKS_PARQUET_PATH if version == V30 else SUBTASKS_JSONL_PATH)
+
+
+def load_subtasks(root: Path, version: str) -> list[str]:
+    """The subtask texts by subtask_index; DatasetError when the data has the column but the list is missing."""
+    path = subtasks_path(root, version)
+    if not path.is_file():
+        raise DatasetError(
+            f"{root}: the data has a {SUBTASK_INDEX!r} column but {path.relative_to(root)} is missing; "
+            f"restore it, or relabel with `vlaforge dataset add-subtasks {root} --overwrite`"
+        )
+    if version == V30:
+        return _load_index_parquet(path, "subtask")
+    rows = read_jsonl(path)
+    try:
+        return _tasks_by_index(path, [r[SUBTASK_INDEX] for r in rows], [str(r["subtask"]) for r in rows])
+    except (KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: every line needs {SUBTASK_INDEX!r} and 'subtask' ({e})") from e
 
 
 def _load_tasks_parquet(path: Path) -> list[str]:
+    return _load_index_parquet(path, "task")
+
+
+def _load_index_parquet(path: Path, name: str) -> list[str]:
+    """tasks.parquet / subtasks.parquet: text column (or pandas index) `name`, integer column `<name>_index`."""
     table = read_parquet(path)
     names = table.column_names
-    task_col = "task" if "task" in names else "__index_level_0__" if "__index_level_0__" in names else None
-    if task_col is None or "task_index" not in names:
-        raise DatasetError(f"{path}: expected columns 'task' and 'task_index', found {names}")
+    text_col = name if name in names else "__index_level_0__" if "__index_level_0__" in names else None
+    if text_col is None or f"{name}_index" not in names:
+        raise DatasetError(f"{path}: expected columns {name!r} and '{name}_index', found {names}")
     return _tasks_by_index(
-        path, table.column("task_index").to_pylist(), [str(t) for t in table.column(task_col).to_pylist()]
+        path, table.column(f"{name}_index").to_pylist(), [str(t) for t in table.column(text_col).to_pylist()]
     )
 
 
@@ -298,13 +331,15 @@ def _check_episodes(
 # --------------------------------------------------------------------------------------------- write
 
 
-def _tasks_table(tasks: list[str]) -> pa.Table:
-    """tasks.parquet as LeRobot writes it with pandas: column task_index, index named 'task'."""
-    table = pa.table(
-        {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())}
-    )
+def _tasks_table(tasks: list[str], name: str = "task") -> pa.Table:
+    """tasks.parquet as LeRobot writes it with pandas: column task_index, index named 'task'.
+
+    name="subtask" gives subtasks.parquet in the same layout (column subtask_index, index 'subtask').
+    """
+    index = f"{name}_index"
+    table = pa.table({index: pa.array(range(len(tasks)), pa.int64()), name: pa.array(tasks, pa.string())})
     pandas_meta = {
-        "index_columns": ["task"],
+        "index_columns": [name],
         "column_indexes": [
             {
                 "name": None,
@@ -316,15 +351,15 @@ def _tasks_table(tasks: list[str]) -> pa.Table:
         ],
         "columns": [
             {
-                "name": "task_index",
-                "field_name": "task_index",
+                "name": index,
+                "field_name": index,
                 "pandas_type": "int64",
                 "numpy_type": "int64",
                 "metadata": None,
             },
             {
-                "name": "task",
-                "field_name": "task",
+                "name": name,
+                "field_name": name,
                 "pandas_type": "unicode",
                 "numpy_type": "object",
                 "metadata": None,
@@ -366,10 +401,16 @@ def write_meta(
     stats: dict[str, dict[str, np.ndarray]],
     tasks: list[str],
     episodes: list[EpisodeRecord],
+    subtasks: list[str] | None = None,
 ) -> None:
-    """Write meta/ for info["codebase_version"]; the data and video files are written by the caller."""
+    """Write meta/ for info["codebase_version"]; the data and video files are written by the caller.
+
+    subtasks: the subtask texts by subtask_index, for datasets with a subtask_index column.
+    """
     version = info["codebase_version"]
     write_json(root / INFO_PATH, info)
+    if subtasks is not None:
+        write_subtasks(root, version, subtasks)
     write_json(root / STATS_PATH, stats_to_json(stats))
     video_keys = [k for k, ft in info["features"].items() if ft["dtype"] == "video"]
     if version == V30:
@@ -390,3 +431,13 @@ def write_meta(
             root / EPISODES_STATS_JSONL_PATH,
             [{"episode_index": ep.episode_index, "stats": stats_to_json(ep.stats)} for ep in episodes],
         )
+
+
+def write_subtasks(root: Path, version: str, subtasks: list[str]) -> None:
+    """meta/subtasks.parquet (v3.0, same layout as tasks.parquet) or meta/subtasks.jsonl (v2.1)."""
+    path = subtasks_path(root, version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if version == V30:
+        pq.write_table(_tasks_table(subtasks, "subtask"), path)
+    else:
+        write_jsonl(path, [{SUBTASK_INDEX: i, "subtask": t} for i, t in enumerate(subtasks)])

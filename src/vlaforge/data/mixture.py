@@ -18,12 +18,15 @@ across resumes and ranks. Memory: 5 bytes per slot, built on first access.
 
 Cameras must match exactly (same names and sizes) across datasets — a policy has one set of image
 encoders; narrow a dataset with `Dataset(root, cameras=[...])`. Other features that are not in every
-dataset with the same shape are dropped from items (default_collate needs identical keys).
+dataset with the same shape are dropped from items (default_collate needs identical keys). For the same
+reason the subtask labels ("subtask", "subtask_index") are kept only when every dataset has them; a mixture
+of labelled and unlabelled datasets drops them (with a warning) rather than inventing labels.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from vlaforge.data.errors import DatasetError, DatasetIndexError
+from vlaforge.data.format import SUBTASK_INDEX
 from vlaforge.transforms.normalize import pad_stats
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
@@ -38,10 +42,11 @@ PADDED_KEYS = (STATE_KEY, ACTION_KEY)
 
 
 class MixtureMeta:
-    """The slice of `DatasetMeta` a policy reads from a mixture: task texts (union, first-seen order) and fps."""
+    """The slice of `DatasetMeta` a policy reads from a mixture: task texts (union, first-seen order), fps,
+    and subtask texts (union, first-seen order; None unless every dataset has subtask labels)."""
 
-    def __init__(self, tasks: list[str], fps: float):
-        self.tasks, self.fps = tasks, fps
+    def __init__(self, tasks: list[str], fps: float, subtasks: list[str] | None = None):
+        self.tasks, self.fps, self.subtasks = tasks, fps, subtasks
 
 
 class MixtureDataset(torch.utils.data.Dataset):
@@ -91,7 +96,15 @@ class MixtureDataset(torch.utils.data.Dataset):
         tasks: dict[str, None] = {}
         for ds in self.datasets.values():
             tasks.update(dict.fromkeys(_task_list(ds)))
-        self.meta = MixtureMeta(list(tasks), self.fps)
+        self.has_subtasks = self._subtask_labels()
+        # subtask_index in items indexes the union list (meta.subtasks), not each dataset's own list
+        self._subtask_ids: dict[str, np.ndarray] = {}
+        subtasks: dict[str, int] = {}
+        if self.has_subtasks:
+            for name, ds in self.datasets.items():
+                ids = [subtasks.setdefault(text, len(subtasks)) for text in ds.meta.subtasks]
+                self._subtask_ids[name] = np.array(ids, np.int64)  # dataset's index -> union index
+        self.meta = MixtureMeta(list(tasks), self.fps, list(subtasks) if self.has_subtasks else None)
         self.epoch_length = epoch_length or self._default_epoch_length()
         if self.epoch_length < len(self.names):
             raise DatasetError(
@@ -182,6 +195,18 @@ class MixtureDataset(torch.utils.data.Dataset):
         dropped = {n: set(ds.features) - set(common) for n, ds in self.datasets.items()}
         return common, dropped
 
+    def _subtask_labels(self) -> bool:
+        """True when every dataset has subtask labels; warns when only some have them (they are dropped)."""
+        labelled = {n: getattr(ds.meta, "subtasks", None) is not None for n, ds in self.datasets.items()}
+        if any(labelled.values()) and not all(labelled.values()):
+            warnings.warn(
+                f"MixtureDataset: datasets {[n for n, v in labelled.items() if not v]} have no subtask labels, "
+                f"so the labels of {[n for n, v in labelled.items() if v]} are dropped from the mixture's items; "
+                "label them all (`vlaforge dataset add-subtasks`) to train on subtasks",
+                stacklevel=3,
+            )
+        return all(labelled.values())
+
     # -------------------------------------------------------------------------------------- sampling
 
     def _default_epoch_length(self) -> int:
@@ -233,6 +258,11 @@ class MixtureDataset(torch.utils.data.Dataset):
         item = self.datasets[name][frame]
         dropped = self._dropped[name]
         out = {k: v for k, v in item.items() if k not in dropped and k.removesuffix("_is_pad") not in dropped}
+        if not self.has_subtasks:  # identical keys across datasets (default_collate)
+            out.pop("subtask", None)
+            out.pop(SUBTASK_INDEX, None)
+        elif SUBTASK_INDEX in out:
+            out[SUBTASK_INDEX] = torch.tensor(int(self._subtask_ids[name][int(out[SUBTASK_INDEX])]))
         out[STATE_KEY] = _pad_last(item[STATE_KEY], self.state_dim)  # (T, S_max) or (S_max,)
         out[ACTION_KEY] = _pad_last(item[ACTION_KEY], self.action_dim)  # (H, A_max) or (A_max,)
         state_mask, action_mask = self._masks[name]

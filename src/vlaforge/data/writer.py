@@ -8,6 +8,10 @@
     writer.add_episode({"observation.images.corner": frames, ...}, task="pick up the puck")  # (T, ...)
     writer.finalize()
 
+With `subtasks=True` every episode also gets one subtask text per frame
+(`add_episode(frames, task, subtasks=["reach the puck", ...])`), stored like the task: an int64
+`subtask_index` column plus meta/subtasks.parquet (v2.1: meta/subtasks.jsonl).
+
 Atomic: everything is written into a hidden temporary directory next to `root` and renamed
 into place by `finalize()`. A crash or an exception leaves the previous dataset at `root`
 untouched (used as a context manager, the temporary directory is removed on error).
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ from vlaforge.data.format import (
     DEFAULT_FEATURES,
     DEFAULT_VIDEO_FILE_SIZE_IN_MB,
     INFO_PATH,
+    SUBTASK_FEATURE,
+    SUBTASK_INDEX,
     SUPPORTED_VERSIONS,
     V21,
     V21_DATA_PATH,
@@ -77,6 +84,8 @@ class DatasetWriter:
     codec: "h264" (libx264) or "av1" (libsvtav1); yuv420p; a keyframe every `gop` frames and at
         every episode start.
     overwrite: replace an existing dataset at `root` on finalize (never a non-dataset directory).
+    subtasks: every episode carries per-frame subtask texts (`add_episode(..., subtasks=[...])`),
+        written as the `subtask_index` column and meta/subtasks.parquet.
     """
 
     def __init__(
@@ -95,6 +104,7 @@ class DatasetWriter:
         data_files_size_in_mb: float = DEFAULT_DATA_FILE_SIZE_IN_MB,
         video_files_size_in_mb: float = DEFAULT_VIDEO_FILE_SIZE_IN_MB,
         reservoir_rows: int = DEFAULT_RESERVOIR_ROWS,
+        subtasks: bool = False,
     ):
         if version not in SUPPORTED_VERSIONS:
             raise DatasetError(f"version must be one of {list(SUPPORTED_VERSIONS)}, got {version!r}")
@@ -113,6 +123,11 @@ class DatasetWriter:
         for key, spec in features.items():
             if key in DEFAULT_FEATURES:
                 raise DatasetError(f"feature {key!r} is added by the writer; remove it from `features`")
+            if key == SUBTASK_INDEX:
+                raise DatasetError(
+                    f"feature {key!r} is added by the writer; remove it from `features`, pass subtasks=True "
+                    "and give each episode's texts with add_episode(..., subtasks=[...])"
+                )
             validate_feature_spec(key, spec)
         self.root = Path(root)
         if self.root.exists() and not overwrite:
@@ -131,7 +146,10 @@ class DatasetWriter:
         self.data_files_size_in_mb = data_files_size_in_mb
         self.video_files_size_in_mb = video_files_size_in_mb
         self.user_features = dict(features)
+        self.has_subtasks = bool(subtasks)
         self.specs: dict[str, FeatureSpec] = {**self.user_features, **DEFAULT_FEATURES}
+        if self.has_subtasks:
+            self.specs[SUBTASK_INDEX] = SUBTASK_FEATURE
         self._dtypes = {k: s.dtype for k, s in self.specs.items()}
         self._acc = {k: make_accumulator(s.dtype, s.shape, reservoir_rows) for k, s in self.specs.items()}
         self._stats_from_episodes: set[str] = set()  # keys whose stats came with copied video segments
@@ -141,6 +159,8 @@ class DatasetWriter:
         self._tmp.mkdir()
         self._tasks: list[str] = []
         self._task_ids: dict[str, int] = {}
+        self._subtasks: list[str] = []
+        self._subtask_ids: dict[str, int] = {}
         self._episodes: list[EpisodeRecord] = []
         self._total = 0
         self._video_codec: dict[str, str] = {}
@@ -162,9 +182,14 @@ class DatasetWriter:
     def num_episodes(self) -> int:
         return len(self._episodes)
 
-    def add_episode(self, frames: dict[str, np.ndarray], task: str) -> int:
-        """Append one episode: every feature as an array with a leading time axis T. Returns its index."""
-        return self._add(frames, task, {}, {})
+    def add_episode(
+        self, frames: dict[str, np.ndarray], task: str, subtasks: Sequence[str] | None = None
+    ) -> int:
+        """Append one episode: every feature as an array with a leading time axis T. Returns its index.
+
+        subtasks: one text per frame (T,), required exactly when the writer was made with subtasks=True.
+        """
+        return self._add(frames, task, {}, {}, subtasks)
 
     def add_encoded_episode(
         self,
@@ -172,6 +197,7 @@ class DatasetWriter:
         task: str,
         videos: dict[str, VideoSegment],
         episode_stats: dict[str, dict[str, np.ndarray]],
+        subtasks: Sequence[str] | None = None,
     ) -> int:
         """Like add_episode, but the given video features are copied from existing mp4 segments.
 
@@ -184,7 +210,7 @@ class DatasetWriter:
             raise DatasetError(
                 f"add_encoded_episode: per-episode statistics missing for copied video {missing}"
             )
-        return self._add(frames, task, videos, episode_stats)
+        return self._add(frames, task, videos, episode_stats, subtasks)
 
     def finalize(self, stats: dict[str, dict[str, np.ndarray]] | None = None) -> Path:
         """Write metadata and move the dataset into place; returns `root`.
@@ -225,7 +251,8 @@ class DatasetWriter:
             data_files_size_in_mb=self.data_files_size_in_mb,
             video_files_size_in_mb=self.video_files_size_in_mb,
         )
-        write_meta(self._tmp, info, global_stats, self._tasks, self._episodes)
+        subtasks = list(self._subtasks) if self.has_subtasks else None
+        write_meta(self._tmp, info, global_stats, self._tasks, self._episodes, subtasks)
         self._swap_into_place()
         self._closed = True
         return self.root
@@ -309,12 +336,41 @@ class DatasetWriter:
             self._tasks.append(task)
         return self._task_ids[task]
 
+    def _check_subtasks(self, subtasks: Sequence[str] | None, length: int) -> None:
+        """Raise DatasetError unless `subtasks` fits this writer: one non-empty text per frame, or None."""
+        if not self.has_subtasks:
+            if subtasks is not None:
+                raise DatasetError(
+                    "subtasks were given for an episode, but the writer was made without subtasks=True; "
+                    "a dataset has subtask labels on every frame or on none"
+                )
+            return
+        if subtasks is None or isinstance(subtasks, str):
+            raise DatasetError(
+                "this writer stores subtask labels (subtasks=True): pass add_episode(..., subtasks=[...]) "
+                f"with one text per frame, got {type(subtasks).__name__}"
+            )
+        if len(subtasks) != length:
+            raise DatasetError(f"subtasks: expected one text per frame ({length}), got {len(subtasks)}")
+        for t, text in enumerate(subtasks):
+            if not isinstance(text, str) or not text.strip():
+                raise DatasetError(f"subtasks[{t}] must be a non-empty string, got {text!r}")
+
+    def _subtask_column(self, subtasks: Sequence[str]) -> np.ndarray:
+        """(T,) int64 indices of checked per-frame texts; new texts join the list in first-seen order."""
+        for text in subtasks:
+            if text not in self._subtask_ids:
+                self._subtask_ids[text] = len(self._subtasks)
+                self._subtasks.append(text)
+        return np.array([self._subtask_ids[text] for text in subtasks], np.int64)
+
     def _add(
         self,
         frames: dict[str, np.ndarray],
         task: str,
         videos: dict[str, VideoSegment],
         given_stats: dict[str, dict[str, np.ndarray]],
+        subtasks: Sequence[str] | None = None,
     ) -> int:
         self._check_open()
         unknown = [k for k in videos if k not in self.video_keys]
@@ -330,6 +386,7 @@ class DatasetWriter:
             )
         (length,) = lengths
         ep_index = len(self._episodes)
+        self._check_subtasks(subtasks, length)  # before the task or any text joins a list
         task_index = self._task_index(task)
         frame_index = np.arange(length, dtype=np.int64)
         columns.update(
@@ -339,6 +396,9 @@ class DatasetWriter:
             index=np.arange(self._total, self._total + length, dtype=np.int64),
             task_index=np.full(length, task_index, np.int64),
         )
+        if self.has_subtasks:
+            assert subtasks is not None
+            columns[SUBTASK_INDEX] = self._subtask_column(subtasks)
         ep_stats = compute_stats(columns, self._dtypes)
         for key, given in given_stats.items():  # conversion keeps the source's statistics
             if key in self.specs:

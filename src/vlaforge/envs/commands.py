@@ -38,6 +38,7 @@ def _record(args: argparse.Namespace) -> int:
             split=args.split,
             max_episode_steps=args.max_episode_steps,
             overwrite=args.overwrite,
+            subtasks=args.subtasks,
         )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -47,6 +48,10 @@ def _record(args: argparse.Namespace) -> int:
         f"wrote {summary['episodes']} episodes ({summary['frames']} frames, {summary['attempts']} attempts) "
         f"to {root} in {summary['wall_time_s']:.0f} s; summary: {summary_path(root)}"
     )
+    if "subtasks" in summary:
+        from vlaforge.data.subtasks import PhaseSummary, format_phase_table
+
+        print(format_phase_table({t: PhaseSummary.from_json(s) for t, s in summary["subtasks"].items()}))
     if summary["incomplete_tasks"]:
         print(f"incomplete tasks: {', '.join(summary['incomplete_tasks'])}", file=sys.stderr)
         return 3
@@ -87,5 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--codec", choices=["h264", "av1"], default="h264", help="video codec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    p.add_argument(
+        "--subtasks",
+        action="store_true",
+        help="label every frame with the expert's phase ('reach the puck', 'grasp the puck', ...) for "
+        "pi0.5-style subtask training",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_record)

@@ -13,6 +13,10 @@ dataset does not depend on the number of workers or on timing.
 Frames stream back to the main process, which is the only writer (`vlaforge.data.DatasetWriter`).
 A summary (attempts, failures, seeds and layouts used per task) is written next to the dataset as
 `<out>.record_summary.json`; nothing is added inside the dataset directory.
+
+`subtasks=True` (`vlaforge record --subtasks`) also labels every frame with the expert's phase ("reach the
+puck", "grasp the puck", "push the puck to the goal"; see `vlaforge.data.subtasks`), derived from the true
+object positions the recorder sees; the summary then lists each task's phases and their share of frames.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class RecordConfig:
     max_attempts_factor: int = 3
     split: str = "train"
     max_episode_steps: int | None = None  # None: the env's limit (500)
+    subtasks: bool = False  # label frames with the expert's phase (vlaforge.data.subtasks)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -101,6 +106,8 @@ class EpisodeResult:
     length: int
     seconds: float
     frames: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    # (T, 3) true object position at each kept frame (privileged; for subtask labels, never a feature)
+    object_pos: np.ndarray | None = field(default=None, repr=False)
 
 
 def dataset_features(cameras: tuple[str, ...] | list[str], image_size: tuple[int, int]) -> dict[str, Any]:
@@ -125,17 +132,21 @@ class _Rollout:
     images: dict[str, list[np.ndarray]]
     states: list[np.ndarray]
     actions: list[np.ndarray]
+    object_pos: list[np.ndarray] = field(default_factory=list)
 
 
 def _rollout(env: Any, seed: int, limit: int, steps_after_success: int, keep_frames: bool) -> _Rollout:
     obs = env.reset(seed)
     out = _Rollout(obs.instruction, int(env.config_id), None, {cam: [] for cam in obs.images}, [], [])
+    privileged = hasattr(env, "privileged_state")
     for t in range(limit):
         action = env.expert_action()
         if keep_frames:
             for cam, image in obs.images.items():
                 out.images[cam].append(image)
             out.states.append(obs.state)
+            if privileged:  # Meta-World's observation[4:7]: the (first) object's position
+                out.object_pos.append(env.privileged_state[4:7])
         out.actions.append(action)
         obs, _, done, info = env.step(action)
         if info["success"] and out.success_step is None:
@@ -188,11 +199,13 @@ def run_expert_episode(
             f"{env.task} seed {seed}: the rendered replay diverged from the preview rollout "
             f"(success at {run.success_step} vs {dry.success_step}); rerun with preview=False"
         )
-    frames = None
+    frames = object_pos = None
     if keep_frames and run.success_step is not None:
         frames = {IMAGE_PREFIX + cam: np.stack(seq) for cam, seq in run.images.items()}  # (T, H, W, 3)
         frames[STATE_KEY] = np.stack(run.states).astype(np.float32)  # (T, 4)
         frames[ACTION_KEY] = np.stack(run.actions).astype(np.float32)  # (T, 4)
+        if run.object_pos:
+            object_pos = np.stack(run.object_pos)  # (T, 3)
     return EpisodeResult(
         task=env.task,
         attempt=-1,
@@ -204,6 +217,7 @@ def run_expert_episode(
         length=len(run.actions),
         seconds=time.perf_counter() - start,
         frames=frames,
+        object_pos=object_pos,
     )
 
 
@@ -386,6 +400,7 @@ def record(
     split: str = "train",
     max_episode_steps: int | None = None,
     overwrite: bool = False,
+    subtasks: bool = False,
 ) -> Path:
     """Record successful scripted-expert episodes of `tasks` into a LeRobot dataset at `out`.
 
@@ -393,8 +408,11 @@ def record(
     (0 = in this process). Returns the dataset root; the per-task summary goes to `summary_path(out)`.
     A task whose expert keeps failing ends with fewer episodes: it is listed under
     "incomplete_tasks" in the summary and a warning is printed.
+    subtasks: label every frame with the expert's phase (`subtask_index` + meta/subtasks.parquet); the
+    summary's "subtasks" entry gives each task's phases and their mean share of frames.
     """
     from vlaforge.data import DatasetWriter
+    from vlaforge.data.subtasks import PhaseSummary, episode_subtasks
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     config = RecordConfig(
@@ -407,6 +425,7 @@ def record(
         max_attempts_factor=max_attempts_factor,
         split=split,
         max_episode_steps=max_episode_steps,
+        subtasks=subtasks,
     )
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = record in this process), got {workers}")
@@ -416,6 +435,7 @@ def record(
     bar = _progress_bar(len(config.tasks) * episodes_per_task, progress)
     counts = {"attempts": 0, "successes": 0}
     episode_index: dict[tuple[str, int], int] = {}
+    phases: dict[str, PhaseSummary] = {}
     started = time.perf_counter()
 
     def on_attempt(result: EpisodeResult) -> None:
@@ -427,13 +447,29 @@ def record(
             )
 
     with DatasetWriter(
-        out, fps=fps, features=features, robot_type=ROBOT_TYPE, codec=codec, overwrite=overwrite
+        out,
+        fps=fps,
+        features=features,
+        robot_type=ROBOT_TYPE,
+        codec=codec,
+        overwrite=overwrite,
+        subtasks=config.subtasks,
     ) as w:
 
         def on_episode(result: EpisodeResult) -> None:
             assert result.frames is not None
-            episode_index[(result.task, result.seed)] = w.add_episode(result.frames, task=result.instruction)
-            result.frames = None  # free the frames as soon as they are written
+            labels = None
+            if config.subtasks:  # here, not in the workers: they never import the data package
+                labels = episode_subtasks(
+                    result.task, result.frames[STATE_KEY], result.frames[ACTION_KEY], result.object_pos
+                )
+                phases.setdefault(result.task, PhaseSummary()).add(
+                    labels, "record" if result.object_pos is not None else "columns"
+                )
+            episode_index[(result.task, result.seed)] = w.add_episode(
+                result.frames, task=result.instruction, subtasks=labels
+            )
+            result.frames = result.object_pos = None  # free the frames as soon as they are written
             if bar is not None:
                 bar.update(1)
 
@@ -466,6 +502,8 @@ def record(
     summary = _summary(
         config, states, episode_index, root, fps, codec, workers, time.perf_counter() - started
     )
+    if config.subtasks:
+        summary["subtasks"] = {task: s.to_json() for task, s in phases.items()}
     summary_path(root).write_text(json.dumps(summary, indent=2) + "\n")
     if summary["incomplete_tasks"]:
         warnings.warn(

@@ -456,6 +456,10 @@ class Policy(PolicyMethods, nn.Module):
                 from vlaforge.models.pi0.fast_policy import Pi0FastPolicy  # π0-FAST checkpoints
 
                 return Pi0FastPolicy.load(d, map_location=map_location)  # type: ignore[return-value]
+            if cls is Policy and isinstance(meta, dict) and meta.get("policy_class") == "pi05":
+                from vlaforge.models.pi0.pi05_policy import Pi05Policy  # π0.5 checkpoints
+
+                return Pi05Policy.load(d, map_location=map_location)  # type: ignore[return-value]
             config = PolicyConfig.from_dict(meta["config"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{d / CONFIG_FILE} is not a vlaforge policy config: {e}") from e

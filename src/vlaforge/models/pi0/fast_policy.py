@@ -41,7 +41,7 @@ input plumbing (``observations_to_batch``, current frame / state, camera tokens)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,59 +96,45 @@ class FastSequence:
     n_prefix: int
 
 
-class Pi0FastPolicy(LMPolicyMethods, nn.Module):
-    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`; the input
-    plumbing and checkpoint I/O are `LMPolicyMethods` (shared with `VLAPolicy` and `Pi0Policy`)."""
+class FastTokenMethods:
+    """What the policies that train on FAST tokens share (π0-FAST here, π0.5 in ``pi05_policy.py``).
 
-    policy_class = POLICY_CLASS
-    config_class = Pi0FastConfig
-    label = "π0-FAST"
+    The ``"Task: {instruction}, State: {bins};\\n"`` prompt with the discretized q01/q99 state, the FAST id
+    map onto the LM vocabulary (``lm_id = V - 1 - skip - f``), the ``"Action: " + FAST + "|"`` postfix of
+    a batch's chunks, the prompt tokenizer's ids of fixed texts, and the ``fast/`` checkpoint files. A
+    class mixes this in before `LMPolicyMethods`, keeps ``config`` (``chunk``, ``action_dim``,
+    ``state_bins``, ``fast_skip_tokens``), ``normalizer``, ``tokenizer`` and ``fast_tokenizer``, and
+    calls `_check_fast_tokenizer` and `_init_fast_ids` from its constructor.
+    """
 
-    def __init__(
-        self,
-        config: Pi0FastConfig,
-        normalizer: Normalizer,
-        tokenizer: PromptTokenizer,
-        fast_tokenizer: FastTokenizer,
-        *,
-        lm_on_meta: bool = False,
-    ):
-        """lm_on_meta: build the LM on the meta device (no random init of billions of weights); the caller
-        must then load every weight with ``load_state_dict(..., assign=True)``."""
-        super().__init__()
-        self.config = config
-        self.normalizer = normalizer
-        self.tokenizer = tokenizer
-        self.fast_tokenizer = fast_tokenizer
-        c = config
-        lm_cfg = LMConfig(**c.lm)
-        self._check_parts(lm_cfg)
-        if (fast_tokenizer.horizon, fast_tokenizer.action_dim) != (c.chunk, c.action_dim):
+    config: Any
+    normalizer: Normalizer
+    tokenizer: PromptTokenizer
+    fast_tokenizer: FastTokenizer
+    current_state: Callable[[dict[str, Any], int], torch.Tensor]  # LMPolicyMethods.current_state
+
+    def _check_fast_tokenizer(self) -> None:
+        """The FAST tokenizer was fitted on the config's (chunk, action_dim) chunks."""
+        c, tok = self.config, self.fast_tokenizer
+        if (tok.horizon, tok.action_dim) != (c.chunk, c.action_dim):
             raise ValueError(
-                f"the FAST tokenizer was fitted on ({fast_tokenizer.horizon}, {fast_tokenizer.action_dim}) "
+                f"the FAST tokenizer was fitted on ({tok.horizon}, {tok.action_dim}) "
                 f"chunks, the config needs (chunk, action_dim) = ({c.chunk}, {c.action_dim}); refit it"
             )
-        with on_meta_device(lm_on_meta):
-            self.lm = DecoderLM(lm_cfg)
-        (spec,) = c.vision.values()
-        self.vision_tower = VisionTower.from_config(
-            hf_vision_config(spec["hf"]),
-            feature_layer=spec.get("feature_layer"),
-            image_size=spec.get("image_size"),
-        )
-        self.projector = LinearProjector(self.vision_tower.width, lm_cfg.hidden_size)
-        self.camera_names = sorted(c.cameras)
-        self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)
 
+    def _init_fast_ids(self, vocab_size: int) -> None:
+        """The FAST id block [fast_first, fast_last] of a ``vocab_size`` LM vocabulary, and the text ids of
+        "Action: " and "|" (which must lie outside it)."""
+        c = self.config
         # FAST id f <-> LM id V - 1 - skip - f: the block [fast_first, fast_last] of the vocabulary.
-        self.vocab_size = lm_cfg.vocab_size
-        self.fast_last = lm_cfg.vocab_size - 1 - c.fast_skip_tokens
-        self.fast_first = self.fast_last - fast_tokenizer.vocab_size + 1
-        n_text = tokenizer.vocab_size if c.language == "words" else 0
+        self.vocab_size = vocab_size
+        self.fast_last = vocab_size - 1 - c.fast_skip_tokens
+        self.fast_first = self.fast_last - self.fast_tokenizer.vocab_size + 1
+        n_text = self.tokenizer.vocab_size if c.language == "words" else 0
         if self.fast_first < n_text:
             raise ValueError(
-                f"the {fast_tokenizer.vocab_size} FAST ids (LM ids {self.fast_first}..{self.fast_last}) overlap "
-                f"the {n_text} word ids; size the LM vocabulary as n_words + n_fast + fast_skip_tokens"
+                f"the {self.fast_tokenizer.vocab_size} FAST ids (LM ids {self.fast_first}..{self.fast_last}) "
+                f"overlap the {n_text} word ids; size the LM vocabulary as n_words + n_fast + fast_skip_tokens"
             )
         self.action_prompt_ids = self._text_ids(ACTION_PROMPT)
         end = self._text_ids(END_TOKEN)
@@ -162,23 +148,6 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
             raise ValueError(
                 f"text ids {clash} of {ACTION_PROMPT!r} / {END_TOKEN!r} lie in the FAST id range"
             )
-        self.decode_stats = {
-            "predictions": 0,
-            "decode_failures": 0,  # chunks returned as the fallback (sum of the three reasons below)
-            "no_end_token": 0,  # no "|" within max_decode_tokens
-            "non_fast_tokens": 0,  # a text token before "|"
-            "invalid_fast_tokens": 0,  # FAST ids that do not decode to H·A coefficients
-        }
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def device(self) -> torch.device:
-        return self.lm.embed_tokens.weight.device
-
-    @property
-    def transformer(self) -> DecoderLM:
-        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
-        return self.lm
 
     # ------------------------------------------------------------------ token maps
     def _text_ids(self, text: str) -> list[int]:
@@ -186,7 +155,7 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
         if isinstance(self.tokenizer, WordPromptTokenizer) and self.tokenizer.unknown_words(text):
             raise ValueError(
                 f"the word vocabulary lacks {self.tokenizer.unknown_words(text)} of {text!r}; build it with "
-                "make_pi0_fast_policy (which adds the π0-FAST prompt words)"
+                "the recipe's builder (make_pi0_fast_policy / make_pi05_policy add the prompt words)"
             )
         ids, valid = self.tokenizer.encode([text], 64)  # (1, 64)
         out = ids[0][valid[0]].tolist()
@@ -205,7 +174,7 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
     def is_fast_id(self, lm_ids: torch.Tensor) -> torch.Tensor:
         return (lm_ids >= self.fast_first) & (lm_ids <= self.fast_last)
 
-    # ------------------------------------------------------------------ prefix
+    # ------------------------------------------------------------------ prompt
     def state_strings(self, state: torch.Tensor) -> list[str]:
         """State (B, S) in robot units -> "b_1 b_2 ... b_S" with b = openpi's 256-bin index of the
         q01/q99-normalized value (``np.digitize(s, linspace(-1, 1, 257)[:-1]) - 1``, clipped)."""
@@ -230,6 +199,111 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
         instructions, states = self._instructions_and_states(batch)
         return [PREFIX_TEMPLATE.format(instruction=t, state=s) for t, s in zip(instructions, states)]
 
+    # ------------------------------------------------------------------ FAST tokens of a batch
+    def fast_tokens(self, batch: dict[str, Any]) -> list[list[int]]:
+        """The batch's action chunks (B, H, A) in robot units -> FAST ids per sample (varying length).
+
+        Padded chunk steps (``action_is_pad``; the dataset repeats the last action there) are encoded
+        like real ones: a DCT coefficient mixes every step, so no step can be left out of the loss.
+        """
+        c = self.config
+        if ACTION_KEY not in batch:
+            raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
+        actions = torch.as_tensor(batch[ACTION_KEY]).detach().float().cpu()
+        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
+            actions = actions.unsqueeze(1)
+        if actions.shape[1:] != (c.chunk, c.action_dim):
+            raise ValueError(
+                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
+            )
+        if not bool(torch.isfinite(actions).all()):
+            raise ValueError(
+                f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics"
+            )
+        return self.fast_tokenizer.encode_batch(actions.numpy())
+
+    def fast_postfixes(self, batch: dict[str, Any]) -> list[list[int]]:
+        """Each sample's postfix LM ids: ``"Action: "``, its chunk's FAST tokens, ``"|"`` (varying length)."""
+        return [
+            [
+                *self.action_prompt_ids,
+                *self.fast_to_lm(torch.tensor(f, dtype=torch.long)).tolist(),
+                self.end_token_id,
+            ]
+            for f in self.fast_tokens(batch)
+        ]
+
+    # ------------------------------------------------------------------ persistence
+    def _save_extra(self, directory: Path) -> dict[str, Any]:
+        """The FAST tokenizer in ``fast/`` (tokenizer.json + fast_config.json), named in config.json."""
+        self.fast_tokenizer.save(directory / FAST_DIR)
+        return {"fast_tokenizer": FAST_DIR}
+
+    @classmethod
+    def _load_extra(cls, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"fast_tokenizer": FastTokenizer.load(directory / meta.get("fast_tokenizer", FAST_DIR))}
+
+
+class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
+    """See the module docstring. Same public contract as `vlaforge.models.policy.Policy`; the input
+    plumbing and checkpoint I/O are `LMPolicyMethods` (shared with `VLAPolicy` and `Pi0Policy`), the
+    FAST prompt / id map / ``fast/`` files `FastTokenMethods` (shared with π0.5)."""
+
+    policy_class = POLICY_CLASS
+    config_class = Pi0FastConfig
+    label = "π0-FAST"
+
+    def __init__(
+        self,
+        config: Pi0FastConfig,
+        normalizer: Normalizer,
+        tokenizer: PromptTokenizer,
+        fast_tokenizer: FastTokenizer,
+        *,
+        lm_on_meta: bool = False,
+    ):
+        """lm_on_meta: build the LM on the meta device (no random init of billions of weights); the caller
+        must then load every weight with ``load_state_dict(..., assign=True)``."""
+        super().__init__()
+        self.config = config
+        self.normalizer = normalizer
+        self.tokenizer = tokenizer
+        self.fast_tokenizer = fast_tokenizer
+        c = config
+        lm_cfg = LMConfig(**c.lm)
+        self._check_parts(lm_cfg)
+        self._check_fast_tokenizer()
+        with on_meta_device(lm_on_meta):
+            self.lm = DecoderLM(lm_cfg)
+        (spec,) = c.vision.values()
+        self.vision_tower = VisionTower.from_config(
+            hf_vision_config(spec["hf"]),
+            feature_layer=spec.get("feature_layer"),
+            image_size=spec.get("image_size"),
+        )
+        self.projector = LinearProjector(self.vision_tower.width, lm_cfg.hidden_size)
+        self.camera_names = sorted(c.cameras)
+        self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)
+        self._init_fast_ids(lm_cfg.vocab_size)
+        self.decode_stats = {
+            "predictions": 0,
+            "decode_failures": 0,  # chunks returned as the fallback (sum of the three reasons below)
+            "no_end_token": 0,  # no "|" within max_decode_tokens
+            "non_fast_tokens": 0,  # a text token before "|"
+            "invalid_fast_tokens": 0,  # FAST ids that do not decode to H·A coefficients
+        }
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.lm.embed_tokens.weight.device
+
+    @property
+    def transformer(self) -> DecoderLM:
+        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
+        return self.lm
+
+    # ------------------------------------------------------------------ prefix
     def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images + (BOS) prefix text -> embeddings (B, P, D), valid (B, P), token ids (B, P)
         (``IGNORE`` for image tokens and padding: the ids are the prompt-token targets)."""
@@ -266,42 +340,12 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
         return apply_key_padding(base, valid), LMPolicyMethods._positions(valid)  # positions (B, S)
 
     # ------------------------------------------------------------------ training
-    def fast_tokens(self, batch: dict[str, Any]) -> list[list[int]]:
-        """The batch's action chunks (B, H, A) in robot units -> FAST ids per sample (varying length).
-
-        Padded chunk steps (``action_is_pad``; the dataset repeats the last action there) are encoded
-        like real ones: a DCT coefficient mixes every step, so no step can be left out of the loss.
-        """
-        c = self.config
-        if ACTION_KEY not in batch:
-            raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
-        actions = torch.as_tensor(batch[ACTION_KEY]).detach().float().cpu()
-        if actions.dim() == 2:  # (B, A) -> (B, 1, A)
-            actions = actions.unsqueeze(1)
-        if actions.shape[1:] != (c.chunk, c.action_dim):
-            raise ValueError(
-                f"'{ACTION_KEY}': expected (B, {c.chunk}, {c.action_dim}), got {tuple(actions.shape)}"
-            )
-        if not bool(torch.isfinite(actions).all()):
-            raise ValueError(
-                f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics"
-            )
-        return self.fast_tokenizer.encode_batch(actions.numpy())
-
     def sequence(self, batch: dict[str, Any]) -> FastSequence:
         """The teacher-forced training sequence of a batch (see :class:`FastSequence`)."""
-        fast = self.fast_tokens(batch)
+        posts = self.fast_postfixes(batch)
         prefix, valid, prefix_ids = self.embed_prefix(batch)  # (B, P, D), (B, P), (B, P)
         B, P = valid.shape
         K = len(self.action_prompt_ids)
-        posts = [
-            [
-                *self.action_prompt_ids,
-                *self.fast_to_lm(torch.tensor(f, dtype=torch.long)).tolist(),
-                self.end_token_id,
-            ]
-            for f in fast
-        ]
         M = max(len(p) for p in posts)
         y = torch.full((B, M), IGNORE, dtype=torch.long)  # (B, M) postfix ids, right-padded
         for i, p in enumerate(posts):
@@ -451,13 +495,3 @@ class Pi0FastPolicy(LMPolicyMethods, nn.Module):
                 self.observations_to_batch(observations, dataset=dataset), dataset=dataset
             )
         return first_chunk(actions, self.config.fps, fast_decode_failed=not bool(ok[0]))
-
-    # ------------------------------------------------------------------ persistence
-    def _save_extra(self, directory: Path) -> dict[str, Any]:
-        """The FAST tokenizer in ``fast/`` (tokenizer.json + fast_config.json), named in config.json."""
-        self.fast_tokenizer.save(directory / FAST_DIR)
-        return {"fast_tokenizer": FAST_DIR}
-
-    @classmethod
-    def _load_extra(cls, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
-        return {"fast_tokenizer": FastTokenizer.load(directory / meta.get("fast_tokenizer", FAST_DIR))}

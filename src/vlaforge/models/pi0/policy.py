@@ -34,7 +34,7 @@ written and read by :class:`~vlaforge.models.policy_base.LMPolicyMethods` (share
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         self._check_parts(lm_cfg)
         exp_cfg = expert_lm_config(lm_cfg, c.expert_width, c.expert_mlp_dim)
         with on_meta_device(lm_on_meta):
-            self.transformer = JointTransformer(DecoderLM(lm_cfg), ActionExpert(exp_cfg))
+            self.transformer = self._make_transformer(DecoderLM(lm_cfg), exp_cfg)
         D, De = lm_cfg.hidden_size, c.expert_width
         (spec,) = c.vision.values()
         self.vision_tower = VisionTower.from_config(
@@ -98,11 +98,21 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         self.projector = LinearProjector(self.vision_tower.width, D)
         self.camera_names = sorted(c.cameras)
         self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)
-        self.state_proj = nn.Linear(c.max_state_dim, De)
-        self.action_in_proj = nn.Linear(c.max_action_dim, De)  # W1
-        self.action_time_mlp_in = nn.Linear(2 * De, De)  # W2 over [W1·a, φ(τ)]
-        self.action_time_mlp_out = nn.Linear(De, De)  # W3
-        self.action_out_proj = nn.Linear(De, c.max_action_dim)  # expert outputs -> velocities
+        self._build_action_layers(De)
+
+    # ------------------------------------------------------------------ parts (π0.5 overrides these)
+    def _make_transformer(self, backbone: DecoderLM, expert_config: LMConfig) -> JointTransformer:
+        """Backbone + expert with joint attention; π0: a plain expert (time concatenated into the tokens)."""
+        return JointTransformer(backbone, ActionExpert(expert_config))
+
+    def _build_action_layers(self, width: int) -> None:
+        """π0's state token and action-token MLP ``W3·swish(W2·[W1·a, φ(τ)])``, and the velocity output."""
+        c = self.config
+        self.state_proj = nn.Linear(c.max_state_dim, width)
+        self.action_in_proj = nn.Linear(c.max_action_dim, width)  # W1
+        self.action_time_mlp_in = nn.Linear(2 * width, width)  # W2 over [W1·a, φ(τ)]
+        self.action_time_mlp_out = nn.Linear(width, width)  # W3
+        self.action_out_proj = nn.Linear(width, c.max_action_dim)  # expert outputs -> velocities
 
     # ------------------------------------------------------------------ properties
     @property
@@ -136,15 +146,21 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         self.backbone.load_state_dict(lm.state_dict(), strict=True)
 
     # ------------------------------------------------------------------ tokens
-    def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images + (BOS) prompt -> prefix embeddings (B, P, D) and valid mask (B, P)."""
+    def prompt_parts(self, batch: dict[str, Any]) -> tuple[list[str], Callable[[int, str], str]]:
+        """The batch's instructions as they enter the prompt, and ``render(i, instruction)`` -> row i's
+        prompt (π0: the template around the instruction; π0.5 also writes the state into it)."""
         c = self.config
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
+        return [str(t).strip() for t in texts], lambda _, t: c.prompt.format(instruction=t)
+
+    def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images + (BOS) prompt -> prefix embeddings (B, P, D) and valid mask (B, P)."""
+        c = self.config
+        texts, render = self.prompt_parts(batch)
         B = len(texts)
-        ids, text_valid = self.encode_prompts(  # (B, L), (B, L): the instruction cut to the budget
-            [str(t).strip() for t in texts], lambda _, t: c.prompt.format(instruction=t)
-        )
+        # (B, L), (B, L): the instruction cut to the budget
+        ids, text_valid = self.encode_prompts(texts, render)
         if not bool(text_valid.any(dim=1).all()) and c.bos_token_id < 0:
             raise ValueError(f"a prompt encodes to no tokens (instructions {texts}); check the instruction")
         images, image_valid = self.camera_tokens(batch, B)  # (B, C*N, D), (B, C*N)
@@ -190,6 +206,40 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         )
         return apply_key_padding(base, valid), self._positions(valid)  # positions (B, L): real tokens only
 
+    def action_inputs(self, x: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Noisy actions (B, H, 32) at τ (B,) -> expert tokens (B, H, De) and the expert's condition
+        (π0: None, the time is inside the tokens; π0.5: the adaRMS time features)."""
+        return self.embed_actions(x, tau), None
+
+    def _joint(
+        self,
+        x: torch.Tensor,
+        tau: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        *,
+        prefix: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """-> (prefix outputs (B, P, D) or None, velocity (B, H, 32)) at x (B, H, 32), τ (B,).
+
+        With ``prefix`` (and π0's ``state`` token): the whole joint sequence (training, uncached
+        sampling). With ``cache`` only: the expert on the action tokens against the cached keys/values
+        (the mask and positions are then the action rows).
+        """
+        actions, cond = self.action_inputs(x, tau)  # (B, H, De), (B, De) or None
+        H = actions.shape[1]
+        if prefix is not None:
+            suffix = actions if state is None else torch.cat([state, actions], dim=1)
+            out_p, out = self.transformer([prefix, suffix], mask, positions, cache, expert_cond=cond)
+            assert out is not None
+            out = out[:, -H:]  # (B, H, De): drop the state token
+        else:
+            out_p, out = self.transformer([None, actions], mask, positions, cache, expert_cond=cond)
+            assert out is not None
+        return out_p, self.action_out_proj(out.to(self.action_out_proj.weight.dtype)).float()  # (B, H, 32)
+
     def _velocity(
         self,
         x: torch.Tensor,
@@ -201,22 +251,8 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         state: torch.Tensor | None = None,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        """Velocity (B, H, 32) at x (B, H, 32), τ (B,).
-
-        With ``prefix``/``state``: the whole joint sequence (training, uncached sampling). With
-        ``cache`` only: the expert on the action tokens against the cached prefix + state (the mask and
-        positions are then the action rows).
-        """
-        actions = self.embed_actions(x, tau)  # (B, H, De)
-        if prefix is not None:
-            assert state is not None
-            _, suffix = self.transformer([prefix, torch.cat([state, actions], dim=1)], mask, positions, cache)
-            assert suffix is not None
-            out = suffix[:, 1:]  # (B, H, De): drop the state token
-        else:
-            _, out = self.transformer([None, actions], mask, positions, cache)
-            assert out is not None
-        return self.action_out_proj(out.to(self.action_out_proj.weight.dtype)).float()  # (B, H, 32)
+        """Velocity (B, H, 32) at x (B, H, 32), τ (B,) (see `_joint`)."""
+        return self._joint(x, tau, mask, positions, prefix=prefix, state=state, cache=cache)[1]
 
     # ------------------------------------------------------------------ training
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,19 +276,27 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     def loss(
         self, batch: dict[str, Any], *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
         actions, mask = self._targets(batch)  # (B, H, 32), (B, H, 32)
         B = actions.shape[0]
         prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
         state = self.embed_state(batch, B)  # (B, 1, De)
         attn, positions = self.attention_mask(valid)
-        tau = sample_flow_time(B, alpha=c.time_alpha, s=c.time_s, generator=generator, device=self.device)
-        noise = torch.randn(actions.shape, generator=generator, device=self.device)  # (B, H, 32) ε
-        t = tau[:, None, None]
-        x_tau = t * actions + (1 - t) * noise  # A^τ (padded dims: noise only, as at sampling)
+        tau, noise, x_tau = self._noisy_actions(actions, generator)
         v = self._velocity(x_tau, tau, attn, positions, prefix=prefix, state=state.to(prefix.dtype))
         loss = masked_mean((v - (actions - noise)) ** 2, mask.float())  # target u = A − ε
         return loss, {"loss": float(loss.detach())}
+
+    def _noisy_actions(
+        self, actions: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean actions (B, H, 32) -> τ (B,), noise ε (B, H, 32), A^τ = τ·A + (1 − τ)·ε (B, H, 32)."""
+        c = self.config
+        tau = sample_flow_time(
+            actions.shape[0], alpha=c.time_alpha, s=c.time_s, generator=generator, device=self.device
+        )
+        noise = torch.randn(actions.shape, generator=generator, device=self.device)  # (B, H, 32) ε
+        t = tau[:, None, None]
+        return tau, noise, t * actions + (1 - t) * noise  # padded dims: noise only, as at sampling
 
     # ------------------------------------------------------------------ inference
     def sample_actions(
@@ -277,17 +321,36 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         n_steps = steps or c.steps
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(f"steps must be a positive int, got {n_steps!r}")
-        prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
-        B, P = valid.shape
-        state = self.embed_state(batch, B).to(prefix.dtype)  # (B, 1, De)
-        mask, positions = self.attention_mask(valid)  # (B, L, L), (B, L)
+        velocity, B = self._sampling_velocity(batch, use_cache)
         shape = (B, c.chunk, c.max_action_dim)
         if noise is None:
             noise = torch.randn(shape, generator=generator, device=self.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must be (B, H, {c.max_action_dim}) = {shape}, got {tuple(noise.shape)}")
         x = noise.to(self.device).float()  # (B, H, 32) at τ = 0
+        dt = 1.0 / n_steps
+        for i in range(n_steps):
+            tau = torch.full((B,), i * dt, device=self.device)  # (B,)
+            if guidance is None:
+                v = velocity(x, tau)
+            else:
+                v = self._guided(velocity, x, tau, *guidance)
+            x = x + dt * v  # (B, H, 32)
+        return x
 
+    def _sampling_velocity(
+        self, batch: dict[str, Any], use_cache: bool
+    ) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]:
+        """Everything before the Euler steps -> (velocity(x (B, H, 32), τ (B,)) -> (B, H, 32), B).
+
+        π0: with ``use_cache`` the prefix and the state token run once into a KV cache and each call runs
+        the expert on the action tokens only; without it each call recomputes the whole joint sequence.
+        """
+        c = self.config
+        prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
+        B, P = valid.shape
+        state = self.embed_state(batch, B).to(prefix.dtype)  # (B, 1, De)
+        mask, positions = self.attention_mask(valid)  # (B, L, L), (B, L)
         if use_cache:
             kvh, hd = self.backbone.config.num_kv_heads, self.backbone.config.head_dim
             cache = KVCache(
@@ -311,15 +374,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
             def velocity(xt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
                 return self._velocity(xt, tau, mask, positions, prefix=prefix, state=state)
 
-        dt = 1.0 / n_steps
-        for i in range(n_steps):
-            tau = torch.full((B,), i * dt, device=self.device)  # (B,)
-            if guidance is None:
-                v = velocity(x, tau)
-            else:
-                v = self._guided(velocity, x, tau, *guidance)
-            x = x + dt * v  # (B, H, 32)
-        return x
+        return velocity, B
 
     @staticmethod
     def _guided(

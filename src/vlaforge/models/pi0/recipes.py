@@ -109,6 +109,8 @@ def make_pi0_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | No
 
     if recipe in PI0_FAST_RECIPES:  # π0-FAST: its own policy class, FAST tokenizer fitted on the dataset
         return make_pi0_fast_policy(recipe, dataset, tokenizer_dir=tokenizer_dir, **overrides)
+    if recipe in PI05_RECIPES:  # π0.5: Pi0Policy + FAST head, adaRMS expert, knowledge insulation
+        return make_pi05_policy(recipe, dataset, tokenizer_dir=tokenizer_dir, **overrides)
     cfg = pi0_config_from_dataset(recipe, dataset, **overrides)
     return pi0_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
 
@@ -127,7 +129,10 @@ def pi0_policy_from_config(
     return Pi0Policy(cfg, normalizer, tokenizer)
 
 
-# π0-FAST (models/pi0/fast_recipes.py) shares this registry, so get_recipe / make_policy / vlaforge train find it.
+# π0-FAST (models/pi0/fast_recipes.py) and π0.5 (pi05_recipes.py) share this registry, so get_recipe /
+# make_policy / vlaforge train find them.
 from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, make_pi0_fast_policy  # noqa: E402
+from vlaforge.models.pi0.pi05_recipes import PI05_RECIPES, make_pi05_policy  # noqa: E402
 
 PI0_RECIPES.update(PI0_FAST_RECIPES)
+PI0_RECIPES.update(PI05_RECIPES)

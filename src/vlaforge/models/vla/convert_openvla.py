@@ -71,22 +71,31 @@ what ``PrismaticForConditionalGeneration`` runs; action ids count back from
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from torch import nn
 
-from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, LMCheckpointError, ours_to_hf, weight_files
+from vlaforge.models.conversion import (
+    DTYPES,
+    ConversionError,
+    ConversionReport,
+    Rule,
+    listing,
+    match_plan,
+    parameters_on_meta,
+    raise_if_invalid,
+    read_planned,
+    same,
+    source_index,
+)
+from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.policy import CheckpointError
 from vlaforge.models.vla.config import VLAConfig
@@ -106,48 +115,18 @@ TIMM_PREFIXES = ("vision_backbone.featurizer.", "vision_backbone.fused_featurize
 _LLM_FAMILIES = {"llama2": "llama", "vicuna": "llama"}
 # timm sub-modules that exist in the file but that our towers never build.
 _UNBUILT_TIMM_MODULES = ("attn_pool.", "head.", "fc_norm.")
-_MAX_LISTED = 25
 
 
-class OpenVLAConversionError(CheckpointError):
+class OpenVLAConversionError(ConversionError):
     """The OpenVLA checkpoint does not match the policy it should become; lists every missing,
     unexpected and wrongly shaped tensor (also in ``missing`` / ``unexpected`` / ``mismatched``)."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        missing: Sequence[str] = (),
-        unexpected: Sequence[str] = (),
-        mismatched: Sequence[str] = (),
-    ):
-        super().__init__(message)
-        self.missing = list(missing)
-        self.unexpected = list(unexpected)
-        self.mismatched = list(mismatched)
-
 
 @dataclass
-class ConversionReport:
-    """What the conversion did. ``missing`` / ``unexpected`` / ``mismatched`` are empty after a
-    successful conversion (otherwise :class:`OpenVLAConversionError` was raised)."""
+class OpenVLAConversionReport(ConversionReport):
+    """:class:`~vlaforge.models.conversion.ConversionReport` + the dataset whose statistics were converted."""
 
-    source: str
-    output: str
-    unnorm_key: str
-    converted: int = 0  # policy tensors written
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)  # source tensors of modules we do not build
-    filled: list[str] = field(default_factory=list)  # policy tensors with no source (zeros)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    unnorm_key: str = ""
 
 
 # ------------------------------------------------------------------------------------- config / stats
@@ -345,21 +324,6 @@ def openvla_policy_config(
 # ----------------------------------------------------------------------------------------- key plan
 
 
-@dataclass(frozen=True)
-class Rule:
-    """How one policy tensor is made: from ``source`` (allowed shapes ``shapes``) by ``convert``;
-    ``source`` None = filled with zeros."""
-
-    source: str | None
-    shapes: tuple[tuple[int, ...], ...]
-    convert: Callable[[torch.Tensor], torch.Tensor]
-    alternatives: tuple[str, ...] = ()  # other accepted spellings of `source` (exactly one may exist)
-
-
-def _same(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def _qkv_rule(src: str, j: int, shape: tuple[int, ...]) -> Rule:
     """q (j=0), k (1) or v (2) out of timm's fused qkv: rows [j*D, (j+1)*D) of (3D, D) / (3D,)."""
     d = shape[0]
@@ -372,27 +336,27 @@ def _vit_rule(kind: str, tail: str, shape: tuple[int, ...], p: str) -> Rule | No
     qkv = {"q": 0, "k": 1, "v": 2, "query": 0, "key": 1, "value": 2}
     if kind == "siglip":
         if m := re.search(r"embeddings\.patch_embedding\." + wb, tail):
-            return Rule(f"{p}patch_embed.proj.{m[1]}", (shape,), _same)
+            return Rule(f"{p}patch_embed.proj.{m[1]}", (shape,), same)
         if re.search(r"embeddings\.position_embedding\.weight$", tail):
             return Rule(f"{p}pos_embed", ((1, *shape),), lambda x: x[0])
         if m := re.search(r"encoder\.layers\.(\d+)\.layer_norm([12])\." + wb, tail):
-            return Rule(f"{p}blocks.{m[1]}.norm{m[2]}.{m[3]}", (shape,), _same)
+            return Rule(f"{p}blocks.{m[1]}.norm{m[2]}.{m[3]}", (shape,), same)
         if m := re.search(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\." + wb, tail):
             return _qkv_rule(f"{p}blocks.{m[1]}.attn.qkv.{m[3]}", qkv[m[2]], shape)
         if m := re.search(r"encoder\.layers\.(\d+)\.self_attn\.out_proj\." + wb, tail):
-            return Rule(f"{p}blocks.{m[1]}.attn.proj.{m[2]}", (shape,), _same)
+            return Rule(f"{p}blocks.{m[1]}.attn.proj.{m[2]}", (shape,), same)
         if m := re.search(r"encoder\.layers\.(\d+)\.mlp\.(fc[12])\." + wb, tail):
-            return Rule(f"{p}blocks.{m[1]}.mlp.{m[2]}.{m[3]}", (shape,), _same)
+            return Rule(f"{p}blocks.{m[1]}.mlp.{m[2]}.{m[3]}", (shape,), same)
         if m := re.search(r"post_layernorm\." + wb, tail):
-            return Rule(f"{p}norm.{m[1]}", (shape,), _same)
+            return Rule(f"{p}norm.{m[1]}", (shape,), same)
         return None
     # DINOv2 (with or without registers)
     if re.search(r"embeddings\.cls_token$", tail):
-        return Rule(f"{p}cls_token", (shape,), _same)
+        return Rule(f"{p}cls_token", (shape,), same)
     if re.search(r"embeddings\.register_tokens$", tail):
-        return Rule(f"{p}reg_token", (shape,), _same)
+        return Rule(f"{p}reg_token", (shape,), same)
     if re.search(r"embeddings\.mask_token$", tail):
-        return Rule(None, (shape,), _same)
+        return Rule(None, (shape,), same)
     if re.search(r"embeddings\.position_embeddings$", tail):
         # (1, 1 + N, D) from timm's (1, N, D) (no_embed_class: zero class row) or (1, 1 + N, D).
         no_cls = (shape[0], shape[1] - 1, *shape[2:])
@@ -402,23 +366,23 @@ def _vit_rule(kind: str, tail: str, shape: tuple[int, ...], p: str) -> Rule | No
 
         return Rule(f"{p}pos_embed", (no_cls, shape), pos)
     if m := re.search(r"embeddings\.patch_embeddings\.projection\." + wb, tail):
-        return Rule(f"{p}patch_embed.proj.{m[1]}", (shape,), _same)
+        return Rule(f"{p}patch_embed.proj.{m[1]}", (shape,), same)
     if m := re.search(r"encoder\.layer\.(\d+)\.norm([12])\." + wb, tail):
-        return Rule(f"{p}blocks.{m[1]}.norm{m[2]}.{m[3]}", (shape,), _same)
+        return Rule(f"{p}blocks.{m[1]}.norm{m[2]}.{m[3]}", (shape,), same)
     if m := re.search(
         r"encoder\.layer\.(\d+)\.attention\.(?:attention\.)?(q|k|v|query|key|value)(?:_proj)?\." + wb, tail
     ):
         return _qkv_rule(f"{p}blocks.{m[1]}.attn.qkv.{m[3]}", qkv[m[2]], shape)
     if m := re.search(r"encoder\.layer\.(\d+)\.attention\.(?:o_proj|output\.dense)\." + wb, tail):
-        return Rule(f"{p}blocks.{m[1]}.attn.proj.{m[2]}", (shape,), _same)
+        return Rule(f"{p}blocks.{m[1]}.attn.proj.{m[2]}", (shape,), same)
     if m := re.search(r"encoder\.layer\.(\d+)\.layer_scale([12])\.lambda1$", tail):
         return Rule(
-            f"{p}blocks.{m[1]}.ls{m[2]}.scale_factor", (shape,), _same, (f"{p}blocks.{m[1]}.ls{m[2]}.gamma",)
+            f"{p}blocks.{m[1]}.ls{m[2]}.scale_factor", (shape,), same, (f"{p}blocks.{m[1]}.ls{m[2]}.gamma",)
         )
     if m := re.search(r"encoder\.layer\.(\d+)\.mlp\.(fc[12])\." + wb, tail):
-        return Rule(f"{p}blocks.{m[1]}.mlp.{m[2]}.{m[3]}", (shape,), _same)
+        return Rule(f"{p}blocks.{m[1]}.mlp.{m[2]}.{m[3]}", (shape,), same)
     if m := re.search(r"(?:^|\.)layernorm\." + wb, tail):
-        return Rule(f"{p}norm.{m[1]}", (shape,), _same)
+        return Rule(f"{p}norm.{m[1]}", (shape,), same)
     return None
 
 
@@ -433,9 +397,9 @@ def plan_conversion(expected: dict[str, tuple[int, ...]], prefixes: dict[str, st
     for key, shape in expected.items():
         rule: Rule | None = None
         if key.startswith("lm."):
-            rule = Rule(LM_PREFIX + ours_to_hf(key[3:]), (shape,), _same)
+            rule = Rule(LM_PREFIX + ours_to_hf(key[3:]), (shape,), same)
         elif key.startswith("projector."):
-            rule = Rule(key, (shape,), _same)
+            rule = Rule(key, (shape,), same)
         elif m := re.match(r"vision_tower\.towers\.(\w+)\.model\.(.+)$", key):
             if m[1] in prefixes:
                 rule = _vit_rule(m[1], m[2], shape, prefixes[m[1]])
@@ -445,7 +409,7 @@ def plan_conversion(expected: dict[str, tuple[int, ...]], prefixes: dict[str, st
             plan[key] = rule
     if unknown:
         raise OpenVLAConversionError(
-            f"the openvla policy has {len(unknown)} tensor(s) the OpenVLA key map does not cover:{_listing(unknown)}"
+            f"the openvla policy has {len(unknown)} tensor(s) the OpenVLA key map does not cover:{listing(unknown)}"
         )
     return plan
 
@@ -465,50 +429,7 @@ def _dropped(key: str, prefixes: dict[str, str], built: dict[str, int], depth: d
     return False
 
 
-def _listing(items: Sequence[str]) -> str:
-    shown = list(items[:_MAX_LISTED])
-    more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
-    return "\n    " + "\n    ".join(shown) + more
-
-
 # ---------------------------------------------------------------------------------------- conversion
-
-
-@contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create every ``nn.Parameter`` on the meta device (shapes only, no memory, no random init).
-
-    Unlike ``with torch.device("meta")`` this leaves plain tensors real, so the parts of the policy
-    that compute with tensors at construction (the action tokenizer's bin edges) still work.
-    """
-    register = nn.Module.register_parameter
-
-    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None:
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
-
-
-def _source_index(src: Path) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """Tensor name -> safetensors file, and -> shape, for the (sharded) source checkpoint (headers only)."""
-    try:
-        files = weight_files(src)
-    except LMCheckpointError as e:
-        raise CheckpointError(str(e)) from e
-    index: dict[str, str] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file, keys in files.items():
-        with safe_open(file, framework="pt") as f:
-            for k in keys:
-                index[k] = file
-                shapes[k] = tuple(f.get_slice(k).get_shape())
-    return index, shapes
 
 
 def convert_openvla(
@@ -522,7 +443,7 @@ def convert_openvla(
     dtype: torch.dtype | None = None,
     vision: dict[str, dict[str, Any]] | None = None,
     overwrite: bool = False,
-) -> ConversionReport:
+) -> OpenVLAConversionReport:
     """Convert a local ``openvla/openvla-7b``-layout directory into a vlaforge policy directory.
 
     unnorm_key: the dataset whose action statistics the policy uses (required when there are several).
@@ -531,7 +452,7 @@ def convert_openvla(
     dtype: cast the weights (default: as stored, bfloat16 for the released file).
     vision: VLAConfig.vision override for other tower sizes (tests use tiny towers); default: the
         ``openvla`` recipe's DINOv2-L/14-reg4 + SigLIP-So400m/14 at 224 px.
-    Returns the :class:`ConversionReport` (also written as ``conversion.json``); raises
+    Returns the :class:`OpenVLAConversionReport` (also written as ``conversion.json``); raises
     :class:`OpenVLAConversionError` listing every problem when the file does not match.
     """
     from vlaforge.models.vla.policy import VLAPolicy
@@ -563,7 +484,7 @@ def convert_openvla(
     tokenizer = HFPromptTokenizer.from_file(src)
 
     # Shapes only: the policy's parameters live on the meta device (no 7B random init); it is used to save.
-    with _parameters_on_meta():
+    with parameters_on_meta():
         policy = VLAPolicy(config, normalizer, tokenizer, lm_on_meta=True)
     expected = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
     kinds = tower_kinds(cfg)
@@ -575,68 +496,17 @@ def convert_openvla(
     }
     plan = plan_conversion(expected, prefixes)
 
-    index, shapes = _source_index(src)
-    report = ConversionReport(source=str(src), output=str(out), unnorm_key=key)
-    used: set[str] = set()
-    for target, rule in plan.items():
-        if rule.source is None:
-            report.filled.append(target)
-            continue
-        names = [n for n in (rule.source, *rule.alternatives) if n in index]
-        if not names:
-            report.missing.append(rule.source)
-            continue
-        if len(names) > 1:
-            report.unexpected.extend(f"{n}  (duplicate of {names[0]})" for n in names[1:])
-        name = names[0]
-        used.update(names)
-        if shapes[name] not in rule.shapes and not any(m.startswith(f"{name}:") for m in report.mismatched):
-            want = " or ".join(str(list(s)) for s in rule.shapes)
-            report.mismatched.append(f"{name}: file has {list(shapes[name])}, {target} needs {want}")
-    for name in sorted(set(index) - used):
-        if _dropped(name, prefixes, built, depth):
-            report.dropped.append(name)
-        else:
-            report.unexpected.append(f"{name}  (in {Path(index[name]).name})")
-    report.missing = sorted(set(report.missing))
-    report.mismatched = sorted(set(report.mismatched))
-    if not report.ok:
-        parts = [f"{src}: the OpenVLA checkpoint does not match the openvla policy it describes"]
-        if report.missing:
-            parts.append(f"  missing {len(report.missing)} tensor(s):{_listing(report.missing)}")
-        if report.unexpected:
-            parts.append(f"  unexpected {len(report.unexpected)} tensor(s):{_listing(report.unexpected)}")
-        if report.mismatched:
-            parts.append(f"  {len(report.mismatched)} shape mismatch(es):{_listing(report.mismatched)}")
-        raise OpenVLAConversionError(
-            "\n".join(parts),
-            missing=report.missing,
-            unexpected=report.unexpected,
-            mismatched=report.mismatched,
-        )
-
-    weights: dict[str, torch.Tensor] = {}
-    by_file: dict[str, list[tuple[str, Rule]]] = {}
-    for target, rule in plan.items():
-        if rule.source is None:
-            weights[target] = torch.zeros(expected[target], dtype=dtype or torch.float32)
-            continue
-        name = next(n for n in (rule.source, *rule.alternatives) if n in index)
-        by_file.setdefault(index[name], []).append((target, dataclasses.replace(rule, source=name)))
-    cache: dict[str, torch.Tensor] = {}  # a fused qkv is read once for its three targets
-    for file, items in by_file.items():
-        with safe_open(file, framework="pt") as f:
-            for target, rule in items:
-                assert rule.source is not None
-                if rule.source not in cache:
-                    cache[rule.source] = f.get_tensor(rule.source)
-                t = rule.convert(cache[rule.source])
-                weights[target] = (t if dtype is None else t.to(dtype)).contiguous()
-        cache.clear()
-    if dtype is None:  # filled tensors follow the file's dtype
-        stored = next(v.dtype for k, v in weights.items() if k not in report.filled)
-        for k in report.filled:
-            weights[k] = weights[k].to(stored)
+    index, shapes = source_index(src)
+    report = OpenVLAConversionReport(source=str(src), output=str(out), unnorm_key=key)
+    found = match_plan(
+        plan, index, shapes, report, dropped=lambda name: _dropped(name, prefixes, built, depth)
+    )
+    raise_if_invalid(
+        report,
+        f"{src}: the OpenVLA checkpoint does not match the openvla policy it describes",
+        OpenVLAConversionError,
+    )
+    weights = read_planned(plan, found, index, expected, dtype)
     report.converted = len(weights)
     policy.save(out, state_dict=weights)
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -645,38 +515,19 @@ def convert_openvla(
 
 # ------------------------------------------------------------------------------------------------ CLI
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from vlaforge.models.commands import OPENVLA_HELP, add_openvla_arguments
+
     p = argparse.ArgumentParser(
-        prog="python -m vlaforge.models.vla.convert_openvla",
-        description="Convert a downloaded openvla/openvla-7b directory into a vlaforge 'openvla' policy.",
+        prog="python -m vlaforge.models.vla.convert_openvla", description=OPENVLA_HELP
     )
-    p.add_argument(
-        "src", type=Path, help="local openvla/openvla-7b directory (config.json, safetensors, tokenizer)"
-    )
-    p.add_argument("out", type=Path, help="output policy directory (Policy.load / vlaforge eval read it)")
-    p.add_argument("--unnorm-key", default=None, help="dataset statistics to use (e.g. bridge_orig)")
-    p.add_argument("--camera", default="image", help="camera name the policy reads (default: image)")
-    p.add_argument(
-        "--frame-size",
-        type=int,
-        nargs=2,
-        default=(224, 224),
-        metavar=("H", "W"),
-        help="frame size given to it",
-    )
-    p.add_argument("--fps", type=float, default=10.0, help="control rate stored with the policy")
-    p.add_argument(
-        "--dtype", choices=sorted(_DTYPES), default=None, help="cast the weights (default: as stored)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    add_openvla_arguments(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Convert as the parsed command line says; errors are printed (no traceback), exit status 1."""
     try:
         report = convert_openvla(
             args.src,
@@ -685,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             camera=args.camera,
             frame_size=tuple(args.frame_size),
             fps=args.fps,
-            dtype=None if args.dtype is None else _DTYPES[args.dtype],
+            dtype=None if args.dtype is None else DTYPES[args.dtype],
             overwrite=args.overwrite,
         )
     except (CheckpointError, FileExistsError, ValueError) as e:
@@ -697,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(report.filled)} filled (DINOv2 mask_token); details in {REPORT_FILE}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
