@@ -1,5 +1,6 @@
 """FSDP (`TrainConfig.parallel="fsdp"`): 2 CPU processes == 1 process, plain checkpoints, resume in any mode."""
 
+import copy
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from vlaforge.cli import main as cli_main
 from vlaforge.models.policy import Policy
 from vlaforge.models.recipes import make_policy
 from vlaforge.train.config import TrainConfig
-from vlaforge.train.finetune import LoRALinear, apply_lora, export_state_dict
+from vlaforge.train.finetune import apply_lora, export_state_dict, lora_layers, merge_lora
 from vlaforge.train.fsdp import optimizer_state_by_index, optimizer_state_by_name, parameter_names
 from vlaforge.train.trainer import make_optimizer, train
 
@@ -141,10 +142,16 @@ def test_optimizer_state_names_round_trip():
         optimizer_state_by_name(by_index, [["0.weight"]])
 
 
-def test_export_of_a_given_state_merges_lora_like_the_module():
-    """export_state_dict(policy, state) (used for EMA and gathered FSDP weights) == LoRALinear.merged_weight."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_export_of_a_given_state_merges_lora_like_peft(dtype):
+    """export_state_dict(policy[, state]) (used for EMA and gathered FSDP weights) == merge_lora, bit for bit.
+
+    bf16 base weights get float32 adapters (peft's autocast), so the merge mixes dtypes: the arithmetic
+    of peft's get_delta_weight + in-place add must still be reproduced exactly.
+    """
     torch.manual_seed(0)
-    policy = make_policy("octo-tiny", TinyDataset(n=8), head="l1", **TINY)
+    policy = make_policy("octo-tiny", TinyDataset(n=8), head="l1", **TINY).to(dtype)
+    plain_keys = list(policy.state_dict())
     apply_lora(policy, ["transformer.*"], rank=2, alpha=4.0)
     with torch.no_grad():
         for p in policy.parameters():
@@ -152,8 +159,16 @@ def test_export_of_a_given_state_merges_lora_like_the_module():
                 p.add_(torch.randn_like(p) * 0.1)  # lora_B leaves zero: merging now changes the weights
     live = export_state_dict(policy)
     given = export_state_dict(policy, {k: v.clone() for k, v in policy.state_dict().items()})
-    assert live.keys() == given.keys() and not any("lora_" in k for k in live)
-    for name, m in policy.named_modules():
-        if isinstance(m, LoRALinear):
-            assert torch.equal(live[f"{name}.weight"], m.merged_weight())
-            assert torch.equal(given[f"{name}.weight"], m.merged_weight())
+    merged = copy.deepcopy(policy)
+    merge_lora(merged)
+    reference = merged.state_dict()
+    assert list(live) == list(given) == list(reference) == plain_keys  # plain keys, original order
+    for k in reference:
+        assert live[k].dtype == reference[k].dtype == dtype
+        assert torch.equal(live[k], reference[k]) and torch.equal(given[k], reference[k]), k
+    attached = policy.state_dict()
+    adapted = [n for n, _ in lora_layers(policy)]
+    assert len(adapted) == 4 * TINY["depth"]
+    for n in adapted:  # the update really was folded in: every adapted weight differs from its base
+        assert not torch.equal(reference[f"{n}.weight"], attached[f"{n}.base_layer.weight"])
+        assert torch.equal(reference[f"{n}.bias"], attached[f"{n}.base_layer.bias"])

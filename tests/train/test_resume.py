@@ -14,8 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.models.policy_fakes import TINY, TinyDataset
+from vlaforge.data import write_synthetic_dataset
 from vlaforge.models.policy import CheckpointError
 from vlaforge.models.recipes import make_policy
+from vlaforge.train.commands import resume_training, run_training
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.sampler import StepBatchSampler
 from vlaforge.train.trainer import latest_checkpoint, train
@@ -96,3 +98,67 @@ def test_step_batch_sampler_is_a_function_of_the_step():
     resumed = iter(StepBatchSampler(10, 3, seed=1, start_step=4))
     assert [next(resumed) for _ in range(3)] == first[4:7]
     assert sorted(sum(first[:3], [])) == sorted(set(sum(first[:3], [])))  # no repeats within an epoch
+
+
+SMALL = {
+    "width": 32,
+    "depth": 1,
+    "heads": 2,
+    "mlp_dim": 64,
+    "stem_channels": [8, 16],
+    "encoder_image_size": [32, 32],
+}
+LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["transformer.*"], "train_also": ["head.*"]}
+
+
+@pytest.mark.parametrize("finetune", [{"lora": LORA}, {"train_only": ["head.*"]}], ids=["lora", "train_only"])
+def test_finetuned_run_resumes_bit_exact(tmp_path, finetune):
+    """Losing the last checkpoint and resuming re-applies LoRA / --train-only and reproduces the run exactly.
+
+    With LoRA the raw training weights carry peft's keys (base_layer, lora_A/B.default); the resume
+    loads the merged policy, re-attaches the adapters and must then accept those keys strictly.
+    """
+    data = write_synthetic_dataset(tmp_path / "data", episodes=2, length=10, height=32, width=32)
+    run = tmp_path / "run"
+    overrides = {
+        "steps": 4,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "log_every": 2,
+        "save_every": 2,
+        "num_workers": 0,
+    }
+    run_training(
+        "octo-tiny",
+        data,
+        run,
+        head="l1",
+        model_overrides=SMALL,
+        train_overrides={**overrides, "cache_frames": False},
+        finetune=finetune,
+        progress=False,
+    )
+    last = run / "checkpoints" / "00000004"
+    full_state = torch.load(last / "trainer_state.pt", weights_only=True)
+    full_policy = load_file(str(run / "policy" / "model.safetensors"))
+    full_curve = json.loads((run / "train_summary.json").read_text())["curve"]
+    shutil.rmtree(last)  # as if killed between the step-2 checkpoint and the end
+    shutil.rmtree(run / "policy")
+
+    resume_training(run, progress=False)
+    state = torch.load(last / "trainer_state.pt", weights_only=True)
+    assert state["model"].keys() == full_state["model"].keys()
+    assert all(torch.equal(state["model"][k], full_state["model"][k]) for k in state["model"])
+    if "lora" in finetune:
+        assert any(k.endswith(".lora_B.default.weight") for k in state["model"])
+    policy = load_file(str(run / "policy" / "model.safetensors"))  # plain keys: merged
+    assert policy.keys() == full_policy.keys() and not any("lora_" in k for k in policy)
+    assert all(torch.equal(policy[k], full_policy[k]) for k in policy)
+    curve = json.loads((run / "train_summary.json").read_text())["curve"]
+    assert [c["step"] for c in curve] == [c["step"] for c in full_curve] == [2, 4]
+    assert [c["loss"] for c in curve] == [c["loss"] for c in full_curve]
+    # only the adapters (+ head) / only the head moved between the two checkpoints of the resumed run
+    before = torch.load(run / "checkpoints" / "00000002" / "trainer_state.pt", weights_only=True)["model"]
+    moved = {k for k in before if not torch.equal(before[k], state["model"][k])}
+    assert moved and all(k.startswith("head.") or ".lora_" in k for k in moved)
+    assert ("lora" in finetune) == any(".lora_" in k for k in moved)

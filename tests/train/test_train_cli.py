@@ -1,4 +1,4 @@
-"""`vlaforge train` flows on a generated on-disk dataset: pretrain -> fine-tune with LoRA -> load -> resume."""
+"""`vlaforge train` flows on a generated on-disk dataset: pretrain -> fine-tune (LoRA, head only) -> load -> resume."""
 
 import json
 import os
@@ -69,7 +69,57 @@ def test_pretrain_finetune_lora_resume(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--steps", "4"]) == 0
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 4
     state = torch.load(sorted((run / "checkpoints").iterdir())[-1] / "trainer_state.pt", weights_only=True)
-    assert any("lora_A" in k for k in state["model"])  # raw training state keeps the adapters
+    assert any(k.endswith(".lora_A.default.weight") for k in state["model"])  # raw state: peft's keys
+    assert any(k.endswith(".base_layer.weight") for k in state["model"])
+    assert not any("lora_" in k for k in Policy.load(run).state_dict())  # the resumed run's policy: merged
+
+
+def _raw_weights(run, step: int) -> dict:
+    return torch.load(run / "checkpoints" / f"{step:08d}" / "trainer_state.pt", weights_only=True)["model"]
+
+
+def test_train_only_head_trains_the_head_alone_and_resumes(tmp_path, capsys):
+    data = write_synthetic_dataset(tmp_path / "data", episodes=2, length=10, height=32, width=32)
+    pre = tmp_path / "pre"
+    assert (
+        _train(
+            "--data", str(data), "--out", str(pre), "--steps", "2", "--head", "l1", "--model-overrides", SMALL
+        )
+        == 0
+    )
+    run = tmp_path / "ft"
+    rc = _train(
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--steps",
+        "2",
+        "--init-from",
+        str(pre),
+        "--train-only",
+        "head.*",
+    )
+    assert rc == 0
+    assert "trainable params" in capsys.readouterr().out
+    assert json.loads((run / "train_config.json").read_text())["finetune"]["train_only"] == ["head.*"]
+    before, after = Policy.load(pre).state_dict(), Policy.load(run).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)  # EMA of a frozen weight is the weight
+
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 0  # the resume freezes the same weights
+    w2, w4 = _raw_weights(run, 2), _raw_weights(run, 4)
+    changed = {k for k in w2 if not torch.equal(w2[k], w4[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+
+
+@pytest.mark.parametrize("other", [["--lora-rank", "4"], ["--freeze", "image_encoders.*"]])
+def test_train_only_with_lora_or_freeze_is_an_error(tmp_path, other):
+    with pytest.raises(SystemExit, match=rf"--train-only.*cannot be combined with {other[0]}"):
+        _train(
+            "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--train-only", "head.*", *other
+        )
+    assert not (tmp_path / "run").exists()
 
 
 def test_freeze_flag_freezes(tmp_path):

@@ -23,8 +23,10 @@ def run_training(
 ):
     """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult).
 
-    finetune: {"init_from": CKPT, "allow_unknown": bool, "freeze": [globs], "lora": LoRAConfig fields}.
-    With init_from the architecture comes from the checkpoint and the embodiment from `data`.
+    finetune: {"init_from": CKPT, "allow_unknown": bool, "freeze": [globs], "train_only": [globs],
+    "lora": LoRAConfig fields}. With init_from the architecture comes from the checkpoint and the
+    embodiment from `data`; "train_only" (head-only tuning: ["head.*"]) freezes everything else and
+    cannot be combined with "freeze" or "lora".
     data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
     with `weights`; state/action padded to the largest, statistics kept per dataset).
     cotrain: {"vl": VL_DIR, "robot_fraction": f}: RT-2 co-training of a VLA token recipe with a
@@ -33,12 +35,19 @@ def run_training(
     from vlaforge.data import Dataset, MixtureDataset
     from vlaforge.models.recipes import get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
-    from vlaforge.train.finetune import apply_finetune_setup, finetune_policy, parameter_table
+    from vlaforge.train.finetune import (
+        apply_finetune_setup,
+        check_finetune_setup,
+        finetune_policy,
+        lora_preset,
+        parameter_table,
+    )
     from vlaforge.train.trainer import train
 
     r = get_recipe(recipe)
     roots, names, mix_weights = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
+    check_finetune_setup(ft)  # before anything is built or read
     model_kw = {**(model_overrides or {}), "head": head, "language": language}
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
     mixture = len(roots) > 1 or weights is not None
@@ -66,6 +75,8 @@ def run_training(
             print(report.format())
     else:
         policy = make_policy(recipe, Dataset(roots[0]), **model_kw)
+    if ft.get("lora") == "recipe":  # --lora: the family's published LoRA settings, stored resolved for resume
+        ft["lora"] = lora_preset(policy).to_dict()
     apply_finetune_setup(policy, ft)
     c = policy.config
     dataset = _training_data(roots, names, mix_weights, c.history, c.chunk, cfg, progress)
@@ -83,7 +94,7 @@ def run_training(
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
         if cotrain:
             print(f"co-training: {dataset!r}")
-        if ft.get("freeze") or ft.get("lora"):
+        if ft.get("freeze") or ft.get("train_only") or ft.get("lora"):
             print(parameter_table(policy))
     info = {
         "recipe": recipe,
@@ -191,6 +202,7 @@ def _training_data(roots, names, weights, history: int, chunk: int, cfg, progres
 
 def _run(args: argparse.Namespace) -> int:
     from vlaforge.train import distributed
+    from vlaforge.train.finetune import check_finetune_setup
 
     main = distributed.current().is_main  # under torchrun only rank 0 prints
     if args.parallel == "fsdp":
@@ -230,7 +242,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_augment:
         model_kw["augment"] = False
     lora = None
-    if args.lora_rank:
+    if args.lora and args.lora_rank:
+        raise SystemExit(
+            "vlaforge train: --lora (the recipe's published LoRA settings) or --lora-rank, not both"
+        )
+    if args.lora:
+        lora = "recipe"
+    elif args.lora_rank:
         lora = {
             "rank": args.lora_rank,
             "alpha": args.lora_alpha if args.lora_alpha is not None else float(args.lora_rank),
@@ -242,8 +260,13 @@ def _run(args: argparse.Namespace) -> int:
         "init_from": args.init_from,
         "allow_unknown": args.allow_unknown_keys,
         "freeze": args.freeze,
+        "train_only": args.train_only,
         "lora": lora,
     }
+    try:  # e.g. --train-only with --lora-rank: refused before any data is read
+        check_finetune_setup(finetune)
+    except ValueError as e:
+        raise SystemExit(f"vlaforge train: {e}") from None
     _, res = run_training(
         args.recipe,
         args.data,
@@ -359,7 +382,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--freeze", nargs="+", default=None, metavar="GLOB", help="freeze parameters, e.g. 'image_encoders.*'"
     )
     ft.add_argument(
-        "--lora-rank", type=int, default=None, help="wrap linear layers with LoRA adapters of this rank"
+        "--train-only",
+        nargs="+",
+        default=None,
+        metavar="GLOB",
+        help="train only the matching parameters, freeze the rest (head-only tuning: 'head.*')",
+    )
+    ft.add_argument(
+        "--lora",
+        action="store_true",
+        help="the recipe family's published LoRA settings: OpenVLA/OFT/RT-2 rank 32 (alpha 16) on all "
+        "linear layers; pi0/pi05 openpi's rank 16 backbone + rank 32 expert; pi0-fast rank 16",
+    )
+    ft.add_argument(
+        "--lora-rank",
+        type=int,
+        default=None,
+        help="add peft LoRA adapters of this rank to linear layers (needs vlaforge[lora])",
     )
     ft.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
     ft.add_argument("--lora-dropout", type=float, default=0.0)

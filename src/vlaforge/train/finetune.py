@@ -4,7 +4,7 @@ The workflow users run (Octo's "fine-tune on your own robot", openpi's LoRA conf
 
     policy, report = finetune_policy("runs/pretrain", new_dataset)   # architecture from the checkpoint,
     print(report.format())                                          # embodiment from the new data
-    apply_lora(policy, ["transformer.*"], rank=16, train_also=["head.*"])   # or freeze(...)
+    apply_lora(policy, ["transformer.*"], rank=16, train_also=["head.*"])   # or freeze / freeze_all_but
     print(parameter_table(policy))
     train(policy, ...)                                              # the optimizer sees requires_grad only
     merge_lora(policy); policy.save("runs/ft/deploy")               # a plain checkpoint, Policy.load reads it
@@ -19,11 +19,20 @@ Why each piece exists:
   differently and copying rows by index would give every shared word a stranger's embedding.
 * :func:`freeze` / :func:`freeze_all_but` take fnmatch globs over parameter names; a glob that
   matches nothing is an error, since a typo would otherwise train the whole model unnoticed.
-* :class:`LoRALinear` is a few lines of torch instead of ``peft`` (which pulls accelerate and
-  huggingface_hub). It subclasses ``nn.Linear`` and keeps the base ``weight``/``bias`` under their
-  original names, so state-dict keys of the base model do not change: a pretrained checkpoint loads
-  into a LoRA-wrapped policy and vice versa, and :func:`merge_lora` gives back plain ``nn.Linear``
-  modules whose checkpoint ``Policy.load`` reads with its strict key check.
+* LoRA goes through ``peft`` (``inject_adapter_in_model``; an optional dependency, ``vlaforge[lora]``,
+  imported only when adapters are used) rather than our own layer: it is the implementation
+  OpenVLA's LoRA fine-tuning was run with, its layers, initialisation (B = 0, so wrapping changes
+  no output) and merge are maintained and tested upstream, and users get the modules they know
+  from ``transformers``. We resolve our fnmatch globs to exact module names and hand peft an
+  anchored regex of them, because peft's plain name lists also match by suffix.
+  While adapters are attached the state-dict keys of an adapted layer ``x`` are peft's
+  (``x.base_layer.weight``, ``x.lora_A.default.weight``, ...): the raw training weights of a LoRA
+  run carry them, and a resume re-attaches the adapters before loading them. Every *policy* a run
+  writes goes through :func:`export_state_dict` (or, in Python, :func:`merge_lora`), which gives the
+  plain keys back (``x.weight`` with the update folded in, ``x.bias``), so ``Policy.load`` reads it
+  with its strict key check.
+* Head-only tuning (``--train-only 'head.*'``) is :func:`freeze_all_but`, recorded with the run so
+  a resume freezes the same parameters.
 """
 
 from __future__ import annotations
@@ -31,14 +40,14 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
-import math
+import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
@@ -186,6 +195,11 @@ def load_pretrained(policy: Policy, checkpoint: str | Path, *, allow_unknown: bo
     Values are copied in place, so parameters keep their identity (an optimizer built before the
     call still points at them) and their device and dtype.
     """
+    if lora_layers(policy):
+        raise ValueError(
+            "load_pretrained: the policy already has LoRA adapters, whose base weights carry peft's key "
+            "names; load the pretrained weights first, then apply_lora"
+        )
     d, tensors, meta = _read_checkpoint(checkpoint)
     report = InitReport(checkpoint=d, config_changes=_config_changes(meta.get("config"), policy.config))
     own = policy.state_dict(keep_vars=True)  # name -> the live Parameter / buffer
@@ -193,7 +207,10 @@ def load_pretrained(policy: Policy, checkpoint: str | Path, *, allow_unknown: bo
     if report.unexpected and not allow_unknown:
         hint = ""
         if any("lora_" in k for k in report.unexpected):
-            hint = " The checkpoint holds LoRA adapters: merge them first (merge_lora; every policy vlaforge train writes is merged)."
+            hint = (
+                " The checkpoint holds unmerged LoRA adapters (peft's lora_A/lora_B/base_layer keys): merge "
+                "them first (merge_lora before policy.save; every policy vlaforge train writes is merged)."
+            )
         changes = "; ".join(report.config_changes) or "none"
         raise CheckpointError(
             f"{d / WEIGHTS_FILE} has {len(report.unexpected)} tensor(s) this policy does not have: "
@@ -320,8 +337,10 @@ def freeze_all_but(policy: nn.Module, patterns: Sequence[str]) -> list[str]:
     """
     names = [n for n, _ in policy.named_parameters()]
     if not patterns:
-        raise ValueError("freeze_all_but: no patterns given, which would freeze everything; e.g. ['head.*']")
-    keep = _match_patterns(names, patterns, "parameter", "freeze_all_but")
+        raise ValueError(
+            "freeze_all_but (--train-only): no patterns given, which would freeze everything; e.g. ['head.*']"
+        )
+    keep = _match_patterns(names, patterns, "parameter", "--train-only")
     frozen = []
     for name, p in policy.named_parameters():
         p.requires_grad_(name in keep)
@@ -332,47 +351,29 @@ def freeze_all_but(policy: nn.Module, patterns: Sequence[str]) -> list[str]:
 
 # ================================================================================================ LoRA
 
+ADAPTER = "default"  # peft's adapter name; vlaforge attaches one adapter per layer
+LORA_INSTALL_HINT = "LoRA needs peft: pip install 'vlaforge[lora]'"
 
-class LoRALinear(nn.Linear):
-    """``y = x W^T + b + (alpha / r) * dropout(x) A^T B^T``: W, b frozen; A (r, in), B (out, r) trained.
 
-    Built from an existing ``nn.Linear`` without copying: ``weight`` and ``bias`` are the base
-    layer's own Parameter objects under their original names (so checkpoint keys do not change).
-    B starts at zero, so wrapping never changes the model's output (LoRA paper, section 4.1);
-    A gets the Kaiming-uniform init of ``nn.Linear`` (as peft does).
+def _peft() -> Any:
+    """The ``peft`` module, imported on first use (it takes seconds and is an optional dependency)."""
+    try:
+        import peft
+    except ImportError as e:
+        raise ImportError(LORA_INSTALL_HINT) from e
+    return peft
+
+
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every peft LoRA layer in ``model``, outermost first.
+
+    Does not import peft: if it was never imported, no adapter can exist, and every checkpoint
+    export of a plain run (which asks this) should not pay peft's import time or need it installed.
     """
-
-    def __init__(self, base: nn.Linear, *, rank: int, alpha: float, dropout: float = 0.0):
-        nn.Module.__init__(self)  # not nn.Linear.__init__: it would allocate and initialise a new weight
-        if type(base) is not nn.Linear:
-            raise TypeError(f"LoRALinear wraps a plain nn.Linear, got {type(base).__name__}")
-        self.in_features, self.out_features = base.in_features, base.out_features
-        self.weight = base.weight  # (out, in), frozen
-        self.bias = base.bias  # (out,) or None, frozen
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
-        self.rank, self.alpha = rank, alpha
-        self.scaling = alpha / rank
-        kw = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, **kw))  # (r, in)
-        self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, **kw))  # (out, r)
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight, self.bias)  # (..., out)
-        z = F.linear(self.lora_dropout(x), self.lora_A)  # (..., r)
-        return y + F.linear(z, self.lora_B) * self.scaling  # (..., out)
-
-    @torch.no_grad()
-    def merged_weight(self) -> torch.Tensor:
-        """W + (alpha / r) B A, computed in float32 and cast back: (out, in)."""
-        delta = self.lora_B.float() @ self.lora_A.float()  # (out, in)
-        return (self.weight.float() + delta * self.scaling).to(self.weight.dtype)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, rank={self.rank}, alpha={self.alpha}"
+    lora = sys.modules.get("peft.tuners.lora")
+    if lora is None:
+        return []
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, lora.LoraLayer)]
 
 
 @dataclass
@@ -380,7 +381,11 @@ class LoRAConfig:
     """LoRA settings of a run; stored with the run (``to_dict``) so a resume can re-apply them.
 
     targets: fnmatch globs over module names; every ``nn.Linear`` below a match gets an adapter.
-    train_also: globs over parameter names kept trainable besides the adapters (e.g. the new head).
+    train_also: globs over parameter names (as in a plain checkpoint) kept trainable besides the
+    adapters (e.g. the new head).
+    rank_pattern / alpha_pattern: {module glob: rank / alpha} overriding ``rank`` / ``alpha`` for the
+    targeted modules they match, first match wins (openpi's π0 LoRA: rank 16 on the backbone, 32 on
+    the action expert; see :func:`lora_preset`).
     """
 
     rank: int = 16
@@ -388,6 +393,8 @@ class LoRAConfig:
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["transformer.*"])
     train_also: list[str] = field(default_factory=list)
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def bad(fld: str, msg: str) -> ValueError:
@@ -406,6 +413,11 @@ class LoRAConfig:
             setattr(self, fld, list(value))
         if not self.targets:
             raise bad("targets", "is empty: name at least one module glob, e.g. ['transformer.*']")
+        self.rank_pattern, self.alpha_pattern = dict(self.rank_pattern), dict(self.alpha_pattern)
+        if any(not isinstance(r, int) or r < 1 for r in self.rank_pattern.values()):
+            raise bad("rank_pattern", "ranks must be ints >= 1")
+        if any(not a > 0 for a in self.alpha_pattern.values()):
+            raise bad("alpha_pattern", "alphas must be > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -419,6 +431,8 @@ class LoRAConfig:
             alpha=self.alpha,
             dropout=self.dropout,
             train_also=self.train_also,
+            rank_pattern=self.rank_pattern,
+            alpha_pattern=self.alpha_pattern,
         )
 
 
@@ -430,53 +444,176 @@ def apply_lora(
     alpha: float = 16.0,
     dropout: float = 0.0,
     train_also: Sequence[str] = (),
+    rank_pattern: dict[str, int] | None = None,
+    alpha_pattern: dict[str, float] | None = None,
 ) -> list[str]:
-    """Wrap every ``nn.Linear`` whose module name matches a glob in :class:`LoRALinear`; returns their names.
+    """Give every ``nn.Linear`` whose module name matches a glob a peft LoRA adapter; returns their names.
 
-    Afterwards only the adapters (``lora_A``/``lora_B``) and parameters matching ``train_also``
-    are trainable; everything else is frozen. Apply it after :func:`load_pretrained` (or before:
-    base weight keys are unchanged, adapters then show up as "missing").
+    The globs are resolved here to the exact module names, and peft gets those names as one
+    anchored regex: a plain ``target_modules`` list would also match any module whose name merely
+    *ends* with ``"." + name``. Afterwards only the adapters and the parameters matching
+    ``train_also`` (globs over the plain names, resolved before wrapping) are trainable.
+
+    Apply it after :func:`load_pretrained`: while adapters are attached, the base weights are named
+    ``<layer>.base_layer.weight`` (peft's layout), so a plain checkpoint no longer fits the policy.
     """
-    cfg = LoRAConfig(rank, alpha, dropout, patterns, train_also)  # type: ignore[arg-type]  # validated there
-    linears = {n: m for n, m in policy.named_modules() if isinstance(m, nn.Linear)}
-    already = sorted(n for n, m in linears.items() if isinstance(m, LoRALinear))
-    if already:
+    cfg = LoRAConfig(
+        rank,
+        alpha,
+        dropout,
+        patterns,
+        train_also,
+        rank_pattern or {},
+        alpha_pattern or {},  # type: ignore[arg-type]
+    )  # validated there
+    already = [n for n, _ in lora_layers(policy)]
+    if already or hasattr(policy, "peft_config"):
         raise ValueError(f"policy already has LoRA adapters on {already[:4]}; merge_lora(policy) first")
+    # Everything is resolved before the model changes, so a bad pattern leaves it untouched.
+    linears = sorted(n for n, m in policy.named_modules() if isinstance(m, nn.Linear))
     if not linears:
         raise ValueError(f"{type(policy).__name__} has no nn.Linear modules to adapt")
-    targets = sorted(_match_patterns(sorted(linears), cfg.targets, "nn.Linear module", "--lora-targets"))
-    for name in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = policy.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(linears[name], rank=cfg.rank, alpha=cfg.alpha, dropout=cfg.dropout))
-
+    targets = sorted(_match_patterns(linears, cfg.targets, "nn.Linear module", "--lora-targets"))
     names = [n for n, _ in policy.named_parameters()]
     keep = (
         _match_patterns(names, cfg.train_also, "parameter", "--lora-train-also") if cfg.train_also else set()
     )
-    for name, p in policy.named_parameters():
-        leaf = name.rsplit(".", 1)[-1]
-        p.requires_grad_(leaf in ("lora_A", "lora_B") or name in keep)
+    keep_ids = {id(p) for n, p in policy.named_parameters() if n in keep}  # peft keeps the Parameter objects
+
+    # Per-module rank/alpha: resolve the globs to exact names here too (peft matches its pattern keys
+    # as regexes anchored at the end of the module name: an escaped full name picks that module only).
+    ranks = _per_module(targets, cfg.rank_pattern, "rank_pattern")
+    alphas = _per_module(targets, cfg.alpha_pattern, "alpha_pattern")
+
+    peft = _peft()
+    peft_cfg = peft.LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules="|".join(re.escape(n) for n in targets),  # re.fullmatch'ed against each module name
+        rank_pattern={re.escape(n): r for n, r in ranks.items()},
+        alpha_pattern={re.escape(n): a for n, a in alphas.items()},
+    )
+    peft.inject_adapter_in_model(peft_cfg, policy, adapter_name=ADAPTER)
+    wrapped = sorted(n for n, _ in lora_layers(policy))
+    if wrapped != targets:  # would mean peft matched differently than documented
+        raise RuntimeError(f"peft wrapped {wrapped[:6]}..., expected exactly {targets[:6]}...")
+
+    adapter_ids = {
+        id(p) for _, m in lora_layers(policy) for p in (*m.lora_A.parameters(), *m.lora_B.parameters())
+    }
+    for p in policy.parameters():
+        p.requires_grad_(id(p) in adapter_ids or id(p) in keep_ids)
     return targets
+
+
+def _per_module(targets: Sequence[str], pattern: dict[str, Any], what: str) -> dict[str, Any]:
+    """{glob: value} -> {target module name: value}, first matching glob wins; a glob matching no target
+    is an error (a typo would otherwise silently keep the default rank)."""
+    out: dict[str, Any] = {}
+    for glob, value in pattern.items():
+        hits = [n for n in targets if _matches(n, glob)]
+        if not hits:
+            raise ValueError(
+                f"LoRA {what} glob {glob!r} matches none of the adapted modules ({_prefixes(targets)})"
+            )
+        for n in hits:
+            out.setdefault(n, value)
+    return out
+
+
+def lora_preset(policy: nn.Module) -> LoRAConfig:
+    """The published LoRA recipe of the policy's family (``vlaforge train --lora``).
+
+    * π0 / π0.5 (openpi's ``gemma_2b_lora`` + ``gemma_300m_lora``): adapters on the attention and MLP
+      linear layers of the backbone's blocks with rank 16, alpha 16, and of the action expert's with
+      rank 32, alpha 32 (π0.5's adaRMS modulations stay frozen, as openpi's LoRA covers only attention
+      and feed-forward); like openpi's freeze filter, only the language-model weights are frozen, so the vision
+      tower, projector and the state/action/time projections keep training fully.
+    * π0-FAST (``gemma_2b_lora``): rank 16, alpha 16 on the backbone's blocks; vision tower and projector train.
+    * OpenVLA / OpenVLA-OFT / RT-2 (OpenVLA's ``finetune.py``): rank 32, alpha ``min(rank, 16) = 16``, dropout
+      0, on all linear layers of the vision tower, projector and language-model blocks (peft's
+      "all-linear": not the output head); OFT's own modules (action head, proprio projector, FiLM)
+      train fully, as in OFT.
+    """
+
+    def present(globs: Sequence[str]) -> list[str]:
+        names = [n for n, _ in policy.named_parameters()]
+        return [g for g in globs if any(_matches(n, g) for n in names)]
+
+    has = {n.split(".")[0] for n, _ in policy.named_parameters()}
+    subs = {".".join(n.split(".")[:2]) for n, _ in policy.named_parameters()}
+    if {"transformer.backbone", "transformer.expert"} <= subs:  # π0 / π0.5
+        return LoRAConfig(
+            rank=16,
+            alpha=16.0,
+            targets=[
+                f"transformer.{part}.layers.*.{block}.*"
+                for part in ("backbone", "expert")
+                for block in ("attn", "mlp")
+            ],
+            rank_pattern={"transformer.expert.*": 32},
+            alpha_pattern={"transformer.expert.*": 32.0},
+            train_also=present(["vision_tower.*", "projector.*", "state_proj.*", "action_*", "time_mlp_*"]),
+        )
+    if "lm" in has and "vision_tower" in has:
+        family = str(getattr(getattr(policy, "config", None), "recipe", "") or "")
+        if family.startswith("pi0-fast"):
+            return LoRAConfig(
+                rank=16,
+                alpha=16.0,
+                targets=["lm.layers.*"],
+                train_also=present(["vision_tower.*", "projector.*"]),
+            )
+        return LoRAConfig(
+            rank=32,
+            alpha=16.0,
+            targets=["vision_tower.*", "projector.*", "lm.layers.*"],
+            train_also=present(["action_head.*", "proprio.*", "film.*"]),
+        )
+    raise ValueError(
+        f"no published LoRA recipe for {type(policy).__name__} (octo-style recipes): give the settings "
+        "yourself, e.g. --lora-rank 16 --lora-targets 'transformer.*' --lora-train-also 'head.*'"
+    )
+
+
+def _merged_weight(
+    weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """``W + scaling * B A`` with peft's arithmetic, so it equals peft's in-place merge bit for bit.
+
+    Mirrors ``peft.tuners.lora.Linear.get_delta_weight`` (fp16/bf16 adapters on the CPU multiply
+    in float32 and cast back) followed by ``merge``'s ``base_layer.weight.data += delta``.
+    weight: (out, in); lora_a: (r, in); lora_b: (out, r).
+    """
+    cast = lora_b.device.type == "cpu" and lora_b.dtype in (torch.float16, torch.bfloat16)
+    a, b = (lora_a.float(), lora_b.float()) if cast else (lora_a, lora_b)
+    delta = (b @ a) * scaling  # (out, in)
+    if cast:
+        delta = delta.to(lora_b.dtype)
+    merged = weight.detach().clone()
+    merged += delta
+    return merged
 
 
 @torch.no_grad()
 def merge_lora(policy: nn.Module) -> list[str]:
-    """Fold every adapter into its base weight (W += alpha/r * B A) and restore plain ``nn.Linear`` modules.
+    """Fold every adapter into its base weight (W += alpha/r * B A) and put the plain ``nn.Linear`` back.
 
-    After this ``policy.save()`` writes an ordinary checkpoint that ``Policy.load`` reads, with
-    the same predictions as the adapted policy (up to float rounding). Returns the merged names.
+    What peft's ``merge_and_unload`` does, without needing the ``PeftModel`` wrapper:
+    afterwards ``policy.state_dict()`` has the original keys again and ``policy.save()`` writes an
+    ordinary checkpoint that ``Policy.load`` reads, with the same predictions as the adapted
+    policy (up to float rounding). Returns the merged names.
     """
-    lora = [(n, m) for n, m in policy.named_modules() if isinstance(m, LoRALinear)]
+    lora = lora_layers(policy)
     if not lora:
         raise ValueError("merge_lora: the policy has no LoRA adapters (apply_lora was not called)")
-    for name, m in lora:
-        linear = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
-        linear.weight = nn.Parameter(m.merged_weight(), requires_grad=m.weight.requires_grad)  # (out, in)
-        linear.bias = m.bias
-        linear.train(m.training)
+    for name, module in lora:
+        module.merge(adapter_names=[ADAPTER])  # the base layer's weight += get_delta_weight(ADAPTER)
         parent_name, _, child = name.rpartition(".")
-        setattr(policy.get_submodule(parent_name), child, linear)
+        setattr(policy.get_submodule(parent_name), child, module.get_base_layer())
+    if hasattr(policy, "peft_config"):  # set by inject_adapter_in_model; peft's unload removes it too
+        del policy.peft_config
     return [n for n, _ in lora]
 
 
@@ -523,25 +660,78 @@ def export_state_dict(
 
     Training keeps the adapters (resume needs them); everything written as a *policy* — periodic
     checkpoints and the final `policy/` — goes through here, so `Policy.load` always reads it.
+    For each adapted layer ``x`` the peft keys ``x.base_layer.weight``, ``x.base_layer.bias``,
+    ``x.lora_A.default.weight`` and ``x.lora_B.default.weight`` become ``x.weight`` (merged with
+    the arithmetic of :func:`merge_lora`, so both agree bit for bit) and ``x.bias``; key order is kept.
 
     state: merge this full state dict (same keys as ``policy.state_dict()``) instead of the live
     weights. The trainer passes EMA weights this way, and under FSDP, where the live parameters are
     shards, the full weights gathered to rank 0; the modules only supply the names and LoRA scaling.
     """
-    state = dict(policy.state_dict() if state is None else state)
-    for name, module in policy.named_modules():
-        if isinstance(module, LoRALinear):
-            prefix = f"{name}." if name else ""
-            weight = state[f"{prefix}weight"]  # (out, in)
-            delta = state.pop(f"{prefix}lora_B").float() @ state.pop(f"{prefix}lora_A").float()  # (out, in)
-            # The same arithmetic as LoRALinear.merged_weight (float32, cast back), so both agree bit for bit.
-            state[f"{prefix}weight"] = (weight.float() + delta * module.scaling).to(weight.dtype)
-    return state
+    state = policy.state_dict() if state is None else state
+    renamed: dict[str, str] = {}  # peft key -> plain key
+    merged: dict[str, torch.Tensor] = {}  # plain weight key -> merged weight
+    dropped: set[str] = set()  # adapter keys
+    for name, module in lora_layers(policy):
+        prefix = f"{name}." if name else ""
+        if list(module.lora_A) != [ADAPTER]:
+            raise ValueError(
+                f"{name} has LoRA adapters {list(module.lora_A)}; export_state_dict handles the single "
+                f"adapter {ADAPTER!r} that apply_lora attaches"
+            )
+        key_a, key_b = f"{prefix}lora_A.{ADAPTER}.weight", f"{prefix}lora_B.{ADAPTER}.weight"
+        base = f"{prefix}base_layer."
+        own = [k for k in state if k.startswith(prefix)]
+        unknown = [k for k in own if k not in (key_a, key_b) and not k.startswith(base)]
+        if unknown or key_a not in state or key_b not in state:
+            raise KeyError(
+                f"state dict does not have the layout of peft's LoRA layer {name!r}: expected {key_a}, "
+                f"{key_b} and {base}*, got {own}"
+            )
+        renamed.update({k: prefix + k[len(base) :] for k in own if k.startswith(base)})
+        dropped.update((key_a, key_b))
+        weight = state[f"{base}weight"]  # (out, in)
+        merged[f"{prefix}weight"] = _merged_weight(
+            weight, state[key_a], state[key_b], module.scaling[ADAPTER]
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in dropped:
+            continue
+        plain = renamed.get(key, key)
+        out[plain] = merged.get(plain, value) if key in renamed else value
+    return out
+
+
+def check_finetune_setup(setup: dict[str, Any]) -> None:
+    """Refuse unknown keys and contradictory settings of a "finetune" section, before any work is done."""
+    known = {"init_from", "allow_unknown", "freeze", "train_only", "lora"}
+    unknown = sorted(set(setup) - known)
+    if unknown:
+        raise ValueError(f"unknown fine-tuning setting(s) {unknown}; known: {sorted(known)}")
+    lora = setup.get("lora")
+    if lora is not None and lora != "recipe" and not isinstance(lora, dict):
+        raise ValueError(f"lora must be LoRAConfig fields (a dict) or 'recipe' (--lora), got {lora!r}")
+    if setup.get("train_only") and (setup.get("lora") or setup.get("freeze")):
+        other = "--lora-rank (lora)" if setup.get("lora") else "--freeze"
+        raise ValueError(
+            f"--train-only (train_only) cannot be combined with {other}: it already freezes every "
+            "parameter it does not match. With LoRA, keep extra parameters trainable next to the adapters "
+            "with --lora-train-also (e.g. 'head.*'); to freeze some modules and train the rest, use --freeze."
+        )
 
 
 def apply_finetune_setup(policy: nn.Module, setup: dict[str, Any]) -> None:
-    """Re-apply freezing and LoRA recorded in a run's train_config.json ("finetune" section)."""
+    """Re-apply the freezing, head-only training and LoRA recorded in a run's "finetune" section.
+
+    setup: ``{"freeze": [globs], "train_only": [globs], "lora": LoRAConfig fields}`` (plus
+    ``init_from`` / ``allow_unknown``, which only matter when the policy is built). ``train_only``
+    is :func:`freeze_all_but` (head-only tuning: ``["head.*"]``) and excludes the other two.
+    """
+    check_finetune_setup(setup)
     if setup.get("freeze"):
         freeze(policy, setup["freeze"])
+    if setup.get("train_only"):
+        freeze_all_but(policy, setup["train_only"])
     if setup.get("lora"):
         LoRAConfig(**setup["lora"]).apply(policy)
