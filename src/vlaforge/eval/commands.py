@@ -14,11 +14,22 @@ from pathlib import Path
 from typing import Any
 
 
-def load_policy(path: str) -> Any:
-    """Load a trained policy (module-level so that worker processes can unpickle the factory)."""
+def load_policy(path: str, int8: bool = False) -> Any:
+    """Load a trained policy (module-level so that worker processes can unpickle the factory).
+
+    int8: dynamically quantize the Linear layers of the transformer and the head to int8 (the CPU
+    fast path of `vlaforge bench`), to measure what it costs in success on the same seeds.
+    """
     from vlaforge.models.policy import Policy
 
-    return Policy.load(path)
+    policy = Policy.load(path)
+    if int8:
+        from vlaforge.bench.fastpaths import int8_copy
+
+        if not hasattr(policy, "transformer") or not hasattr(policy, "head"):
+            raise SystemExit(f"--int8 covers the octo-family recipes (transformer + head); {path} is not one")
+        policy = int8_copy(policy)
+    return policy
 
 
 def load_instructions(path: str | Path) -> dict[str, str]:
@@ -72,8 +83,8 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit("vlaforge eval: RUN_DIR is required (or pass --expert)")
         if not Path(args.run_dir).exists():
             raise SystemExit(f"vlaforge eval: run directory {args.run_dir} does not exist")
-        factory = functools.partial(load_policy, args.run_dir)
-        name = str(args.run_dir)
+        factory = functools.partial(load_policy, args.run_dir, **({"int8": True} if args.int8 else {}))
+        name = str(args.run_dir) + (" (int8)" if args.int8 else "")
         out = Path(args.out or Path(args.run_dir) / "eval")
 
     try:
@@ -160,5 +171,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="worker processes, each with its own policy and env"
     )
     p.add_argument("--expert", action="store_true", help="evaluate the scripted expert instead of a policy")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="dynamic int8 quantization of the transformer and head Linear layers (CPU fast path)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
