@@ -28,7 +28,14 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/mt10")
+    p.add_argument(
+        "--recipe",
+        default="octo-tiny",
+        help="recipe to train; other than octo-tiny (e.g. openvla-tiny, openvla-oft-tiny) the recipe's own "
+        "action output is used, --heads is ignored and the entry is keyed by the recipe name",
+    )
     p.add_argument("--heads", default="diffusion,flow,binned,l1")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     p.add_argument("--language", default="words", choices=["words", "minilm"])
     p.add_argument("--minutes", type=float, default=60.0, help="training budget per head (wall clock)")
     p.add_argument(
@@ -57,19 +64,27 @@ def main() -> int:
     instructions = load_instructions(args.instructions) if args.instructions else None
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
-    for head in args.heads.split(","):
-        suffix = head if args.language == "words" else f"{head}-{args.language}"
+    octo = args.recipe == "octo-tiny"
+    for head in args.heads.split(",") if octo else [None]:
+        name = head if octo else args.recipe
+        suffix = name if args.language == "words" else f"{name}-{args.language}"
         run = Path(f"{args.runs}-{suffix}")
         if not args.eval_only:
             run_training(
-                "octo-tiny",
+                args.recipe,
                 args.data,
                 run,
                 head=head,
-                language=args.language,
-                train_overrides={"minutes": args.minutes, "steps": args.steps, "num_workers": 0},
+                language=args.language if octo else None,
+                train_overrides={
+                    "minutes": args.minutes,
+                    "steps": args.steps,
+                    "num_workers": 0,
+                    "batch_size": args.batch_size,
+                },
             )
         summary = json.loads((run / "train_summary.json").read_text())
+        run_config = json.loads((run / "train_config.json").read_text())
         t0 = time.perf_counter()
         eval_dir = run / ("eval-rephrased" if instructions else "eval")
         report = evaluate(
@@ -85,6 +100,9 @@ def main() -> int:
         entry = {
             "command": command,
             "run": str(run),
+            "recipe": args.recipe,
+            "head": run_config["policy"].get("head"),
+            "train_batch_size": run_config["train"]["batch_size"],
             "language": args.language,
             "instructions": args.instructions or "dataset phrasings",
             "train_minutes": round(summary["wall_s"] / 60, 1),

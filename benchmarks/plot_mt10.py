@@ -35,7 +35,7 @@ def plot_heads(heads: dict, out: Path) -> None:
     ax0.set_ylabel("mean success over 200 episodes (%)")
     ax0.set_ylim(0, 100)
     ax0.legend(loc="lower right")
-    ax0.set_title("MT10, octo-tiny, 5,772 steps of 64")
+    ax0.set_title("MT10, 5,772 steps of 64 (octo-tiny heads, openvla recipes)")
     width = 0.8 / len(keys)
     for i, k in enumerate(keys):
         rates = [heads[k]["per_task"][t]["success"] * 100 for t in tasks]
