@@ -28,6 +28,14 @@ def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (x.dim() - 1)))  # (B, 1, ...)
 
 
+def _check_step_noise(step_noise: torch.Tensor | None, draws: int, x: torch.Tensor) -> None:
+    """Explicit per-step noise must hold one x-shaped tensor per draw the sampler makes."""
+    if step_noise is not None and tuple(step_noise.shape) != (draws, *x.shape):
+        raise ValueError(
+            f"step_noise must be (draws={draws}, *x.shape={tuple(x.shape)}), got {tuple(step_noise.shape)}"
+        )
+
+
 @dataclass(frozen=True)
 class DDPMSampler:
     """Ancestral DDPM: x_{t-1} = μ̃_t(x_t, x̂0) + σ_t · z through every training step.
@@ -49,15 +57,28 @@ class DDPMSampler:
         if self.variance not in ("large", "small"):
             raise ValueError(f"DDPMSampler.variance must be 'large' or 'small', got {self.variance!r}")
 
+    def noise_draws(self) -> int:
+        """Fresh noises drawn after the initial one: one per step but the last (T - 1)."""
+        return self.schedule.steps - 1
+
     def sample(
-        self, fn: NoiseFn, x_init: torch.Tensor, *, generator: torch.Generator | None = None
+        self,
+        fn: NoiseFn,
+        x_init: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        step_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """step_noise: (noise_draws(), B, ...) the z of every stochastic step in order, instead of drawing
+        them from ``generator`` (an exported graph takes all its randomness as an input)."""
+        _check_step_noise(step_noise, self.noise_draws(), x_init)
         x = x_init  # (B, ...) pure noise x_T
         betas = self.schedule.betas(x.device)  # (T,)
         alphas = self.schedule.alphas(x.device)  # (T,)
         alpha_bars = self.schedule.alpha_bars(x.device)  # (T,)
         one = torch.ones((), device=x.device)
         b = x.shape[0]
+        draw = 0
         for t in reversed(range(self.schedule.steps)):
             ab_t, ab_prev = alpha_bars[t], (alpha_bars[t - 1] if t > 0 else one)
             eps = fn(x, torch.full((b,), t, dtype=torch.long, device=x.device))  # (B, ...)
@@ -67,7 +88,11 @@ class DDPMSampler:
             x = (ab_prev.sqrt() * betas[t] * x0 + alphas[t].sqrt() * (1 - ab_prev) * x) / (1 - ab_t)
             if t > 0:
                 var = betas[t] if self.variance == "large" else betas[t] * (1 - ab_prev) / (1 - ab_t)
-                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                if step_noise is None:
+                    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                else:
+                    z = step_noise[draw]  # (B, ...)
+                draw += 1
                 x = x + var.sqrt() * z
         return x
 
@@ -95,6 +120,12 @@ class DDIMSampler:
             )
         if self.eta < 0:
             raise ValueError(f"DDIMSampler.eta must be >= 0, got {self.eta}")
+        # Computed once here, eagerly: inside a traced `sample` (ONNX export) `.tolist()` of a tensor
+        # would be data-dependent and the Python loop over the timesteps could not be unrolled.
+        t_max = self.schedule.steps - 1
+        start = t_max if self.steps == self.schedule.steps else max(t_max - 1, 0)
+        ts = torch.linspace(start, 0, self.steps).round().long().tolist()
+        object.__setattr__(self, "_timesteps", tuple(sorted(set(ts), reverse=True)))
 
     def timesteps(self) -> list[int]:
         """Descending training timesteps visited, evenly spaced, ending at 0.
@@ -105,14 +136,24 @@ class DDIMSampler:
         sampler carries that error to the end (Lin et al. 2023; diffusers' default "leading"
         spacing never visits T - 1 either). The initial N(0, I) noise is an excellent x_{T-2}.
         """
-        t_max = self.schedule.steps - 1
-        start = t_max if self.steps == self.schedule.steps else max(t_max - 1, 0)
-        ts = torch.linspace(start, 0, self.steps).round().long().tolist()
-        return sorted(set(ts), reverse=True)
+        return list(self._timesteps)  # set in __post_init__
+
+    def noise_draws(self) -> int:
+        """Fresh noises drawn after the initial one: none when deterministic (eta = 0), else one per
+        step but the last."""
+        return len(self.timesteps()) - 1 if self.eta > 0 else 0
 
     def sample(
-        self, fn: NoiseFn, x_init: torch.Tensor, *, generator: torch.Generator | None = None
+        self,
+        fn: NoiseFn,
+        x_init: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        step_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """step_noise: (noise_draws(), B, ...) the noise of every stochastic step (eta > 0) in order,
+        instead of drawing it from ``generator``."""
+        _check_step_noise(step_noise, self.noise_draws(), x_init)
         x = x_init  # (B, ...)
         alpha_bars = self.schedule.alpha_bars(x.device)  # (T,)
         one = torch.ones((), device=x.device)
@@ -129,7 +170,11 @@ class DDIMSampler:
             sigma = self.eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp_min(0).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp_min(0).sqrt() * eps
             if self.eta > 0 and i + 1 < len(ts):
-                x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                if step_noise is None:
+                    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                else:
+                    z = step_noise[i]  # (B, ...)
+                x = x + sigma * z
         return x
 
 
