@@ -125,7 +125,13 @@ def task_versions(spec: dict[str, Any]) -> dict[str, Any]:
         versions["av"] = av.__version__
     except ImportError:
         versions["av"] = None
-    return {"versions": versions, "machine": machine_info()}
+    from vlaforge.bench.measure import cpu_flags
+
+    machine = {
+        **machine_info(),
+        "cpu_flags": cpu_flags(["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"]),
+    }
+    return {"versions": versions, "machine": machine}
 
 
 def task_match(spec: dict[str, Any]) -> dict[str, Any]:

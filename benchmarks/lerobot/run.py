@@ -108,7 +108,7 @@ class Worker:
 
 
 def start_workers(args: argparse.Namespace, work: Path) -> dict[str, Worker]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     base.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"})
     ours_env = dict(base)
     lerobot_env = dict(
@@ -404,6 +404,11 @@ def markdown(result: dict[str, Any]) -> str:
                     f"| train ms/step | {head} ({v} step) vs {family}, batch {tr['batch_size']}, {tr['threads']} thread(s) | "
                     f"{ours[v]['median_ms']:.0f} | {theirs['median_ms']:.0f} | {fmt_ratio(rt['wall'])} | {fmt_ratio(rt['cpu'])} | (lower is faster) |"
                 )
+    lines.append(
+        "\nratio = vlaforge / LeRobot: of samples/s for the dataset (higher is better), of milliseconds for "
+        "inference and training (lower is better); wall = elapsed time, CPU = CPU time of the processes doing "
+        "the work. Bold: target met."
+    )
     return "\n".join(lines) + "\n\n" + where_time_goes(result)
 
 
@@ -433,6 +438,14 @@ def fmt_params(n: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- main
+
+
+def command_line() -> str:
+    """How this run was started, with the interpreter relative to the repository and the niceness."""
+    exe = Path(sys.executable)
+    exe_s = str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else str(exe)
+    prefix = f"nice -n {os.nice(0)} " if os.nice(0) else ""
+    return prefix + shlex.join([exe_s, *sys.argv])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -495,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {
             "schema": 1,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": "nice -n 19 " + shlex.join([Path(sys.executable).name, *sys.argv]),
+            "command": command_line(),
             "versions": {"vlaforge_env": ours_v["versions"], "lerobot_env": their_v["versions"]},
             "machine": ours_v["machine"],
             "settings": {
