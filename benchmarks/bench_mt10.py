@@ -37,6 +37,18 @@ def main() -> int:
     p.add_argument("--heads", default="diffusion,flow,binned,l1")
     p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
     p.add_argument("--language", default="words", choices=["words", "minilm"])
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="model config override for a non-octo recipe, e.g. --set knowledge_insulation=false (repeatable)",
+    )
+    p.add_argument(
+        "--tag", default=None, help="suffix of the run directory and result key (ablations: ki-off)"
+    )
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint interval (learning curves)")
+    p.add_argument("--keep-last", type=int, default=None, help="checkpoints kept (learning curves)")
     p.add_argument("--minutes", type=float, default=60.0, help="training budget per head (wall clock)")
     p.add_argument(
         "--steps",
@@ -65,9 +77,21 @@ def main() -> int:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
 
     octo = args.recipe == "octo-tiny"
+    model_overrides = {}
+    for item in args.set:
+        field, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--set {item!r}: use FIELD=JSON, e.g. knowledge_insulation=false")
+        try:
+            model_overrides[field] = json.loads(value)
+        except json.JSONDecodeError:
+            model_overrides[field] = value  # a bare string
+    if model_overrides and octo:
+        p.error("--set applies to the non-octo recipes (octo-tiny variants are chosen with --heads)")
     for head in args.heads.split(",") if octo else [None]:
         name = head if octo else args.recipe
         suffix = name if args.language == "words" else f"{name}-{args.language}"
+        suffix = f"{suffix}-{args.tag}" if args.tag else suffix
         run = Path(f"{args.runs}-{suffix}")
         if not args.eval_only:
             run_training(
@@ -81,7 +105,10 @@ def main() -> int:
                     "steps": args.steps,
                     "num_workers": 0,
                     "batch_size": args.batch_size,
+                    "save_every": args.save_every,
+                    "keep_last": args.keep_last,
                 },
+                model_overrides=model_overrides or None,
             )
         summary = json.loads((run / "train_summary.json").read_text())
         run_config = json.loads((run / "train_config.json").read_text())
@@ -104,6 +131,7 @@ def main() -> int:
             "head": run_config["policy"].get("head"),
             "train_batch_size": run_config["train"]["batch_size"],
             "language": args.language,
+            "model_overrides": model_overrides,
             "instructions": args.instructions or "dataset phrasings",
             "train_minutes": round(summary["wall_s"] / 60, 1),
             "train_steps": summary["steps"],

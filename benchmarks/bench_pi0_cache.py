@@ -90,14 +90,17 @@ def _prefix_pass(policy: Pi0Policy, batch: dict[str, Any]) -> tuple[KVCache, tor
     mask, pos = policy.attention_mask(valid)
     lm = policy.backbone.config
     cache = KVCache(lm.num_layers, B, P + 1 + c.chunk, lm.num_kv_heads, lm.head_dim, dtype=prefix.dtype)
-    policy.transformer([prefix, state], mask[:, : P + 1, : P + 1], pos[:, : P + 1], cache)
+    policy._fill_cache(prefix, state, mask[:, : P + 1, : P + 1], pos[:, : P + 1], cache)
     return cache, mask[:, P + 1 :], pos[:, P + 1 :], P
 
 
-def bench_recipe(recipe: str, calls: int, steps: int) -> dict[str, Any]:
+def bench_recipe(recipe: str, calls: int, steps: int, compiled: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
     ds = _BenchDataset()
     policy = make_pi0_policy(recipe, ds).eval()
+    t_compile = time.perf_counter()
+    if compiled:
+        policy.compile_sampling()
     batch = _batch(ds)
     c = policy.config
     noise = torch.randn(1, c.chunk, c.max_action_dim, generator=torch.Generator().manual_seed(1))
@@ -118,7 +121,8 @@ def bench_recipe(recipe: str, calls: int, steps: int) -> dict[str, Any]:
             "prefix": lambda: _prefix_pass(policy, batch),
             "expert": expert_pass,
         }
-        a_c, a_u = fns["cached"](), fns["recompute"]()  # warm-up and agreement check
+        a_c, a_u = fns["cached"](), fns["recompute"]()  # warm-up (compiles) and agreement check
+        compile_s = time.perf_counter() - t_compile
         max_diff = float((a_c - a_u).abs().max())
         for f in fns.values():
             f()
@@ -134,6 +138,8 @@ def bench_recipe(recipe: str, calls: int, steps: int) -> dict[str, Any]:
     n_expert = sum(p.numel() for p in policy.expert.parameters())
     return {
         "recipe": recipe,
+        "variant": "compile" if compiled else "eager",
+        "first_calls_s": round(compile_s, 1),
         "backbone": {"width": lm.hidden_size, "depth": lm.num_layers, "mlp": lm.intermediate_size,
                      "heads": lm.num_heads, "kv_heads": lm.num_kv_heads, "head_dim": lm.head_dim,
                      "parameters": n_backbone},
@@ -156,11 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=7, help="timed calls per quantity")
     p.add_argument("--steps", type=int, default=10, help="Euler steps per chunk (π0: 10)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure each recipe after Pi0Policy.compile_sampling() (torch.compile, 10-60 s per model)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     command = "python benchmarks/bench_pi0_cache.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     torch.set_num_threads(args.threads)
-    rows = [bench_recipe(r.strip(), args.calls, args.steps) for r in args.recipes.split(",") if r.strip()]
+    variants = [False, True] if args.compile else [False]
+    rows = [
+        bench_recipe(r.strip(), args.calls, args.steps, compiled)
+        for r in args.recipes.split(",")
+        if r.strip()
+        for compiled in variants
+    ]
 
     from vlaforge.info import machine_info
 
@@ -171,14 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(
-        "| recipe | backbone / expert | prefix tokens | H | cached chunk (ms) | recompute chunk (ms) | "
+        "| recipe | path | backbone / expert | prefix tokens | H | cached chunk (ms) | recompute chunk (ms) | "
         "recompute / cached | prefix pass (ms) | expert pass (ms) | cached / (prefix + N·expert) |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b, e, m = r["backbone"], r["expert"], r["median_ms"]
         print(
-            f"| {r['recipe']} | {b['width']}x{b['depth']} ({b['parameters'] / 1e6:.1f}M) / {e['width']} "
+            f"| {r['recipe']} | {r['variant']} | {b['width']}x{b['depth']} ({b['parameters'] / 1e6:.1f}M) / {e['width']} "
             f"({e['parameters'] / 1e6:.1f}M) | {r['prefix_tokens']} | {r['chunk']} | {m['cached']:.1f} | "
             f"{m['recompute']:.1f} | {r['recompute_over_cached']:.2f}x | {m['prefix']:.1f} | {m['expert']:.2f} | "
             f"{r['cached_over_parts']:.2f} |"

@@ -30,3 +30,20 @@ def test_expert_solves_reach_on_the_eval_split(tmp_path):
     assert data["config"]["policy_spec"]["fps"] == pytest.approx(80.0)
     assert data["latency"]["env_fps"] == pytest.approx(80.0)
     assert (tmp_path / "videos" / "reach-v3_seed0_success.mp4").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_short_task_names_resolve_to_full_names(tmp_path):
+    """`evaluate(policy, ["reach"])` with the default env factory: the report uses "reach-v3", and an
+    instruction given under the short name applies."""
+    pytest.importorskip("metaworld")
+    report = evaluate(
+        ExpertPolicy,
+        ["reach"],
+        episodes=1,
+        instructions={"reach": "touch it"},
+        progress=False,
+        videos_per_task=0,
+    )
+    assert [t.task for t in report.tasks] == ["reach-v3"]
+    assert report.tasks[0].instruction == "touch it" and report.tasks[0].successes == 1

@@ -378,6 +378,16 @@ def _worker_environment(threads: int) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _full_name(task: str) -> str:
+    """The full Meta-World name of `task` when it names one, else `task` unchanged."""
+    from vlaforge.envs.tasks import canonical_task
+
+    try:
+        return canonical_task(task)
+    except ValueError:
+        return task
+
+
 def evaluate(
     policy_or_factory: PolicyLike | PolicyFactory,
     tasks: Sequence[str],
@@ -408,6 +418,11 @@ def evaluate(
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         raise ValueError("evaluate: no tasks given")
+    if env_factory is None:
+        # Meta-World: a short name ("push") becomes the full task name ("push-v3") the environments and
+        # the report use, as on the CLI. A custom env_factory gets the names exactly as given.
+        tasks = list(dict.fromkeys(_full_name(t) for t in tasks))
+        instructions = {_full_name(t): text for t, text in (instructions or {}).items()}
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
     if workers < 1:

@@ -13,8 +13,8 @@ from pathlib import Path
 DTYPE_CHOICES = ("bfloat16", "float16", "float32")
 OPENVLA_HELP = "Convert a downloaded openvla/openvla-7b directory into a vlaforge 'openvla' policy."
 PI0_HELP = (
-    "Convert a downloaded π0 PyTorch checkpoint (LeRobot lerobot/pi0_base-style or openpi's PyTorch "
-    "conversion) into a vlaforge 'pi0' policy."
+    "Convert a downloaded π0 or π0.5 PyTorch checkpoint (LeRobot lerobot/pi0_base- / lerobot/pi05_base-style "
+    "or openpi's PyTorch conversion) into a vlaforge 'pi0' or 'pi05' policy (the weights say which)."
 )
 
 
@@ -110,6 +110,15 @@ def add_pi0_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="dtype of the written weights (default: float32, what Pi0Policy computes with; bfloat16 halves "
         "the file but the policy then needs torch.autocast to run)",
+    )
+    p.add_argument(
+        "--fast-tokenizer",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="π0.5 only: a vlaforge FAST tokenizer directory (FastTokenizer.save; fit_fast_tokenizer on "
+        "your dataset) attached to the policy so it can train its FAST loss; published π0.5 checkpoints "
+        "ship none, and flow inference needs none",
     )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
 

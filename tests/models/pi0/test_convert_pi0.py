@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,11 +63,11 @@ STATS = {
 LR = "model.paligemma_with_expert."  # LeRobot's prefix of the π0 module
 
 
-def tokenizer_dir(root: Path) -> Path:
-    """A PaliGemma-like tokenizer.json (pad 0, eos 1, bos 2) over the test's words."""
+def tokenizer_dir(root: Path, extra: Sequence[str] = ()) -> Path:
+    """A PaliGemma-like tokenizer.json (pad 0, eos 1, bos 2) over the test's words (+ `extra`)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", *WORDS])}
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<bos>", "<unk>", *WORDS, *extra])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     root.mkdir(parents=True, exist_ok=True)
@@ -515,7 +516,7 @@ def test_statistics_from_a_dataset_and_their_absence(tmp_path):
     )
 
 
-def test_pi05_checkpoints_and_missing_tokenizer_are_refused(tmp_path):
+def test_missing_tokenizer_and_half_pi05_checkpoints_are_refused(tmp_path):
     tok = tokenizer_dir(tmp_path / "tok")
     src = tmp_path / "src"
     tensors = write_lerobot(src, reference_policy(tok))

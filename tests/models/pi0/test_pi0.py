@@ -220,3 +220,25 @@ def test_cli_train_pi0_tiny(tmp_path):
     policy = Policy.load(tmp_path / "run")
     assert isinstance(policy, Pi0Policy)
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 2
+
+
+@pytest.mark.slow  # inductor compiles three graphs: ~30-60 s on a 2-core CPU
+def test_compiled_sampling_matches_eager_and_leaves_training_eager():
+    policy, ds = _policy()
+    policy.eval()
+    batch = _batch(ds)
+    noise = torch.randn(4, CHUNK, 32, generator=torch.Generator().manual_seed(1))
+    keys = sorted(policy.state_dict())
+    with torch.inference_mode():
+        eager = policy.sample_actions(batch, noise=noise, use_cache=True)
+        assert policy.compile_sampling() is policy
+        compiled = policy.sample_actions(batch, noise=noise, use_cache=True)
+        compiled_uncached = policy.sample_actions(batch, noise=noise, use_cache=False)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+    torch.testing.assert_close(compiled_uncached, eager, rtol=0, atol=1e-5)
+    assert sorted(policy.state_dict()) == keys  # the weights are the eager modules' own
+    policy.train()
+    loss, _ = policy.loss(batch)  # training runs the eager modules: the gradient reaches every part
+    loss.backward()
+    assert policy.action_out_proj.weight.grad is not None
+    assert all(p.grad is not None for p in policy.vision_tower.parameters() if p.requires_grad)

@@ -1,15 +1,18 @@
-"""Import published π0 PyTorch checkpoints (LeRobot's and openpi's layouts) as vlaforge ``pi0`` policies.
+"""Import published π0 and π0.5 PyTorch checkpoints (LeRobot's and openpi's layouts) as vlaforge ``pi0`` /
+``pi05`` policies.
 
 Usage (after ``huggingface-cli download lerobot/pi0_base --local-dir /models/pi0_base``)::
 
     vlaforge convert-pi0 /models/pi0_base --out runs/pi0-base --tokenizer /models/paligemma-tokenizer \\
         --stats /data/my_dataset
+    vlaforge convert-pi0 /models/pi05_base --out runs/pi05-base --tokenizer /models/paligemma-tokenizer \\
+        --stats /data/my_dataset [--fast-tokenizer runs/fast]     # π0.5: told by the weights' keys
     # same options: python -m vlaforge.models.pi0.convert_pi0 SRC --out DIR ...
 
 The source directory is read offline: ``config.json``, ``model.safetensors`` (or
 ``model.safetensors.index.json`` + shards) and, where the checkpoint has them, its normalization
 statistics. The output is a policy directory that ``Policy.load`` / ``vlaforge eval`` / ``vlaforge
-serve`` read like any trained π0 run (``policy_class: "pi0"``), plus ``conversion.json``.
+serve`` read like any trained π0 / π0.5 run (``policy_class: "pi0"`` / ``"pi05"``), plus ``conversion.json``.
 
 Layouts (``--layout auto`` tells them apart by the key prefix)
 --------------------------------------------------------------
@@ -20,11 +23,13 @@ Layouts (``--layout auto`` tells them apart by the key prefix)
   ``config.json`` is LeRobot's ``PI0Config`` (``type: "pi0"``, ``chunk_size``, ``max_state_dim``,
   ``max_action_dim``, ``num_inference_steps`` / ``num_steps``, ``tokenizer_max_length``,
   ``image_resolution`` / ``resize_imgs_with_padding``, ``input_features``, ``output_features``,
-  ``normalization_mapping``, ``paligemma_variant`` / ``action_expert_variant``).
+  ``normalization_mapping``, ``paligemma_variant`` / ``action_expert_variant``); π0.5: ``PI05Policy``
+  (``lerobot/pi05_base``), config ``type: "pi05"`` with the same fields.
 * **openpi**: ``PI0Pytorch.state_dict()`` as written by openpi's
   ``examples/convert_jax_model_to_pytorch.py`` (no prefix); its ``config.json`` holds
   ``action_dim`` (the padded size, 32), ``action_horizon``, ``paligemma_variant``,
-  ``action_expert_variant``, ``precision``; statistics are in ``assets/<asset_id>/norm_stats.json``.
+  ``action_expert_variant``, ``precision`` (π0 and π0.5 alike: only the keys tell them apart);
+  statistics are in ``assets/<asset_id>/norm_stats.json``.
 
 Key map (source without the layout prefix -> ``Pi0Policy.state_dict()``); ``PG`` =
 ``paligemma_with_expert.paligemma.``, ``EX`` = ``paligemma_with_expert.gemma_expert.``. PaliGemma's
@@ -47,6 +52,13 @@ own spelling depends on the transformers version that wrote the file and both ar
     state_proj / action_in_proj / action_time_mlp_out      the same names
     action_time_mlp_in.{weight,bias}                       the same names, time columns re-expressed (below)
     action_out_proj.{weight,bias}                          the same names, negated (below)
+    π0.5 (``PI0Pytorch(pi05=True)``): no state_proj, and
+    time_mlp_in.{weight,bias}                              the same names, every column re-expressed (below)
+    time_mlp_out.{weight,bias}                             the same names
+    EX.model.layers.N.input_layernorm.dense.{weight,bias}  transformer.expert.layers.N.attn_norm.modulation.*
+    EX.model.layers.N.post_attention_layernorm.dense.*     transformer.expert.layers.N.mlp_norm.modulation.*
+    EX.model.norm.dense.{weight,bias}                      transformer.expert.final_norm.modulation.*
+        (adaptive RMSNorm: a Linear cond (expert width) -> 3·width, rows copied unpermuted, see below)
     dropped: EX.lm_head.weight (GemmaForCausalLM's head; the expert has no vocabulary, never used),
         ``*.rotary_emb.inv_freq``, ``*.embeddings.position_ids``, SigLIP ``head.*``, and the old LeRobot
         ``normalize_inputs.*`` / ``normalize_targets.*`` / ``unnormalize_outputs.*`` buffers (read
@@ -69,26 +81,43 @@ code change in the policy:
 * the time features: ``φ(t)`` has pairs ``sin(ω t), cos(ω t)`` (``ω = 2π / period``); with
   ``t = 1 - τ``, ``sin(ω t) = sin ω cos(ω τ) - cos ω sin(ω τ)`` and ``cos(ω t) = cos ω cos(ω τ) +
   sin ω sin(ω τ)``, so the columns of ``action_time_mlp_in`` that read ``φ`` are mixed per frequency
-  by ``[[-cos ω, sin ω], [sin ω, cos ω]]`` (computed in float64).
+  by ``[[-cos ω, sin ω], [sin ω, cos ω]]`` (computed in float64). π0.5's ``time_mlp_in`` reads φ alone
+  (it feeds ``swish(time_mlp_out(swish(·)))``, the adaRMS condition), so all its columns are mixed so.
 
 Both maps are involutions, so :func:`export_state_dict` (vlaforge -> published names, used by the
 tests to build synthetic checkpoints) applies the very same rules. The Euler steps then evaluate the
 network at the same points (``t = 1, 0.9, ..., 0.1``) as the reference sampler.
 
-Statistics (π0: mean/std on state and actions): LeRobot >= 0.4 keeps them in the processor files
-(``policy_preprocessor.json`` names the ``normalizer_processor`` state file, keys
+π0.5's adaptive RMSNorm is the same function on both sides: openpi's ``GemmaRMSNorm(cond_dim)``
+(``transformers_replace``; JAX ``gemma.RMSNorm``) splits ``dense(cond)`` into ``scale, shift, gate`` (that
+order, ``torch.chunk`` / ``jnp.split`` on the last axis), returns ``x̂·(1 + scale) + shift`` and ``gate``, and
+the layer adds ``x + gate·f(…)``; :class:`~vlaforge.models.pi0.expert.AdaRMSNorm` chunks its ``modulation``
+the same way with the same formula (and the final norm's gate is unused on both sides). The rows are
+copied unchanged; the tests check it against an adaRMS written from openpi's formula.
+
+π0.5 prompt and FAST head: openpi and LeRobot write ``"Task: {task}, State: {bins};\\nAction: "`` (BOS
+first, the task's ``_`` / newlines -> spaces, case kept, 200 tokens); the converted policy uses exactly that
+(``Pi05Config.prompt = OPENPI_PROMPT``, ``text_max_len`` 199 + BOS). vlaforge's ``Pi05Policy`` also has a FAST
+head (cross-entropy through the backbone's ``lm_head``, no weights of its own, FAST ids below PaliGemma's
+last 128 ids as openpi's π0-FAST); it needs a FAST tokenizer only to *train*, and published π0.5 checkpoints
+ship none. The converted policy therefore has none (``"fast_tokenizer": null``: ``predict`` works, training
+refuses with the fix) unless ``--fast-tokenizer DIR`` (a ``FastTokenizer.save`` directory, e.g.
+``fit_fast_tokenizer`` on the dataset you will train on) attaches one.
+
+Statistics (π0: mean/std on state and actions; π0.5: q01/q99, clipped): LeRobot >= 0.4 keeps them in
+the processor files (``policy_preprocessor.json`` names the ``normalizer_processor`` state file, keys
 ``observation.state.mean`` ...), older LeRobot in the weights' normalization buffers, openpi in
 ``assets/<asset_id>/norm_stats.json`` (``state`` / ``actions``). Base checkpoints have none (or
 ``inf`` placeholders): pass ``--stats DATASET`` (its ``meta/stats.json``); ``--stats`` also replaces
 a checkpoint's own statistics, e.g. for fine-tuning on another robot.
 
 Not reproduced (listed in ``conversion.json``'s notes where they apply): openpi's / LeRobot's
-aspect-preserving resize-with-pad of the camera frames (vlaforge resizes straight to 224 px),
-openpi's prompt clean-up (``_`` -> space), LeRobot's ``adapt_to_pi_aloha`` joint transforms, the
-``1e-6`` (openpi) / ``1e-8`` (LeRobot) normalization epsilon (vlaforge: ``1e-8`` and a ``1e-3``
-scale floor). π0.5 checkpoints (``time_mlp_in``/``time_mlp_out`` instead of ``state_proj`` and
-``action_time_mlp_*``, adaptive RMSNorm ``*.dense.{weight,bias}`` in every expert norm, q01/q99
-statistics) are recognized and refused: vlaforge has no π0.5 policy to hold them yet.
+aspect-preserving resize-with-pad of the camera frames (vlaforge resizes straight to 224 px), for π0
+openpi's prompt clean-up (``_`` -> space; the π0.5 prompt applies it), LeRobot's ``adapt_to_pi_aloha``
+joint transforms, the ``1e-6`` (openpi) / ``1e-8`` (LeRobot) normalization epsilon (vlaforge: ``1e-8``
+and a ``1e-3`` scale floor). π0.5 only: a state below q01 is bin 0 (openpi's ``np.digitize`` gives
+-1), and some LeRobot versions zero-pad the state to ``max_state_dim`` before writing it (vlaforge and
+openpi write the robot's dimensions).
 """
 
 from __future__ import annotations
@@ -97,8 +126,9 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +155,8 @@ from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.lm_recipes import PALIGEMMA_LM, SIGLIP_SO400M
 from vlaforge.models.pi0.config import Pi0Config
+from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
+from vlaforge.models.pi0.pi05_config import OPENPI_PROMPT, Pi05Config
 from vlaforge.models.policy import CheckpointError
 from vlaforge.models.vla.text import HFPromptTokenizer
 from vlaforge.transforms.normalize import STAT_NAMES, FeatureNorm, Normalizer
@@ -150,6 +182,11 @@ LEROBOT_MODES = {
 PROMPT = "{instruction}\n"  # openpi and LeRobot end the task text with a newline token
 PALIGEMMA_BOS = 2
 DEFAULT_TOKEN_LEN = 48  # openpi's max_token_len for π0 (BOS included)
+DEFAULT_TOKEN_LEN_PI05 = 200  # ... and for π0.5 (LeRobot's PI05Config.tokenizer_max_length)
+PI05_FAST_SKIP = 128  # openpi's FAST ids on PaliGemma: V - 1 - 128 - f (Pi05Config.fast_skip_tokens)
+# π0.5's adaptive expert norms: ours (AdaRMSNorm.modulation) -> openpi's GemmaRMSNorm.dense
+ADARMS_NAME = re.compile(r"^(layers\.\d+\.)?(attn_norm|mlp_norm|final_norm)\.modulation\.(weight|bias)$")
+ADARMS_NORMS = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm", "final_norm": "norm"}
 DEFAULT_IMAGE_SIZE = 224
 _DROPPED_SUFFIXES = (*IGNORED_KEY_SUFFIXES, "embeddings.position_ids")
 
@@ -164,7 +201,9 @@ class Pi0ConversionReport(ConversionReport):
     """:class:`~vlaforge.models.conversion.ConversionReport` + where the pieces came from."""
 
     layout: str = ""
+    policy_class: str = ""  # "pi0" or "pi05" (told by the weights' keys)
     paligemma_keys: str = ""  # which transformers spelling of PaliGemma the file uses
+    fast_tokenizer: str = ""  # π0.5: the FastTokenizer directory attached (--fast-tokenizer), "" = none
     statistics: str = ""  # where the normalization statistics came from
     notes: list[str] = field(default_factory=list)  # differences from the reference the user should know
 
@@ -312,6 +351,7 @@ class CheckpointSpec:
     action_dim: int | None = None
     state_norm: str = "mean_std"
     action_norm: str = "mean_std"
+    pi05: bool = False  # a π0.5 checkpoint (told by its keys; LeRobot's config type must agree)
     notes: list[str] = field(default_factory=list)
 
 
@@ -331,9 +371,17 @@ def _lerobot_mode(value: Any, what: str) -> str:
     return LEROBOT_MODES[str(value)]
 
 
-def checkpoint_spec(cfg: dict[str, Any], layout: str) -> CheckpointSpec:
-    """The :class:`CheckpointSpec` of a LeRobot ``PI0Config`` or an openpi PyTorch ``config.json``."""
-    spec = CheckpointSpec()
+def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> CheckpointSpec:
+    """The :class:`CheckpointSpec` of a LeRobot ``PI0Config`` / ``PI05Config`` or an openpi PyTorch
+    ``config.json`` (which does not say π0 or π0.5: ``pi05`` comes from the weights' keys).
+
+    π0.5 defaults where the file is silent: 200 prompt tokens (openpi's pi05 ``max_token_len``, LeRobot's
+    ``tokenizer_max_length``) and q01/q99 statistics (``QUANTILES``) for state and actions.
+    """
+    spec = CheckpointSpec(pi05=pi05)
+    if pi05:
+        spec.token_len = DEFAULT_TOKEN_LEN_PI05
+        spec.state_norm = spec.action_norm = "quantile"
     if layout == "openpi":
         spec.paligemma_variant = str(cfg.get("paligemma_variant", spec.paligemma_variant))
         spec.expert_variant = str(cfg.get("action_expert_variant", spec.expert_variant))
@@ -342,10 +390,18 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str) -> CheckpointSpec:
         spec.cameras = [(c, (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)) for c in OPENPI_CAMERAS]
         return spec
     kind = cfg.get("type")
-    if kind not in (None, "pi0"):
+    if kind not in (None, "pi0", "pi05"):
         raise CheckpointError(
-            f"config.json has type {kind!r}; this converter reads LeRobot 'pi0' checkpoints"
-            + (" (π0.5 is not supported yet)" if kind == "pi05" else "")
+            f"config.json has type {kind!r}; this converter reads LeRobot 'pi0' and 'pi05' checkpoints"
+        )
+    if kind is not None and (kind == "pi05") != pi05:
+        found = (
+            "a π0.5 checkpoint (time_mlp_in/out, adaptive RMSNorm '.dense.' expert norms)"
+            if pi05
+            else "a π0 checkpoint (state_proj, action_time_mlp_in/out, plain expert norms)"
+        )
+        raise CheckpointError(
+            f"config.json has type {kind!r}, but the weights are {found}; the files do not belong together"
         )
     spec.paligemma_variant = str(cfg.get("paligemma_variant", spec.paligemma_variant))
     spec.expert_variant = str(cfg.get("action_expert_variant", spec.expert_variant))
@@ -381,11 +437,10 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str) -> CheckpointSpec:
             "camera changes neither positions nor keys, so the converted policy simply omits them"
         )
     mapping = cfg.get("normalization_mapping") or {}
-    spec.state_norm = _lerobot_mode(
-        mapping.get("STATE", "MEAN_STD"), "config.json normalization_mapping.STATE"
-    )
+    default = "QUANTILES" if pi05 else "MEAN_STD"
+    spec.state_norm = _lerobot_mode(mapping.get("STATE", default), "config.json normalization_mapping.STATE")
     spec.action_norm = _lerobot_mode(
-        mapping.get("ACTION", "MEAN_STD"), "config.json normalization_mapping.ACTION"
+        mapping.get("ACTION", default), "config.json normalization_mapping.ACTION"
     )
     if cfg.get("adapt_to_pi_aloha") or cfg.get("use_delta_joint_actions_aloha"):
         spec.notes.append(
@@ -525,9 +580,12 @@ def read_statistics(
     return found, None
 
 
-def pi0_normalizer(stats: Statistics, modes: dict[str, str], dims: dict[str, int]) -> Normalizer:
+def pi0_normalizer(
+    stats: Statistics, modes: dict[str, str], dims: dict[str, int], *, clip: bool = False
+) -> Normalizer:
     """State/action normalizer: ``modes`` per feature, statistics cut to the robot's dimensions
-    (openpi normalizes with ``stats[..., :dim]`` too)."""
+    (openpi normalizes with ``stats[..., :dim]`` too). clip: quantile features clip to [-1, 1] (π0.5, as
+    the ``pi05`` recipes; inference bins the state within [-1, 1] either way)."""
     feats = {}
     for key, mode in modes.items():
         raw = stats.stats.get(key)
@@ -551,7 +609,7 @@ def pi0_normalizer(stats: Statistics, modes: dict[str, str], dims: dict[str, int
                 )
             cut[name] = v[:dim]
         try:
-            feats[key] = FeatureNorm(mode, cut)
+            feats[key] = FeatureNorm(mode, cut, clip=clip and mode == "quantile")
         except ValueError as e:
             raise CheckpointError(f"statistics from {stats.source}, '{key}': {e}") from e
     return Normalizer(feats)
@@ -594,6 +652,52 @@ def flip_time_columns(
     return out.to(weight.dtype)
 
 
+def action_layer_rules(config: Pi0Config) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The policy's own layers (outside the two Gemmas) -> their conversion; names are the published ones.
+
+    π0: ``state_proj``, ``action_in_proj``, ``action_time_mlp_in`` (φ columns from De on, folded),
+    ``action_time_mlp_out``, ``action_out_proj`` (negated). π0.5 (a :class:`Pi05Config`): no state layer,
+    ``action_in_proj``, ``time_mlp_in`` (reads φ alone: every column folded), ``time_mlp_out``,
+    ``action_out_proj`` (negated).
+    """
+    width, lo, hi = config.expert_width, config.time_min_period, config.time_max_period
+    if isinstance(config, Pi05Config):
+        time_mlp = "time_mlp"
+        fold = lambda w: flip_time_columns(w, width, lo, hi, first=0)  # noqa: E731
+        layers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    else:
+        time_mlp = "action_time_mlp"
+        fold = lambda w: flip_time_columns(w, width, lo, hi)  # noqa: E731
+        layers = {"state_proj.weight": same, "state_proj.bias": same}
+    return {
+        **layers,
+        "action_in_proj.weight": same,
+        "action_in_proj.bias": same,
+        f"{time_mlp}_in.weight": fold,
+        f"{time_mlp}_in.bias": same,
+        f"{time_mlp}_out.weight": same,
+        f"{time_mlp}_out.bias": same,
+        "action_out_proj.weight": negate,
+        "action_out_proj.bias": negate,
+    }
+
+
+def expert_source_name(tail: str) -> str:
+    """An ``ActionExpert`` name (``transformer.expert.`` removed) -> the HF Gemma name under ``model.``.
+
+    The adaRMS norms of π0.5 (``AdaRMSNorm.modulation``, a Linear cond -> 3·width) are openpi's
+    ``GemmaRMSNorm.dense`` of the same layer: ``layers.N.attn_norm`` = ``input_layernorm``,
+    ``layers.N.mlp_norm`` = ``post_attention_layernorm``, ``final_norm`` = ``norm``. Both split the output
+    into (scale, shift, gate) in that order and compute ``x̂·(1 + scale) + shift`` and ``x + gate·f(…)``,
+    so the rows are copied unpermuted.
+    """
+    m = ADARMS_NAME.match(tail)
+    if m is None:
+        return ours_to_hf(tail).removeprefix("model.")
+    layer, norm, param = m.groups()
+    return f"{layer or ''}{ADARMS_NORMS[norm]}.dense.{param}"
+
+
 def plan_pi0(
     expected: dict[str, tuple[int, ...]],
     names: SourceNames,
@@ -601,26 +705,14 @@ def plan_pi0(
     *,
     head_for_embeddings: bool = False,
 ) -> dict[str, Rule]:
-    """A :class:`~vlaforge.models.conversion.Rule` for every ``Pi0Policy`` tensor (``expected``: key -> shape).
+    """A :class:`~vlaforge.models.conversion.Rule` for every ``Pi0Policy`` / ``Pi05Policy`` tensor
+    (``expected``: key -> shape; ``config`` a :class:`Pi05Config` for π0.5).
 
     head_for_embeddings: read the token embeddings from PaliGemma's tied ``lm_head`` (files that kept
     only that copy of the shared tensor). Every rule's conversion is an involution (identity,
     negation, the time reflection), which :func:`export_state_dict` relies on.
     """
-    width = config.expert_width
-    fold = lambda w: flip_time_columns(w, width, config.time_min_period, config.time_max_period)  # noqa: E731
-    own = {
-        "state_proj.weight": same,
-        "state_proj.bias": same,
-        "action_in_proj.weight": same,
-        "action_in_proj.bias": same,
-        "action_time_mlp_in.weight": fold,
-        "action_time_mlp_in.bias": same,
-        "action_time_mlp_out.weight": same,
-        "action_time_mlp_out.bias": same,
-        "action_out_proj.weight": negate,
-        "action_out_proj.bias": negate,
-    }
+    own = action_layer_rules(config)
     plan: dict[str, Rule] = {}
     unknown = []
     for key, shape in expected.items():
@@ -628,7 +720,8 @@ def plan_pi0(
         for ours, theirs in (("transformer.backbone.", names.lm), ("transformer.expert.", names.expert)):
             if key.startswith(ours):
                 tail = key[len(ours) :]
-                src = theirs + ours_to_hf(tail).removeprefix("model.")
+                hf = expert_source_name(tail) if ours == "transformer.expert." else ours_to_hf(tail)
+                src = theirs + hf.removeprefix("model.")
                 if tail == "embed_tokens.weight" and head_for_embeddings:
                     src = names.lm_head
                 rule = Rule(src, (shape,), same)
@@ -645,7 +738,8 @@ def plan_pi0(
             plan[key] = rule
     if unknown:
         raise Pi0ConversionError(
-            f"the pi0 policy has {len(unknown)} tensor(s) the π0 key map does not cover: {unknown}"
+            f"the {config.recipe} policy has {len(unknown)} tensor(s) the π0 / π0.5 key map does not cover: "
+            f"{unknown}"
         )
     return plan
 
@@ -657,9 +751,9 @@ def export_state_dict(
     layout: str = "lerobot",
     paligemma_keys: str = "transformers>=4.52",
 ) -> dict[str, torch.Tensor]:
-    """A ``Pi0Policy.state_dict()`` under the published names of ``layout`` (the inverse of the import:
-    every rule is an involution). The openpi/LeRobot extras a real file also holds (the expert's
-    ``lm_head``, a tied PaliGemma ``lm_head``) are not written."""
+    """A ``Pi0Policy.state_dict()`` (or ``Pi05Policy``'s, with its :class:`Pi05Config`) under the published
+    names of ``layout`` (the inverse of the import: every rule is an involution). The openpi/LeRobot extras
+    a real file also holds (the expert's ``lm_head``, a tied PaliGemma ``lm_head``) are not written."""
     names = SourceNames.build(layout, paligemma_keys)
     plan = plan_pi0({k: tuple(v.shape) for k, v in state_dict.items()}, names, config)
     return {rule.source: rule.convert(state_dict[k]) for k, rule in plan.items() if rule.source is not None}
@@ -680,8 +774,12 @@ def pi0_policy_config(
     action_norm: str,
     variants: Mapping[str, GemmaVariant] | None = None,
     vision: dict[str, dict[str, Any]] | None = None,
+    fast_tokenizer: FastTokenizer | None = None,
 ) -> Pi0Config:
-    """The Pi0Config of the converted policy: the ``pi0`` recipe with the checkpoint's shapes."""
+    """The config of the converted policy: the ``pi0`` recipe with the checkpoint's shapes, or for a π0.5
+    checkpoint (``spec.pi05``) a :class:`Pi05Config` of the ``pi05`` recipe: openpi's prompt
+    (``OPENPI_PROMPT``), FAST ids below PaliGemma's last 128, no subtask prediction, and the scale of the
+    ``fast_tokenizer`` when one is attached."""
     vlm, expert = (
         gemma_variant(spec.paligemma_variant, variants),
         gemma_variant(spec.expert_variant, variants),
@@ -705,29 +803,36 @@ def pi0_policy_config(
         siglip = json.loads(json.dumps(SIGLIP_SO400M))
         siglip["hf"]["image_size"] = spec.image_size
         vision = {"siglip": siglip}
-    return Pi0Config(
-        recipe="pi0",
-        cameras=cameras,
-        state_dim=state_dim,
-        action_dim=action_dim,
-        chunk=spec.chunk,
-        fps=fps,
-        lm=dataclasses.asdict(lm),
-        expert_width=expert.width,
-        expert_mlp_dim=expert.mlp_dim,
-        vision=vision,
-        prompt=PROMPT,
-        text_max_len=spec.token_len - 1,  # BOS is the policy's own token, outside the prompt budget
-        bos_token_id=PALIGEMMA_BOS,
-        language="hf",
-        max_state_dim=spec.max_state_dim,
-        max_action_dim=spec.max_action_dim,
-        steps=spec.steps,
-        time_min_period=spec.min_period,
-        time_max_period=spec.max_period,
-        state_norm=state_norm,
-        action_norm=action_norm,
-    )
+    fields: dict[str, Any] = {
+        "recipe": "pi0",
+        "cameras": cameras,
+        "state_dim": state_dim,
+        "action_dim": action_dim,
+        "chunk": spec.chunk,
+        "fps": fps,
+        "lm": dataclasses.asdict(lm),
+        "expert_width": expert.width,
+        "expert_mlp_dim": expert.mlp_dim,
+        "vision": vision,
+        "prompt": PROMPT,
+        "text_max_len": spec.token_len - 1,  # BOS is the policy's own token, outside the prompt budget
+        "bos_token_id": PALIGEMMA_BOS,
+        "language": "hf",
+        "max_state_dim": spec.max_state_dim,
+        "max_action_dim": spec.max_action_dim,
+        "steps": spec.steps,
+        "time_min_period": spec.min_period,
+        "time_max_period": spec.max_period,
+        "state_norm": state_norm,
+        "action_norm": action_norm,
+    }
+    if not spec.pi05:
+        return Pi0Config(**fields)
+    fields |= {"recipe": "pi05", "prompt": OPENPI_PROMPT, "fast_skip_tokens": PI05_FAST_SKIP}
+    if fast_tokenizer is not None:
+        fields["fast_scale"] = fast_tokenizer.scale
+        fields["fast_vocab_size"] = max(fast_tokenizer.vocab_size, Pi05Config.fast_vocab_size)
+    return Pi05Config(**fields)
 
 
 def _cameras(
@@ -776,9 +881,11 @@ def convert_pi0(
     dtype: torch.dtype = torch.float32,
     variants: Mapping[str, GemmaVariant] | None = None,
     vision: dict[str, dict[str, Any]] | None = None,
+    fast_tokenizer: str | Path | None = None,
     overwrite: bool = False,
 ) -> Pi0ConversionReport:
-    """Convert a local π0 PyTorch checkpoint directory (LeRobot or openpi layout) into a vlaforge policy.
+    """Convert a local π0 or π0.5 PyTorch checkpoint directory (LeRobot or openpi layout) into a vlaforge
+    ``pi0`` / ``pi05`` policy (which one: the weights' keys say).
 
     layout: "auto" (by the key prefix), "lerobot" or "openpi".
     tokenizer: PaliGemma's tokenizer.json or a directory holding it (default: ``src/tokenizer.json``).
@@ -791,9 +898,12 @@ def convert_pi0(
     dtype: the stored weights' dtype. float32 (default) is what ``Pi0Policy`` computes with (bf16 runs
         through autocast); bfloat16 halves the file but the policy then needs autocast to run.
     variants / vision: extra Gemma variant shapes and a Pi0Config.vision override (tests use tiny sizes).
+    fast_tokenizer: π0.5 only: a ``FastTokenizer.save`` directory fitted on (chunk, action_dim) chunks,
+        attached so the converted policy can train its FAST loss (flow inference needs none).
     Returns the report (also written as ``conversion.json``); raises :class:`Pi0ConversionError`
     listing every missing / unexpected / wrongly shaped tensor, CheckpointError for other problems.
     """
+    from vlaforge.models.pi0.pi05_policy import Pi05Policy
     from vlaforge.models.pi0.policy import Pi0Policy
 
     src, out = Path(src), Path(out)
@@ -804,19 +914,21 @@ def convert_pi0(
     index, shapes = source_index(src)
     layout = detect_layout(index, layout)
     names = SourceNames.detect(index, layout)
-    if _is_pi05(set(index), names):
-        raise CheckpointError(
-            f"{src}: a π0.5 checkpoint (time_mlp_in/out and adaptive RMSNorm '.dense.' weights in the expert); "
-            "vlaforge has no π0.5 policy yet, so it cannot be converted"
-        )
-    spec = checkpoint_spec(read_json(src / CONFIG_FILE, "the checkpoint's config.json"), layout)
+    pi05 = _is_pi05(set(index), names)
+    kind = "π0.5" if pi05 else "π0"
+    fast = _fast_tokenizer(fast_tokenizer, pi05)
+    spec = checkpoint_spec(read_json(src / CONFIG_FILE, "the checkpoint's config.json"), layout, pi05=pi05)
     report = Pi0ConversionReport(
         source=str(src),
         output=str(out),
         layout=layout,
+        policy_class="pi05" if pi05 else "pi0",
         paligemma_keys=names.paligemma_keys,
+        fast_tokenizer="" if fast_tokenizer is None else str(fast_tokenizer),
         notes=list(spec.notes),
     )
+    if pi05:
+        report.notes += _pi05_notes(layout, fast is not None)
 
     statistics, dataset_fps = read_statistics(
         src, layout, index, asset_id=asset_id, dataset=None if stats is None else Path(stats)
@@ -827,14 +939,14 @@ def convert_pi0(
         STATE_KEY: state_dim or spec.state_dim or _stat_dim(statistics, STATE_KEY),
         ACTION_KEY: action_dim or spec.action_dim or _stat_dim(statistics, ACTION_KEY),
     }
-    normalizer = pi0_normalizer(statistics, modes, dims)
+    normalizer = pi0_normalizer(statistics, modes, dims, clip=pi05)
 
     tok_path = Path(tokenizer) if tokenizer is not None else src
     try:
         prompt_tokenizer = HFPromptTokenizer.from_file(tok_path)
     except FileNotFoundError as e:
         raise CheckpointError(
-            f"{e}. π0 checkpoints do not ship PaliGemma's tokenizer: download it once "
+            f"{e}. {kind} checkpoints do not ship PaliGemma's tokenizer: download it once "
             "(huggingface-cli download google/paligemma-3b-pt-224 tokenizer.json --local-dir DIR) and pass "
             "--tokenizer DIR"
         ) from e
@@ -854,13 +966,17 @@ def convert_pi0(
             action_norm=modes[ACTION_KEY],
             variants=variants,
             vision=vision,
+            fast_tokenizer=fast,
         )
         # Shapes only: the parameters live on the meta device (no 3B random init); it is used to save.
         with parameters_on_meta():
-            policy = Pi0Policy(config, normalizer, prompt_tokenizer, lm_on_meta=True)
+            if isinstance(config, Pi05Config):
+                policy: Pi0Policy = Pi05Policy(config, normalizer, prompt_tokenizer, fast, lm_on_meta=True)
+            else:
+                policy = Pi0Policy(config, normalizer, prompt_tokenizer, lm_on_meta=True)
     except ValueError as e:
         raise CheckpointError(
-            f"{src}: the checkpoint does not describe a valid vlaforge π0 policy: {e}"
+            f"{src}: the checkpoint does not describe a valid vlaforge {kind} policy: {e}"
         ) from e
     expected = {k: tuple(v.shape) for k, v in policy.state_dict().items()}
     plan = plan_pi0(expected, names, config, head_for_embeddings=not embed_in_file)
@@ -880,7 +996,7 @@ def convert_pi0(
     found = match_plan(plan, index, shapes, report, dropped=dropped)
     raise_if_invalid(
         report,
-        f"{src}: the {layout} π0 checkpoint does not match the pi0 policy it describes",
+        f"{src}: the {layout} {kind} checkpoint does not match the {report.policy_class} policy it describes",
         Pi0ConversionError,
     )
     weights = read_planned(plan, found, index, expected, dtype)
@@ -890,6 +1006,46 @@ def convert_pi0(
     policy.save(out, state_dict=weights)
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+def _fast_tokenizer(directory: str | Path | None, pi05: bool) -> FastTokenizer | None:
+    """The --fast-tokenizer directory's FastTokenizer (π0.5 only; its shape is checked with the config)."""
+    if directory is None:
+        return None
+    if not pi05:
+        raise CheckpointError(
+            f"--fast-tokenizer {directory}: the checkpoint is a π0 one, which has no FAST head (π0.5 only)"
+        )
+    try:
+        return FastTokenizer.load(directory)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"--fast-tokenizer {directory}: not a vlaforge FAST tokenizer directory ({e}); fit one with "
+            "vlaforge.models.pi0.fast_recipes.fit_fast_tokenizer and FastTokenizer.save(DIR)"
+        ) from e
+
+
+def _pi05_notes(layout: str, has_fast: bool) -> list[str]:
+    """What the user of a converted π0.5 checkpoint should know (conversion.json notes)."""
+    notes = [
+        "π0.5: the FAST-token head (knowledge insulation) trains with the backbone's own lm_head; "
+        + (
+            "the --fast-tokenizer FAST tokenizer is attached"
+            if has_fast
+            else "no FAST tokenizer is attached (published π0.5 checkpoints ship none): predict works, "
+            "training the FAST loss needs one (policy.set_fast_tokenizer(fit_fast_tokenizer(...)) or "
+            "--fast-tokenizer DIR)"
+        ),
+        "π0.5 state text: openpi writes the state's own dimensions and a state below q01 as bin -1; vlaforge "
+        "clips it to bin 0"
+        + (
+            ". Some LeRobot versions zero-pad the state to max_state_dim before binning (32 numbers in the "
+            "prompt); vlaforge writes the robot's dimensions only"
+            if layout == "lerobot"
+            else ""
+        ),
+    ]
+    return notes
 
 
 def _stat_dim(statistics: Statistics, key: str) -> int:
@@ -943,13 +1099,15 @@ def run(args: argparse.Namespace) -> int:
             action_dim=args.action_dim,
             fps=args.fps,
             dtype=DTYPES[args.dtype or "float32"],
+            fast_tokenizer=args.fast_tokenizer,
             overwrite=args.overwrite,
         )
     except (CheckpointError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(
-        f"wrote {report.output}: {report.converted} tensors from the {report.layout} layout "
+        f"wrote {report.output} ({report.policy_class} policy): {report.converted} tensors from the "
+        f"{report.layout} layout "
         f"({report.paligemma_keys} PaliGemma names), statistics from {report.statistics}, "
         f"{len(report.dropped)} unused source tensors dropped; details in {REPORT_FILE}"
     )

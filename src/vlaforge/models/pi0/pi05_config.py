@@ -10,6 +10,11 @@ fields and is the base class) with four changes, configured here:
 * the backbone also predicts the chunk's FAST tokens (cross-entropy; the FAST fields below are
   π0-FAST's), and optionally a subtask text before them; loss = CE + ``flow_loss_weight`` · flow MSE;
 * ``knowledge_insulation``: the expert reads stop-gradient keys/values of the backbone tokens.
+
+``prompt`` is one of two fixed templates: ``PREFIX_TEMPLATE`` (π0-FAST's, what the recipes train:
+"Action: " opens the FAST postfix) or ``OPENPI_PROMPT`` (openpi's / LeRobot's π0.5 prompt, which ends with
+"Action: " inside the prefix and keeps the task text's case; imported π0.5 checkpoints use it, see
+``convert_pi0.py``).
 """
 
 from __future__ import annotations
@@ -18,18 +23,28 @@ import math
 from dataclasses import dataclass
 
 from vlaforge.models.pi0.config import Pi0Config
-from vlaforge.models.pi0.fast_config import PREFIX_TEMPLATE
+from vlaforge.models.pi0.fast_config import ACTION_PROMPT, PREFIX_TEMPLATE
 
 # The subtask block the backbone predicts after the prompt (π0.5's high-level inference):
 # "Subtask: " is fed, the text and ";" are predicted (";" ends greedy decoding).
 SUBTASK_PROMPT = "Subtask: "
 SUBTASK_END = ";"
+# openpi's PaligemmaTokenizer with discrete state (π0.5) and LeRobot's PI05 processor: the prefix is
+# "Task: {task}, State: {bins};\nAction: " (BOS first) and the task text keeps its case.
+OPENPI_PROMPT = PREFIX_TEMPLATE + ACTION_PROMPT
+PROMPTS = (PREFIX_TEMPLATE, OPENPI_PROMPT)
+
+
+def clean_task_openpi(text: str) -> str:
+    """openpi's / LeRobot's π0.5 cleaning of the task text: no lower-casing (π0-FAST's ``clean_instruction``
+    lower-cases), ``_`` and newlines become spaces."""
+    return str(text).strip().replace("_", " ").replace("\n", " ")
 
 
 @dataclass
 class Pi05Config(Pi0Config):
     recipe: str = "pi05-tiny"
-    prompt: str = PREFIX_TEMPLATE  # openpi's π0.5 / π0-FAST prefix: the cleaned task and the binned state
+    prompt: str = PREFIX_TEMPLATE  # π0-FAST's prefix (the cleaned task, the binned state) or OPENPI_PROMPT
     text_max_len: int = 48  # prefix text tokens: "Task: ..., State: ...;" (words or subwords)
     state_norm: str = "quantile"
     action_norm: str = "quantile"
@@ -53,8 +68,8 @@ class Pi05Config(Pi0Config):
         def bad(fld: str, msg: str) -> ValueError:
             return ValueError(f"Pi05Config.{fld}={getattr(self, fld)!r}: {msg}")
 
-        if self.prompt != PREFIX_TEMPLATE:
-            raise bad("prompt", f"π0.5 uses openpi's fixed prompt template {PREFIX_TEMPLATE!r}")
+        if self.prompt not in PROMPTS:
+            raise bad("prompt", f"π0.5 uses one of the fixed prompt templates {PROMPTS}")
         if self.state_norm != "quantile" or self.action_norm != "quantile":
             raise bad("state_norm", "π0.5 bins q01/q99-normalized values: state_norm/action_norm 'quantile'")
         for fld in ("state_bins", "fast_fit_chunks", "subtask_max_len"):
@@ -71,3 +86,9 @@ class Pi05Config(Pi0Config):
         for fld in ("knowledge_insulation", "predict_subtask"):
             if not isinstance(getattr(self, fld), bool):
                 raise bad(fld, "must be true or false")
+        if self.predict_subtask and self.prompt == OPENPI_PROMPT:
+            raise bad(
+                "predict_subtask",
+                "the subtask block goes before 'Action: ', which OPENPI_PROMPT already ends with; "
+                "train subtasks with the recipes' prompt (PREFIX_TEMPLATE)",
+            )

@@ -43,6 +43,17 @@ data, ``u = A − ε``, 10 steps; ``predict`` runs the prefix (+ the decoded sub
 
 Checkpoints: ``config.json`` (``policy_class: "pi05"``) + weights + normalization + ``fast/`` (the FAST
 tokenizer) through `LMPolicyMethods` and `FastTokenMethods`.
+
+**Without a FAST tokenizer** (``fast_tokenizer=None``; imported π0.5 checkpoints, see ``convert_pi0.py``:
+openpi keeps its FAST tokenizer elsewhere and trains π0.5 by flow only): flow inference (``predict``,
+RTC, the subtask decoding) is unchanged, because the FAST head only adds the cross-entropy term of
+training; the ``config.fast_vocab_size`` ids below the last ``fast_skip_tokens`` stay reserved for FAST.
+``config.json`` then says ``"fast_tokenizer": null``. Training needs one: ``loss`` refuses before any
+compute and names the fixes (``set_fast_tokenizer(fit_fast_tokenizer(...))``, or ``--fast-tokenizer``).
+
+**Prompt** (``config.prompt``): the recipes' ``"Task: ..., State: ...;\\n"`` with ``"Action: "`` opening the
+FAST postfix, or openpi's / LeRobot's π0.5 prompt ``OPENPI_PROMPT`` (imported checkpoints), which already
+ends with ``"Action: "`` in the prefix and keeps the task's case; the FAST postfix is then ``FAST "|"``.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,9 +72,15 @@ from vlaforge.models.attention import TokenBlock, apply_key_padding, build_atten
 from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
 from vlaforge.models.pi0.expert import ActionExpert, JointTransformer, sincos_time_embedding
-from vlaforge.models.pi0.fast_policy import IGNORE, FastTokenMethods
+from vlaforge.models.pi0.fast_policy import FAST_DIR, IGNORE, FastTokenMethods
 from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
-from vlaforge.models.pi0.pi05_config import SUBTASK_END, SUBTASK_PROMPT, Pi05Config
+from vlaforge.models.pi0.pi05_config import (
+    OPENPI_PROMPT,
+    SUBTASK_END,
+    SUBTASK_PROMPT,
+    Pi05Config,
+    clean_task_openpi,
+)
 from vlaforge.models.pi0.policy import Pi0Policy
 from vlaforge.models.policy import first_chunk
 from vlaforge.models.vla.text import PromptTokenizer, WordPromptTokenizer
@@ -118,18 +136,20 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
     config_class = Pi05Config
     label = "π0.5"
     config: Pi05Config
+    fast_tokenizer: FastTokenizer | None  # type: ignore[assignment]  # None: flow inference only
 
     def __init__(
         self,
         config: Pi05Config,
         normalizer: Normalizer,
         tokenizer: PromptTokenizer,
-        fast_tokenizer: FastTokenizer,
+        fast_tokenizer: FastTokenizer | None,
         *,
         lm_on_meta: bool = False,
     ):
         """lm_on_meta: build the transformer on the meta device (``LMPolicyMethods.load`` assigns every
-        weight); fast_tokenizer: fitted on (chunk, action_dim) chunks of the training data."""
+        weight); fast_tokenizer: fitted on (chunk, action_dim) chunks of the training data, or None (an
+        imported checkpoint: flow inference works, training needs `set_fast_tokenizer` first)."""
         super().__init__(config, normalizer, tokenizer, lm_on_meta=lm_on_meta)
         self.fast_tokenizer = fast_tokenizer
         self._check_fast_tokenizer()
@@ -148,6 +168,71 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
         self.decode_stats = {"subtasks": 0, "subtask_no_end": 0}  # decoded / cut at subtask_max_len
         self._warned_subtasks: set[str] = set()
 
+    # ------------------------------------------------------------------ FAST tokenizer (optional)
+    def _check_fast_tokenizer(self) -> None:
+        if self.fast_tokenizer is not None:
+            super()._check_fast_tokenizer()
+
+    def _init_fast_ids(self, vocab_size: int) -> None:
+        """`FastTokenMethods._init_fast_ids`; without a FAST tokenizer the block is the
+        ``config.fast_vocab_size`` ids a fitted one may use at most, and the "Action: " / "|" ids (used by
+        the FAST loss only) are computed when one is attached."""
+        c = self.config
+        if self.fast_tokenizer is not None:
+            super()._init_fast_ids(vocab_size)
+        else:
+            self.vocab_size = vocab_size
+            self.fast_last = vocab_size - 1 - c.fast_skip_tokens
+            self.fast_first = self.fast_last - c.fast_vocab_size + 1
+            self.action_prompt_ids, self.end_token_id = [], -1
+        if self.fast_first < 0:
+            n = self.fast_last - self.fast_first + 1
+            raise ValueError(
+                f"the LM vocabulary of {vocab_size} ids cannot hold {n} FAST ids below its last "
+                f"fast_skip_tokens={c.fast_skip_tokens} ids"
+            )
+
+    def set_fast_tokenizer(self, fast_tokenizer: FastTokenizer) -> None:
+        """Attach a FAST tokenizer (fitted on this policy's (chunk, action_dim) chunks) to train the FAST
+        loss, e.g. on an imported checkpoint: ``policy.set_fast_tokenizer(fit_fast_tokenizer(policy.config,
+        dataset, normalized_action_mask(policy.config)))``. A tokenizer that does not fit leaves the policy
+        as it was (ValueError)."""
+        old = self.fast_tokenizer
+        self.fast_tokenizer = fast_tokenizer
+        try:
+            self._check_fast_tokenizer()
+            self._init_fast_ids(self.backbone.config.vocab_size)
+        except ValueError:
+            self.fast_tokenizer = old
+            self._init_fast_ids(self.backbone.config.vocab_size)
+            raise
+
+    def _require_fast_tokenizer(self) -> None:
+        """Training's FAST term needs the FAST tokenizer: the error says how to get one (before any
+        compute)."""
+        if self.fast_tokenizer is None:
+            raise ValueError(
+                "this π0.5 policy has no FAST tokenizer (imported π0.5 checkpoints ship none), so it cannot "
+                "train its FAST-token loss. Fit one on your dataset and attach it: "
+                "policy.set_fast_tokenizer(fit_fast_tokenizer(policy.config, dataset, "
+                "normalized_action_mask(policy.config))) (vlaforge.models.pi0.fast_recipes / "
+                "vlaforge.models.lm_recipes), or convert with "
+                "`vlaforge convert-pi0 ... --fast-tokenizer DIR` (a FastTokenizer.save directory). "
+                "Flow inference (predict) needs none"
+            )
+
+    def _save_extra(self, directory: Path) -> dict[str, Any]:
+        """``fast/`` (FastTokenMethods), or ``"fast_tokenizer": null`` without a FAST tokenizer."""
+        if self.fast_tokenizer is None:
+            return {"fast_tokenizer": None}
+        return super()._save_extra(directory)
+
+    @classmethod
+    def _load_extra(cls, directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+        if meta.get("fast_tokenizer", FAST_DIR) is None:
+            return {"fast_tokenizer": None}
+        return super()._load_extra(directory, meta)
+
     # ------------------------------------------------------------------ parts (Pi0Policy hooks)
     def _make_transformer(self, backbone: DecoderLM, expert_config: LMConfig) -> JointTransformer:
         """adaRMS expert (condition width = expert width, openpi's ``adarms_cond``), insulated by config."""
@@ -164,8 +249,12 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
         self.action_out_proj = nn.Linear(width, c.max_action_dim)
 
     def prompt_parts(self, batch: dict[str, Any]) -> tuple[list[str], Callable[[int, str], str]]:
-        """The cleaned instructions, and the prompt ``"Task: {instruction}, State: {bins};\\n"`` of row i."""
+        """The cleaned instructions, and the prompt ``"Task: {instruction}, State: {bins};\\n"`` of row i
+        (with ``OPENPI_PROMPT``: ``+ "Action: "``, and the instructions keep their case, as openpi's)."""
         instructions, states = self._instructions_and_states(batch)
+        if self.config.prompt == OPENPI_PROMPT:
+            texts = batch["task"]
+            instructions = [clean_task_openpi(t) for t in ([texts] if isinstance(texts, str) else texts)]
         return instructions, lambda i, t: self.config.prompt.format(instruction=t, state=states[i])
 
     def embed_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
@@ -254,8 +343,12 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
 
     def postfixes(self, batch: dict[str, Any]) -> tuple[list[list[int]], list[list[int]], list[int]]:
         """Per sample: postfix LM ids, their kinds (``FED`` / ``SUBTASK`` / ``FAST``) and the subtask
-        block's length (what the actions read): ``["Subtask: " text ";"] + "Action: " FAST "|"``."""
+        block's length (what the actions read): ``["Subtask: " text ";"] + "Action: " FAST "|"`` (with
+        ``OPENPI_PROMPT`` the prefix already ends with "Action: ": ``FAST "|"``)."""
+        self._require_fast_tokenizer()
         fast = self.fast_postfixes(batch)
+        if self.config.prompt == OPENPI_PROMPT:
+            fast = [f[len(self.action_prompt_ids) :] for f in fast]
         labels = self.subtask_labels(batch, len(fast))
         ids, kinds, n_context = [], [], []
         for label, f in zip(labels, fast):

@@ -282,7 +282,8 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         state = self.embed_state(batch, B)  # (B, 1, De)
         attn, positions = self.attention_mask(valid)
         tau, noise, x_tau = self._noisy_actions(actions, generator)
-        v = self._velocity(x_tau, tau, attn, positions, prefix=prefix, state=state.to(prefix.dtype))
+        # _joint, not _velocity: compile_sampling() may replace _velocity for inference only
+        _, v = self._joint(x_tau, tau, attn, positions, prefix=prefix, state=state.to(prefix.dtype))
         loss = masked_mean((v - (actions - noise)) ** 2, mask.float())  # target u = A − ε
         return loss, {"loss": float(loss.detach())}
 
@@ -362,7 +363,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
                 dtype=prefix.dtype,
                 device=self.device,
             )
-            self.transformer([prefix, state], mask[:, : P + 1, : P + 1], positions[:, : P + 1], cache)
+            self._fill_cache(prefix, state, mask[:, : P + 1, : P + 1], positions[:, : P + 1], cache)
             n_cached = cache.length  # P + 1
 
             def velocity(xt: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -375,6 +376,35 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
                 return self._velocity(xt, tau, mask, positions, prefix=prefix, state=state)
 
         return velocity, B
+
+    def _fill_cache(
+        self,
+        prefix: torch.Tensor,
+        state: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+    ) -> None:
+        """Prefix (B, P, D) and state (B, 1, De) through backbone and expert into ``cache`` (keys/values only)."""
+        self.transformer([prefix, state], mask, positions, cache)
+
+    def compile_sampling(self, *, mode: str | None = None) -> Pi0Policy:
+        """``torch.compile`` the networks that sampling runs per chunk; returns self.
+
+        Replaces, for this instance, the vision tower's ``encode`` (preprocessing + SigLIP), the
+        per-Euler-step velocity network (the expert against the KV cache, or the whole joint sequence with
+        ``use_cache=False``) and the prefix pass into the cache with inductor-compiled versions (static
+        shapes); weights stay shared with the eager modules (``state_dict`` is unchanged). A robot loop calls with one batch shape, so each
+        compiles once on the first chunk (10-60 s on a CPU) and afterwards runs fused kernels instead of
+        one Python dispatch per operation — most of an Euler step at CPU sizes (``benchmarks/
+        bench_pi0_cache.py --compile``). Training is unaffected: ``loss`` calls the eager modules. Actions
+        match the eager path to float tolerance (inductor reorders reductions).
+        """
+        tower = self.vision_tower
+        tower.encode = torch.compile(tower.encode, dynamic=False, mode=mode)  # type: ignore[method-assign]
+        self._velocity = torch.compile(self._velocity, dynamic=False, mode=mode)  # type: ignore[method-assign]
+        self._fill_cache = torch.compile(self._fill_cache, dynamic=False, mode=mode)  # type: ignore[method-assign]
+        return self
 
     @staticmethod
     def _guided(
