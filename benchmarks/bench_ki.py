@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             res["episodes_per_task"] = args.episodes
             entry["checkpoints"][str(step)] = res
             results["runs"][label] = entry
-            args.out.write_text(json.dumps(results, indent=2))  # partial results survive an interruption
+            # partial results survive an interruption (with the other run's earlier entries)
+            partial = {**results, "runs": {**previous.get("runs", {}), **results["runs"]}}
+            args.out.write_text(json.dumps(partial, indent=2))
         entry["loss_curve"] = [c for c in loss_curve(run) if "loss" in c][::10]
         curve = sorted((int(s), e["success"]) for s, e in entry["checkpoints"].items())
         entry["steps_to"] = {f"{t:.0%}": steps_to(curve, t) for t in thresholds}
