@@ -244,7 +244,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--paths",
         default="all",
         help=f"fast paths to compare, comma-separated, from {PATH_NAMES} (default all); inference_mode, "
-        "the plain path and reference, always runs. compile takes 10-60 s per model on CPU",
+        "the plain path and reference, always runs. compile: 10-60 s per model on CPU with a warm inductor "
+        "cache, minutes cold (octo blocks; the LM decode step of OpenVLA / RT-2 / π0-FAST)",
     )
     p.add_argument("--runs", type=int, default=50, help="timed calls per path (default 50)")
     p.add_argument(

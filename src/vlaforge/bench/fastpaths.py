@@ -20,7 +20,10 @@ paths on their own `predict_batch`, each path changing one thing against the ref
     bf16, int8      the same, under autocast / with the LM's nn.Linear layers quantized
     prefix-cache    predict_batch(use_cache=True), the policies' default: prefix (+ state) into a KV
                     cache once, then only the expert (π0) or one token (decoders) per step
-    compile         not applied (PathUnavailable, with the reason): see `_prepare_lm`
+    compile         token decoders (OpenVLA / RT-2, π0-FAST): predict_batch(use_cache=True) with every
+                    decode step through the LM's torch.compile'd static-shape step
+                    (`DecoderLM.compile_decoding`: one graph for all steps), the prompt pass eager;
+                    π0 and OFT: PathUnavailable with the reason (`lm_compile_unavailable`)
 
 A path that does not apply (int8 on CUDA) raises `PathUnavailable`; one that fails on this machine
 (torch.compile without a working C++ toolchain) raises whatever it raised: the caller reports both
@@ -73,7 +76,7 @@ PATHS: dict[str, FastPathSpec] = {
     for s in (
         FastPathSpec("inference_mode", "Policy.predict, fp32 (reference)", 0.0, "fp32"),
         FastPathSpec("bf16", "autocast bfloat16", 0.05, "bf16"),
-        FastPathSpec("compile", "torch.compile: stems, transformer blocks, head net", 1e-4, "fp32"),
+        FastPathSpec("compile", "torch.compile: stems, blocks, head net; LM decode step", 1e-4, "fp32"),
         FastPathSpec("int8", "dynamic int8 Linear in transformer + head", 0.05, None),
         FastPathSpec("prefix-cache", "task keys/values cached per instruction", 1e-4, "fp32"),
     )
@@ -270,11 +273,55 @@ class LMInt8Swap:
                 setattr(parent, attr, m)
 
 
-LM_COMPILE_REASON = (
-    "not applied to the LM policies: decoding / the KV cache change the sequence length every step, so "
-    "a static-shape compile recompiles per length and a dynamic one costs 30-60 s per model here; "
-    "the policies have no compiled decode step yet"
-)
+LM_COMPILE_REASONS = {
+    "pi0": (
+        "not applied to π0 yet: its Euler steps run the action expert through JointTransformer "
+        "(models/pi0/expert.py), which has no compiled step; the compiled static-shape decode step is "
+        "DecoderLM's, for the token decoders (OpenVLA / RT-2, π0-FAST). Each expert step has one fixed "
+        "sequence length, so compiling JointTransformer is the next candidate"
+    ),
+    "oft": (
+        "OFT decodes nothing: its one LM pass over prefix + H*A placeholders has a fixed sequence length "
+        "and no per-token step; the compiled path is the token decoders' static-shape decode step"
+    ),
+}
+
+
+def compile_toolchain_problem(device: torch.device) -> str | None:
+    """Why inductor cannot build kernels for `device` here (no C++ compiler on CPU, no Triton on CUDA),
+    or None. Checked up front so the bench reports a reason instead of a traceback from the first call."""
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+        except ImportError:  # a torch without this helper: let the first call tell
+            return None
+        try:
+            get_cpp_compiler()
+        except Exception as e:  # inductor raises InvalidCxxCompiler (or OSError) when none is found
+            return (
+                f"torch.compile on CPU needs a C++ compiler and inductor found none ({_first_line(e)}); "
+                "install g++ or set CXX"
+            )
+        return None
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "torch.compile on CUDA needs Triton, which is not installed"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def lm_compile_unavailable(policy: Any) -> str | None:
+    """Why the `compile` path does not apply to this LM policy on its device, or None when it does."""
+    family = lm_family(policy)
+    if family in LM_COMPILE_REASONS:
+        return LM_COMPILE_REASONS[family]
+    return compile_toolchain_problem(policy.device)
 
 
 def _prepare_lm(
@@ -299,7 +346,21 @@ def _prepare_lm(
         if device.type == "cpu" and not _cpu_has_native_bf16():
             note = "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
     elif name == "compile":
-        raise PathUnavailable(LM_COMPILE_REASON)
+        reason = lm_compile_unavailable(policy)
+        if reason is not None:
+            raise PathUnavailable(reason)
+        # Staged like prefix-cache (the same call with the decode steps compiled), so the two compare
+        # stage by stage and carry the same hook overhead. setup_s includes the compilation.
+        lm_compiled = LMStagedPredictor(policy, use_cache=True, compile_decoding=True)
+        staged = lm_compiled
+        note = (
+            "predict_batch(use_cache=True), decode steps compiled (DecoderLM.compile_decoding; prompt eager)"
+        )
+
+        def fn(
+            obs: Sequence[Observation], gen: torch.Generator | None
+        ) -> tuple[np.ndarray, dict[str, float]]:
+            return lm_compiled.predict(obs, steps=steps, generator=gen)
     elif name == "int8":
         if device.type != "cpu":
             raise PathUnavailable(f"int8 dynamic quantization runs on CPU only (device is {device.type})")

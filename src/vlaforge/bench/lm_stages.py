@@ -20,11 +20,16 @@ Gaps of timing by hooks: the vision tower's uint8 -> float preprocessing runs in
 before the hooked `forward` and is charged to `rest`. With ``use_cache=False`` there is no separate
 prefix pass (every call recomputes the whole sequence), so every LM call counts as `expert` /
 `decode` and `backbone` / `prefix` stay at zero calls.
+
+With ``compile_decoding=True`` (the bench's `compile` path for the token decoders) the decode steps
+run the LM's compiled static-shape step (`DecoderLM.compile_decoding`); they still go through the
+LM module's `__call__`, so the same hooks time them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -94,6 +99,33 @@ def lm_model_shape(policy: Any) -> dict[str, Any]:
     return shape
 
 
+# The families whose predict decodes tokens with `generate_greedy` over a `DecoderLM` at `policy.lm`:
+# the ones a compiled decode step (`DecoderLM.compile_decoding`) applies to.
+DECODING_FAMILIES = ("vla", "pi0-fast")
+
+
+@contextlib.contextmanager
+def compiled_decoding(policy: Any) -> Iterator[None]:
+    """Switch the policy LM's compiled static-shape decode step on for the block, then back to what it was.
+
+    A switch rather than a compiled copy of the policy: the compiled function is kept on the LM, so
+    switching back on later reuses its graphs, and the other bench paths, run interleaved on the same
+    policy object, keep the eager growing-cache decode.
+    """
+    family = lm_family(policy)
+    if family not in DECODING_FAMILIES:
+        raise ValueError(
+            f"compiled decoding applies to the token-decoding families {DECODING_FAMILIES}, not {family!r}"
+        )
+    lm = policy.lm
+    was = lm.decode_compiled
+    lm.compile_decoding(True)
+    try:
+        yield
+    finally:
+        lm.compile_decoding(was)
+
+
 def lm_predict_batch(
     policy: Any, batch: dict[str, Any], *, steps: int | None, generator: torch.Generator | None,
     use_cache: bool,
@@ -157,13 +189,21 @@ class LMStagedPredictor:
 
     use_cache: the policy's KV-cache switch (True is its default `predict`; False recomputes the
     whole sequence at every Euler step / generated token, the policies' reference path).
+    compile_decoding: decode through the LM's compiled static-shape step during the call
+    (`compiled_decoding`; token decoders only, with use_cache=True).
     """
 
-    def __init__(self, policy: Any, *, use_cache: bool = True):
+    def __init__(self, policy: Any, *, use_cache: bool = True, compile_decoding: bool = False):
         family = lm_family(policy)
         if family is None:
             raise ValueError("LMStagedPredictor: an Octo Policy is staged by stages.StagedPredictor")
+        if compile_decoding and (not use_cache or family not in DECODING_FAMILIES):
+            raise ValueError(
+                f"LMStagedPredictor: compile_decoding needs use_cache=True and a token-decoding family "
+                f"{DECODING_FAMILIES}, got use_cache={use_cache}, family {family!r}"
+            )
         self.policy, self.family, self.use_cache = policy, family, use_cache
+        self.compile_decoding = compile_decoding
         self.stages = FAMILY_STAGES[family]
         self.last_calls: dict[str, int] = {}  # stage -> module calls in the last predict (e.g. expert: 10)
 
@@ -179,8 +219,9 @@ class LMStagedPredictor:
         p = self.policy
         timer = timer or StageTimer(p.device, self.stages)
         hooks = _StageHooks(p, self.family, timer, use_cache=self.use_cache)
+        compiled = compiled_decoding(p) if self.compile_decoding else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), _eval_mode(p):
+            with torch.inference_mode(), _eval_mode(p), compiled:
                 batch = p.observations_to_batch(observations)
                 timer.mark("rest")
                 actions = lm_predict_batch(

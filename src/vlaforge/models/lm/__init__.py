@@ -5,9 +5,10 @@ Our own decoder implementation that loads Hugging Face checkpoints unchanged (se
 * :class:`LMConfig` (``config.py``): shapes, ``from_hf_config``, presets ``llama-tiny``, ``gemma-tiny``,
   ``llama2-7b``, ``gemma-2b``;
 * :class:`DecoderLM` (``decoder.py``): forward over ``input_ids`` or ``inputs_embeds`` with any boolean
-  attention mask, returning final hidden states and logits;
+  attention mask, returning final hidden states and logits; a static-shape cache step
+  (``forward(cache_position=...)``) and its opt-in ``torch.compile`` (``compile_decoding()``);
 * :class:`KVCache` (``cache.py``) and :func:`generate_greedy` (``generate.py``, optional allowed-token
-  constraint);
+  constraint; decodes through the compiled static step once ``compile_decoding()`` is on);
 * :func:`load_hf_checkpoint` / :func:`save_hf_checkpoint` (``checkpoint.py``): strict HF key mapping.
 """
 

@@ -12,7 +12,11 @@ Typical uses:
 
 * autoregressive decoding (RT-2 / OpenVLA action tokens): prompt once, then one token per step;
 * a cached prefix reused many times (pi0's flow steps): run the prefix, remember ``n = cache.length``,
-  and before each suffix pass call ``cache.crop(n)`` so the suffix slots are overwritten.
+  and before each suffix pass call ``cache.crop(n)`` so the suffix slots are overwritten;
+* static-shape decoding (what ``torch.compile`` needs, as gpt-fast and HF's ``StaticCache`` do):
+  :meth:`KVCache.write_at` writes at slots given as a *tensor* and returns the whole buffers, so every
+  decode step has the same shapes and one compiled graph serves them all. The attention then reads all
+  ``max_len`` slots under a mask of the filled ones (``DecoderLM.forward(cache_position=...)``).
 
 Keys are stored *after* RoPE, so cached entries never need their positions again.
 """
@@ -107,6 +111,33 @@ class KVCache:
         buf_k[:, :, self.length : end] = k
         buf_v[:, :, self.length : end] = v
         return buf_k[:, :, :end], buf_v[:, :, :end]  # (B, KVH, length + L, hd)
+
+    def write_at(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, cache_position: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Static-shape update: write k, v ``(B, KVH, L, hd)`` at slots ``cache_position`` (L,) int64;
+        return the whole buffers ``(B, KVH, max_len, hd)``.
+
+        Unlike :meth:`update` this neither reads nor moves ``length``: a Python int would be baked into a
+        compiled graph as a constant (one recompilation per decode step), while a slot index held in a
+        tensor is data. The caller masks the slots that hold no key yet and tracks the fill level itself
+        (``generate_greedy`` does). Slots are not range-checked: that would read the tensor's value
+        (a host sync) every step; the caller sizes the cache so that they fit.
+        """
+        buf_k, buf_v = self.keys[layer], self.values[layer]
+        if k.shape[0] != buf_k.shape[0] or k.shape[1] != buf_k.shape[1] or k.shape[3] != buf_k.shape[3]:
+            raise ValueError(
+                f"KVCache layer {layer}: new keys {tuple(k.shape)} do not fit the cache "
+                f"(B={buf_k.shape[0]}, KVH={buf_k.shape[1]}, head_dim={buf_k.shape[3]})"
+            )
+        if cache_position.shape != (k.shape[2],):
+            raise ValueError(
+                f"KVCache.write_at: cache_position must be ({k.shape[2]},) slot indices for {k.shape[2]} new "
+                f"tokens, got shape {tuple(cache_position.shape)}"
+            )
+        buf_k.index_copy_(2, cache_position, k.to(buf_k.dtype))
+        buf_v.index_copy_(2, cache_position, v.to(buf_v.dtype))
+        return buf_k, buf_v  # (B, KVH, max_len, hd)
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more tokens as cached (called by the decoder after its last layer)."""

@@ -36,12 +36,14 @@ Differences from ``transformers`` (on purpose):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 from torch.utils.checkpoint import checkpoint
 
 from vlaforge.models.lm.cache import KVCache
@@ -120,7 +122,8 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Grouped-query self-attention with RoPE; keys/values optionally appended to a :class:`KVCache`."""
+    """Grouped-query self-attention with RoPE; keys/values optionally appended to a :class:`KVCache`,
+    or, with ``cache_position``, written at those slots, attending over the whole cache buffer."""
 
     def __init__(self, config: LMConfig):
         super().__init__()
@@ -144,13 +147,16 @@ class Attention(nn.Module):
         is_causal: bool,
         cache: KVCache | None,
         layer_idx: int,
+        cache_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, n, _ = x.shape  # (B, L, D)
         q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
         k = self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KVH, L, hd)
         v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, KVH, L, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if cache is not None:
+        if cache is not None and cache_position is not None:
+            k, v = cache.write_at(layer_idx, k, v, cache_position)  # (B, KVH, max_len, hd): static shape
+        elif cache is not None:
             k, v = cache.update(layer_idx, k, v)  # (B, KVH, Lpast + L, hd)
         groups = self.num_heads // self.num_kv_heads
         y = F.scaled_dot_product_attention(
@@ -200,8 +206,10 @@ class DecoderLayer(nn.Module):
         is_causal: bool,
         cache: KVCache | None,
         layer_idx: int,
+        cache_position: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer_idx)  # (B, L, D)
+        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer_idx, cache_position)
+        x = x + h  # (B, L, D)
         return x + self.mlp(self.mlp_norm(x))  # (B, L, D)
 
 
@@ -235,6 +243,13 @@ class DecoderLM(nn.Module):
       (key padding mask given), else ``cached + arange(L)``.
     kv_cache: a :class:`KVCache`; this pass's keys/values are appended to it and its cached tokens
       are the first ``kv_cache.length`` key columns of the mask.
+    cache_position (L,) int64: the **static-shape** cache path (for ``torch.compile``; see
+      :meth:`compile_decoding`). This pass's keys/values are written at these cache slots
+      (:meth:`KVCache.write_at`) and the queries attend over the whole buffer, so the key columns
+      are all ``kv_cache.max_len`` slots whatever the fill level. ``attention_mask`` is then
+      required: (B or 1, L, max_len) bool, True for the slots each query may read (its own included;
+      unfilled slots hold zeros or stale keys and must be False). ``kv_cache.length`` is neither read
+      nor moved: the caller tracks the fill level. ``position_ids`` default to ``cache_position``.
     """
 
     def __init__(self, config: LMConfig):
@@ -252,6 +267,12 @@ class DecoderLM(nn.Module):
         )
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
         self.gradient_checkpointing = False
+        # compile_decoding(): whether the static-shape path runs compiled, and the compiled function.
+        # The compiled function is unbound (it takes the model as its first argument), so a deep copy
+        # of the model, which shares it, still runs its own weights.
+        self.decode_compiled = False
+        self._compiled_static: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self._compile_mode: str | None = None
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02) -> None:
@@ -293,11 +314,17 @@ class DecoderLM(nn.Module):
         kv_cache: KVCache | None = None,
         logits: LogitsMode = "all",
         output_layer_inputs: bool = False,
+        cache_position: torch.Tensor | None = None,
     ) -> DecoderOutput:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(
                 "DecoderLM.forward: pass exactly one of input_ids (B, L) or inputs_embeds (B, L, D)"
             )
+        if cache_position is not None:
+            return self._static_forward(
+                input_ids, inputs_embeds, attention_mask, position_ids, kv_cache, cache_position, logits,
+                output_layer_inputs,
+            )  # fmt: skip
         if input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must be (B, L), got {tuple(input_ids.shape)}")
@@ -350,6 +377,132 @@ class DecoderLM(nn.Module):
         elif logits == "last":
             out_logits = self.compute_logits(h[:, -1:])  # (B, 1, V)
         return DecoderOutput(h, out_logits, tuple(layer_inputs) if output_layer_inputs else None)
+
+    # ------------------------------------------------------------------------- static-shape decoding
+
+    def compile_decoding(self, enabled: bool = True, *, mode: str | None = None) -> DecoderLM:
+        """Opt in to (or out of) a ``torch.compile``d static-shape decode step; returns ``self``.
+
+        Why a separate path: the growing cache hands attention a key view one slot longer every step,
+        so a static-shape compile would build one graph per length. The static path
+        (``forward(cache_position=...)``) writes the new key/value at a slot held in a tensor and
+        attends over the whole fixed-size buffer under a mask of the filled slots, so one graph
+        (``dynamic=False``, ``fullgraph=True``) serves every decode step. Once enabled,
+        :func:`~vlaforge.models.lm.generate_greedy` with ``use_cache=True`` (the VLA / π0-FAST
+        policies' default ``predict``) decodes through it; the prompt pass stays eager.
+
+        The first decode step compiles (several CPU-seconds per graph; inductor needs a C++ compiler
+        on CPU, Triton on GPU). A graph is specialized to the batch size, the cache length (prompt +
+        ``max_new_tokens`` - 1, fixed for a policy whose prompts are padded to ``text_max_len``) and
+        the grad mode (``predict``'s inference_mode and a bare ``no_grad`` call compile one each);
+        another shape compiles another graph, as many as torch._dynamo's ``recompile_limit`` allows.
+        ``compile_decoding(False)`` goes back to the eager growing-cache path; the compiled step is kept
+        for re-enabling. Under a ``TorchDispatchMode`` (e.g. ``FlopCounterMode``), which torch.compile
+        does not support, the static step runs eagerly. mode: ``torch.compile``'s mode (None =
+        default); changing it recompiles.
+        """
+        if enabled and (self._compiled_static is None or mode != self._compile_mode):
+            self._compiled_static = torch.compile(
+                DecoderLM._static_layers, dynamic=False, fullgraph=True, mode=mode
+            )
+            self._compile_mode = mode
+        self.decode_compiled = bool(enabled)
+        return self
+
+    def _static_forward(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        kv_cache: KVCache | None,
+        cache_position: torch.Tensor,
+        logits: LogitsMode,
+        output_layer_inputs: bool,
+    ) -> DecoderOutput:
+        """``forward(cache_position=...)``: check shapes (never values: no host sync per step), then run
+        :meth:`_static_layers`, compiled when :meth:`compile_decoding` is on."""
+        x = input_ids if input_ids is not None else inputs_embeds
+        assert x is not None
+        b, n = x.shape[:2]
+        if input_ids is not None and input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (B, L), got {tuple(input_ids.shape)}")
+        if inputs_embeds is not None and (
+            inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size
+        ):
+            raise ValueError(
+                f"inputs_embeds must be (B, L, {self.config.hidden_size}), got {tuple(inputs_embeds.shape)}"
+            )
+        if logits not in ("all", "last", "none"):
+            raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
+        if output_layer_inputs:
+            raise ValueError("output_layer_inputs is not supported with cache_position (static decoding)")
+        if kv_cache is None:
+            raise ValueError(
+                "cache_position needs a kv_cache: the static path writes keys/values at those slots"
+            )
+        if kv_cache.num_layers != self.config.num_layers or kv_cache.batch_size != b:
+            raise ValueError(
+                f"kv_cache has {kv_cache.num_layers} layers and batch {kv_cache.batch_size}; the model has "
+                f"{self.config.num_layers} layers and the input batch is {b}"
+            )
+        if cache_position.dim() != 1 or cache_position.shape[0] != n or cache_position.dtype != torch.long:
+            raise ValueError(
+                f"cache_position must be ({n},) int64 cache slots for {n} tokens, got "
+                f"{tuple(cache_position.shape)} {cache_position.dtype}"
+            )
+        slots = kv_cache.max_len
+        if (
+            attention_mask is None
+            or attention_mask.dtype != torch.bool
+            or attention_mask.dim() != 3
+            or attention_mask.shape[0] not in (1, b)
+            or attention_mask.shape[1:] != (n, slots)
+        ):
+            got = None if attention_mask is None else (tuple(attention_mask.shape), attention_mask.dtype)
+            raise ValueError(
+                f"with cache_position, attention_mask must be a (B={b} or 1, L={n}, max_len={slots}) bool "
+                f"mask of the cache slots each query may read (its own included), got {got}"
+            )
+        if position_ids is None:
+            position_ids = cache_position[None]  # (1, L)
+        elif position_ids.dim() != 2 or position_ids.shape[1] != n or position_ids.shape[0] not in (1, b):
+            raise ValueError(f"position_ids must be ({b} or 1, {n}), got {tuple(position_ids.shape)}")
+        # Under a TorchDispatchMode (FlopCounterMode counting the bench's FLOPs) torch.compile refuses
+        # the frame, and a refused frame is skipped for the rest of the process; there the same step
+        # runs eagerly: the same ops, so the same FLOP count.
+        compiled = self.decode_compiled and _get_current_dispatch_mode() is None
+        run = self._compiled_static if compiled else DecoderLM._static_layers
+        assert run is not None
+        h, out_logits = run(
+            self, input_ids, inputs_embeds, attention_mask, position_ids, kv_cache, cache_position, logits
+        )
+        return DecoderOutput(h, out_logits)
+
+    def _static_layers(
+        self,
+        input_ids: torch.Tensor | None,
+        inputs_embeds: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        kv_cache: KVCache,
+        cache_position: torch.Tensor,
+        logits: LogitsMode,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The traced body of the static path (no Python branch on tensor values, no graph break):
+        embed -> layers over the whole cache buffer -> final norm -> logits. -> (h (B, L, D), logits)."""
+        x = self.embed(input_ids) if input_ids is not None else inputs_embeds  # (B, L, D)
+        assert x is not None
+        cos, sin = self.rotary(position_ids, x.dtype)  # (B|1, L, hd) each
+        mask = attention_mask[:, None]  # (B|1, 1, L, max_len)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, False, kv_cache, i, cache_position)  # (B, L, D)
+        h = self.final_norm(x)  # (B, L, D)
+        if logits == "all":
+            return h, self.compute_logits(h)  # (B, L, V)
+        if logits == "last":
+            return h, self.compute_logits(h[:, -1:])  # (B, 1, V)
+        return h, None
 
     def _default_positions(
         self, attention_mask: torch.Tensor | None, n: int, n_past: int, device: torch.device

@@ -10,6 +10,17 @@ rule (:func:`extend_prompt_mask`), which is why they agree token for token.
 
 RT-2 constrains decoding to the action tokens for robot prompts: ``allowed_token_ids`` sets the
 logits of every other id to -inf before the arg-max (the returned logits are the raw ones).
+
+Three ways to run the same decoding, all producing the same tokens:
+
+* ``use_cache=False``: the whole sequence recomputed for every token (the reference);
+* ``use_cache=True`` (default): the prompt once into a :class:`KVCache`, then one token per step
+  attending over the growing cache view ``[:length]``;
+* the static-shape step (``static_cache=True``, or by default once ``model.compile_decoding()`` is on):
+  each step writes its key/value at a cache slot given as a tensor and attends over the whole buffer
+  under the mask row of the filled slots, so every step has the same shapes and one ``torch.compile``d
+  graph serves them all (gpt-fast / HF ``StaticCache``). Run eagerly it equals the growing cache to
+  float rounding (the softmax sums a few more exact zeros).
 """
 
 from __future__ import annotations
@@ -96,6 +107,7 @@ def generate_greedy(
     allowed_token_ids: Sequence[int] | torch.Tensor | None = None,
     eos_token_id: int | None = None,
     use_cache: bool = True,
+    static_cache: bool | None = None,
 ) -> GreedyOutput:
     """Arg-max decoding of up to ``max_new_tokens`` tokens after a prompt.
 
@@ -106,11 +118,17 @@ def generate_greedy(
         at ``last prompt position + 1 + t``.
     allowed_token_ids: if given, only these ids can be emitted (include eos_token_id if it may end).
     use_cache=False recomputes the whole sequence every step (the reference the cache is tested against).
+    static_cache: decode through the static-shape step (see the module docstring); None (default) =
+        whenever ``model.compile_decoding()`` is on, which also makes the step compiled. True without
+        compile_decoding runs the static step eagerly (how it is tested against the growing cache).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("generate_greedy: pass exactly one of input_ids or inputs_embeds")
+    if static_cache and not use_cache:
+        raise ValueError("generate_greedy: static_cache=True is a KV-cache path; it needs use_cache=True")
+    static = use_cache and (model.decode_compiled if static_cache is None else bool(static_cache))
     prompt = model.embed(input_ids) if input_ids is not None else inputs_embeds
     assert prompt is not None
     b, n_prompt, _ = prompt.shape  # (B, Lp, D)
@@ -147,6 +165,8 @@ def generate_greedy(
         kv_cache=cache,
         logits="last",
     )
+    # Static path: the next slot to write, as a tensor, so no step bakes its index into a graph.
+    cache_position = torch.full((1,), n_prompt, dtype=torch.long, device=device) if static else None
     tokens: list[torch.Tensor] = []
     logits: list[torch.Tensor] = []
     finished = torch.zeros(b, dtype=torch.bool, device=device)
@@ -162,19 +182,29 @@ def generate_greedy(
         logits.append(step_logits)
         if t == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
             break
-        new_embed = model.embed(tok[:, None])  # (B, 1, D)
         new_pos = (last_pos + 1 + t)[:, None]  # (B, 1)
         n_total = n_prompt + t + 1
-        if cache is not None:
+        if cache is not None and cache_position is not None:
             out = model(
-                inputs_embeds=new_embed,
+                input_ids=tok[:, None],  # (B, 1): embedded inside the (compiled) step
+                attention_mask=full_mask[:, n_total - 1 : n_total],  # (B, 1, max_len): the filled slots
+                position_ids=new_pos,
+                kv_cache=cache,
+                cache_position=cache_position,
+                logits="last",
+            )
+            cache_position += 1  # in place: the next step's slot
+            cache.advance(1)  # bookkeeping only; the static step never reads length
+        elif cache is not None:
+            out = model(
+                inputs_embeds=model.embed(tok[:, None]),  # (B, 1, D)
                 attention_mask=full_mask[:, n_total - 1 : n_total, :n_total],  # (B, 1, cached + 1)
                 position_ids=new_pos,
                 kv_cache=cache,
                 logits="last",
             )
         else:
-            embeds = torch.cat([embeds, new_embed], dim=1)  # (B, n_total, D)
+            embeds = torch.cat([embeds, model.embed(tok[:, None])], dim=1)  # (B, n_total, D)
             positions = torch.cat([positions, new_pos], dim=1)  # (B, n_total)
             out = model(
                 inputs_embeds=embeds,
