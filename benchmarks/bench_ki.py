@@ -69,7 +69,7 @@ def evaluate_checkpoint(policy_dir: Path, tasks: list[str], episodes: int, out_d
     overall = report.overall()
     return {
         "policy": str(policy_dir),
-        "episodes": overall["episodes"] if "episodes" in overall else episodes * len(tasks),
+        "episodes": overall["episodes"],
         "success": report.mean_success,
         "overall": overall,
         "per_task": {t.task: t.rate for t in report.tasks},
