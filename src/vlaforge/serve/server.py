@@ -457,4 +457,8 @@ class PolicyServer:
         finally:
             self.stop()
             thread.join(timeout)
-            self._executor.shutdown(wait=True)
+            stuck = thread.is_alive()
+            # never block forever on an inference that does not return: report it instead
+            self._executor.shutdown(wait=not stuck, cancel_futures=stuck)
+            if stuck:
+                raise RuntimeError(f"PolicyServer on port {self.port} did not stop within {timeout} s")
