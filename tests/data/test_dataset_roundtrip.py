@@ -144,6 +144,23 @@ def test_av1_codec(tmp_path):
     assert np.abs(got.astype(np.float64) - eps[0]["observation.images.corner"]).mean() < 3.0
 
 
+def test_av1_encoding_leaves_the_callers_scheduling_alone(tmp_path):
+    """SVT-AV1 as root sets its caller to SCHED_FIFO 99; the writer restores the caller's policy (a real-time
+    main thread made the suite livelock later on 2 cores). Without root the encoder cannot change it."""
+    import os
+
+    if not hasattr(os, "sched_getscheduler"):
+        pytest.skip("no sched_getscheduler on this platform")
+    before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    from vlaforge.data.video import VideoSink
+
+    sink = VideoSink(tmp_path / "v.mp4", fps=FPS, height=64, width=64, codec="av1")
+    sink.write_frames(np.zeros((3, 64, 64, 3), np.uint8))
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+    sink.close()
+    assert (os.sched_getscheduler(0), os.sched_getparam(0)) == before
+
+
 def test_frame_cache_matches_decoding_and_is_reused(tmp_path, v30_root):
     ds = Dataset(v30_root, history=2, chunk=4)
     want = [ds[i] for i in range(len(ds))]

@@ -23,6 +23,7 @@ any compression). ACCURATE_RND | FULL_CHR_H_INT removes the bias (MAE 0.35) for 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -131,12 +132,13 @@ class VideoSink:
         """Append frames (T, H, W, 3) uint8; the first becomes a keyframe. Returns its position."""
         av = _av()
         start = self.frames_written
-        for t, img in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            vf.pts = start + t
-            if t == 0:
-                vf.pict_type = av.video.frame.PictureType.I  # episode starts on a keyframe
-            self._mux(self._stream.encode(vf))
+        with keep_thread_scheduling():
+            for t, img in enumerate(frames):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+                vf.pts = start + t
+                if t == 0:
+                    vf.pict_type = av.video.frame.PictureType.I  # episode starts on a keyframe
+                self._mux(self._stream.encode(vf))
         self.frames_written += len(frames)
         return start
 
@@ -182,10 +184,32 @@ class VideoSink:
     def close(self) -> None:
         if self._container is None:
             return
-        if self.mode == "encode" and self._stream is not None:
-            self._mux(self._stream.encode())
-        self._container.close()
+        with keep_thread_scheduling():
+            if self.mode == "encode" and self._stream is not None:
+                self._mux(self._stream.encode())
+            self._container.close()
         self._container = None
+
+
+@contextlib.contextmanager
+def keep_thread_scheduling() -> Iterator[None]:
+    """Give the calling thread back the scheduling policy it had before the block.
+
+    SVT-AV1 (FFmpeg's libsvtav1, our AV1 encoder), run as root, switches the thread that opens the
+    encoder to SCHED_FIFO at priority 99, and every thread that thread creates afterwards inherits it
+    (torch's OpenMP workers, servers, evaluation workers). On a small machine real-time threads that
+    spin-wait starve the ordinary threads they wait for, and the process livelocks. Without root the
+    switch fails and nothing changes.
+    """
+    if not hasattr(os, "sched_getscheduler"):  # not Linux
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0)) != (policy, param):
+            os.sched_setscheduler(0, policy, param)
 
 
 class open_input:
