@@ -131,6 +131,25 @@ def time_calls(fn: Callable[[int], Any], runs: int, warmup: int) -> tuple[list[f
     return wall, cpu
 
 
+def time_per_thread_count(fn: Callable[[int], Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """`time_calls` at each of spec["threads"] torch threads -> {"<threads>": seconds + summary}."""
+    import torch
+
+    out = {}
+    for threads in spec["threads"]:
+        torch.set_num_threads(threads)
+        wall, cpu = time_calls(fn, spec["runs"], spec["warmup"])
+        out[str(threads)] = {"seconds": wall, "cpu_seconds": cpu, **summary(wall, cpu)}
+    return out
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (ru_maxrss is in kB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _one_thread(_: int) -> None:
     import torch
 

@@ -17,6 +17,8 @@
   train       seconds per optimizer step as `lerobot/scripts/train.py: update_policy` takes it
               (forward -> backward -> clip_grad_norm_ -> optimizer.step -> zero_grad), on in-memory
               batches shaped like LeRobotDataset output, with the policy's own optimizer preset
+  pi0         latency of one 50-action chunk of LeRobot's π0 model at its real size (3.5B, bf16);
+              needs the `pi0` extra (transformers<4.52) and pytest (paligemma_with_expert imports it)
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ from common import (
     count_flops,
     embodiment_stats,
     measure_loader,
+    peak_rss_gb,
     raw_observation,
     summary,
     time_calls,
+    time_per_thread_count,
     worker_main,
 )
 
@@ -231,6 +235,53 @@ def breakdown(family: str, policy: torch.nn.Module, call: Any, runs: int) -> dic
     return {"cpu_ms": cpu_ms, "flops": count_flops(lambda: call(0)), "runs": runs}
 
 
+def task_pi0(spec: dict[str, Any]) -> dict[str, Any]:
+    """LeRobot's π0 model (`PI0FlowMatching`) at its one size (PaliGemma-3B + the 300M expert, hard-coded
+    in `PaliGemmaWithExpertConfig`), random weights, in bfloat16 as LeRobot builds it (its
+    `to_bfloat16_like_physical_intelligence`). One call = `sample_actions` (prefix into the KV cache,
+    10 Euler steps of the expert) = one 50-action chunk, from inputs shaped as `PI0Policy` prepares
+    them: `cameras` images resized to 224 in [-1, 1], 48 prompt tokens (`prompt_tokens` real, the rest
+    padding), the state padded to 32. `PI0Policy` itself cannot be built offline (hub tokenizer), so
+    its resize / tokenize / normalize steps around the model are not timed here."""
+    from lerobot.policies.pi0.configuration_pi0 import PI0Config
+    from lerobot.policies.pi0.modeling_pi0 import PI0FlowMatching
+
+    torch.manual_seed(spec.get("seed", 0))
+    cfg = PI0Config()
+    t0 = time.perf_counter()
+    model = PI0FlowMatching(cfg).eval()
+    build_s = time.perf_counter() - t0
+    size = cfg.resize_imgs_with_padding[0]
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(1, 3, size, size, generator=g) * 2 - 1 for _ in range(spec["cameras"])]
+    img_masks = [torch.ones(1, dtype=torch.bool) for _ in images]
+    n_text = cfg.tokenizer_max_length
+    lang_tokens = torch.randint(0, 257152, (1, n_text), generator=g)
+    lang_masks = torch.arange(n_text)[None] < spec["prompt_tokens"]  # (1, 48): LeRobot pads on the right
+    state = torch.randn(1, cfg.max_state_dim, generator=g)
+
+    def call(i: int) -> torch.Tensor:
+        with torch.no_grad():  # as PI0Policy.select_action
+            return model.sample_actions(images, img_masks, lang_tokens, lang_masks, state)
+
+    dtypes: dict[str, int] = {}
+    for p in model.parameters():
+        dtypes[str(p.dtype)] = dtypes.get(str(p.dtype), 0) + p.numel()
+    embed = model.paligemma_with_expert.paligemma.get_input_embeddings().weight.numel()
+    total = count(model)
+    out: dict[str, Any] = {
+        "params": {"total": total, "token_embedding": embed, "without_token_embedding": total - embed},
+        "param_dtypes": dtypes,
+        "build_s": round(build_s, 1),
+        "prefix_tokens": len(images) * 256 + n_text,
+        "steps": cfg.num_steps,
+        "threads": time_per_thread_count(call, spec),
+    }
+    out["action_shape"] = list(call(0).shape)
+    out["peak_rss_gb"] = round(peak_rss_gb(), 2)
+    return out
+
+
 def train_batch(family: str, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
     """Random batch shaped like LeRobotDataset output for the policy's delta timestamps."""
     steps_obs = 1
@@ -296,5 +347,6 @@ if __name__ == "__main__":
             "dataset": task_dataset,
             "inference": task_inference,
             "train": task_train,
+            "pi0": task_pi0,
         }
     )

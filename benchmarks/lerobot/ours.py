@@ -20,6 +20,7 @@
               Dataset output. Variant "matched": augmentation off, no EMA (LeRobot's ACT / diffusion
               steps have neither); variant "default": what `vlaforge train` does (augmentation on,
               EMA update after the step)
+  pi0         latency of one 50-action chunk of our `pi0` recipe at its real size (bf16 or fp32)
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from common import (
     STATE_KEY,
     count_flops,
     measure_loader,
+    peak_rss_gb,
     raw_observation,
     summary,
     time_calls,
+    time_per_thread_count,
     worker_main,
 )
 
@@ -197,28 +200,98 @@ def task_inference(spec: dict[str, Any]) -> dict[str, Any]:
     def call(i: int) -> np.ndarray:
         return policy.predict([observations[i % len(observations)]]).actions  # (H, A)
 
-    staged = StagedPredictor(policy, prefix_cache=True)
-
-    def call_cached(i: int) -> np.ndarray:
-        return staged.predict([observations[i % len(observations)]])[0]  # (H, A)
-
-    if spec.get("prefix_cache"):
-        out["prefix_cache"] = {"threads": {}}
+    variants = fast_path_calls(
+        policy,
+        observations,
+        ["prefix_cache"] * bool(spec.get("prefix_cache")) + list(spec.get("fast_paths", [])),
+    )
+    for name in variants:
+        out[name] = {"threads": {}}
     for threads in spec["threads"]:
         torch.set_num_threads(threads)
         wall, cpu = time_calls(call, spec["runs"], spec["warmup"])
         out["threads"][str(threads)] = {"seconds": wall, "cpu_seconds": cpu, **summary(wall, cpu)}
-        if spec.get("prefix_cache"):  # `vlaforge bench`'s prefix-cache path: task tokens' K/V computed once
-            wall, cpu = time_calls(call_cached, spec["runs"], spec["warmup"])
-            out["prefix_cache"]["threads"][str(threads)] = {
-                "seconds": wall,
-                "cpu_seconds": cpu,
-                **summary(wall, cpu),
-            }
-    out["action_shape"] = list(call(0).shape)
+        for name, fn in variants.items():  # `vlaforge bench`'s fast paths on the same policy, same calls
+            wall, cpu = time_calls(fn, spec["runs"], spec["warmup"])
+            out[name]["threads"][str(threads)] = {"seconds": wall, "cpu_seconds": cpu, **summary(wall, cpu)}
+    reference = call(0)
+    out["action_shape"] = list(reference.shape)
+    for name, fn in variants.items():
+        out[name]["max_abs_diff"] = float(np.abs(fn(0) - reference).max())  # robot units, vs the plain call
     runs = spec.get("breakdown_runs", 5)
     out["breakdown"] = breakdown(policy, observations, runs) if runs else None
     return out
+
+
+def task_pi0(spec: dict[str, Any]) -> dict[str, Any]:
+    """Our `pi0` recipe at its real size (SigLIP So400m/14-224 + Gemma-2B + the 1024-wide expert, chunk
+    50, 10 Euler steps), random weights, on the Meta-World embodiment (both cameras resized to 224 inside
+    the policy), in `spec["dtype"]` (bfloat16: `Pi0Policy.cast_for_inference`, as LeRobot runs π0).
+    One call = `Policy.predict([observation])`: resize, tokenize, normalize, vision, prefix into the KV
+    cache, 10 expert steps, unnormalize. The prompt uses the dataset-word tokenizer (the PaliGemma
+    tokenizer file is not available offline) padded to the same 48 tokens, so the token embedding
+    is small; the parameter count without it is what matches LeRobot's."""
+    dtype = getattr(torch, spec.get("dtype", "bfloat16"))
+    torch.manual_seed(spec.get("seed", 0))
+    t0 = time.perf_counter()
+    policy = make_policy("pi0", metaworld_embodiment(IMAGE_SIZE), language="words", text_max_len=48).eval()
+    if dtype != torch.float32:
+        policy.cast_for_inference(dtype)
+    build_s = time.perf_counter() - t0
+    observations = [observation(1000 + i) for i in range(4)]
+
+    def call(i: int) -> np.ndarray:
+        return policy.predict([observations[i % len(observations)]]).actions  # (50, A)
+
+    total = sum(p.numel() for p in policy.parameters())
+    embed = policy.backbone.embed_tokens.weight.numel()
+    out: dict[str, Any] = {
+        "params": {"total": total, "token_embedding": embed, "without_token_embedding": total - embed},
+        "dtype": str(dtype),
+        "build_s": round(build_s, 1),
+        "prefix_tokens": policy.n_image_tokens + policy.config.text_max_len,
+        "steps": policy.config.steps,
+        "threads": time_per_thread_count(call, spec),
+    }
+    out["action_shape"] = list(call(0).shape)
+    out["peak_rss_gb"] = round(peak_rss_gb(), 2)
+    return out
+
+
+# The fast paths the LeRobot comparison times besides the plain call (`vlaforge bench` has each one).
+FAST_PATHS = ("prefix_cache", "int8", "int8_prefix_cache", "bf16")
+
+
+def fast_path_calls(policy: Policy, observations: list[Observation], names: list[str]) -> dict[str, Any]:
+    """name -> call(i) -> (H, A) actions, for `FAST_PATHS`: the task-prefix KV cache (`StagedPredictor`),
+    int8 dynamic quantization of the transformer and head Linears (`fastpaths.int8_copy`), both, and bf16
+    autocast."""
+    from vlaforge.bench.fastpaths import int8_copy
+
+    def obs(i: int) -> list[Observation]:
+        return [observations[i % len(observations)]]
+
+    calls: dict[str, Any] = {}
+    for name in names:
+        if name == "prefix_cache":
+            staged = StagedPredictor(policy, prefix_cache=True)
+            calls[name] = lambda i, staged=staged: staged.predict(obs(i))[0]
+        elif name == "int8":
+            q = int8_copy(policy).eval()
+            calls[name] = lambda i, q=q: q.predict(obs(i)).actions
+        elif name == "int8_prefix_cache":
+            staged_q = StagedPredictor(int8_copy(policy).eval(), prefix_cache=True)
+            calls[name] = lambda i, staged_q=staged_q: staged_q.predict(obs(i))[0]
+        elif name == "bf16":
+
+            def call_bf16(i: int) -> np.ndarray:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return policy.predict(obs(i)).actions
+
+            calls[name] = call_bf16
+        else:
+            raise ValueError(f"unknown fast path {name!r}; choose from {FAST_PATHS}")
+    return calls
 
 
 class CpuStageTimer(StageTimer):
@@ -331,5 +404,6 @@ if __name__ == "__main__":
             "dataset": task_dataset,
             "inference": task_inference,
             "train": task_train,
+            "pi0": task_pi0,
         }
     )

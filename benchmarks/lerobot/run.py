@@ -52,11 +52,17 @@ from common import PAIRS, RESULT_TAG, SIZES  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "lerobot.json"
 TARGETS = {"dataset": 1.5, "inference": 0.5}  # ours >= 1.5x LeRobot's samples/s; ours <= 0.5x its latency
 MEASUREMENTS = ("dataset", "inference", "train")
+# vlaforge fast paths timed on the matched policies besides the plain call (ours.py: fast_path_calls):
+# result key -> label; reported as (info) rows next to the plain call, which carries the target
+VARIANTS = {"prefix_cache": "prefix cache", "int8": "int8", "int8_prefix_cache": "int8 + prefix cache",
+            "bf16": "bf16 autocast"}  # fmt: skip
+KINDS = ("matched", *(f"matched, {name}" for name in VARIANTS.values()), "octo-tiny recipe")
 NOT_BUILT = {
     "pi0": "LeRobot 0.3.2's PI0Policy loads its tokenizer with AutoTokenizer.from_pretrained("
-    "'google/paligemma-3b-pt-224') (hub download) and PI0FlowMatching builds PaliGemmaWithExpertConfig() "
-    "with the hard-coded 3B PaliGemma + 300M expert sizes (no config field shrinks them); it also needs "
-    "the transformers<4.52 extra, not installed. It cannot be built offline from a local tiny config.",
+    "'google/paligemma-3b-pt-224') (hub download), and PI0FlowMatching builds PaliGemmaWithExpertConfig() "
+    "with the hard-coded 3B PaliGemma + 300M expert sizes (no config field shrinks them), so there is no "
+    "matched CPU-sized π0 here; the model itself at its real size is compared by benchmarks/lerobot/pi0.py "
+    "(results/lerobot_pi0.json).",
     "smolvla": "LeRobot 0.3.2's SmolVLA calls AutoConfig.from_pretrained / AutoProcessor.from_pretrained("
     "config.vlm_model_name) (default HuggingFaceTB/SmolVLM2-500M-Video-Instruct): building it needs that "
     "model's config and processor/tokenizer files, which are not available offline here (and the "
@@ -217,7 +223,7 @@ def run_inference(
                 (
                     "ours",
                     f"vlaforge {head} (matched)",
-                    {"head": head, "shape": matched[family]["shape"], "prefix_cache": True},
+                    {"head": head, "shape": matched[family]["shape"], "fast_paths": list(VARIANTS)},
                 ),
                 ("ours", f"vlaforge {head} (octo-tiny recipe)", {"head": head, "shape": None}),
             ]
@@ -234,15 +240,18 @@ def run_inference(
                     timed(workers[side], spec, log, f"inference {label} repeat {r}")
                 )
     pooled = {label: pool_latency(outs, args.threads) for label, outs in raw.items()}
-    for head in PAIRS.values():  # the same matched policies through `vlaforge bench`'s prefix-cache path
-        outs = [o.get("prefix_cache") or {"error": o.get("error", "no prefix-cache timing")}
-                for o in raw[f"vlaforge {head} (matched)"]]  # fmt: skip
-        cached = pool_latency([{**o, "params": None, "action_shape": None} for o in outs], args.threads)
-        pooled[f"vlaforge {head} (matched, prefix cache)"] = cached
+    for head in PAIRS.values():  # the same matched policies through `vlaforge bench`'s fast paths
+        for key, name in VARIANTS.items():
+            outs = [o.get(key) or {"error": o.get("error", f"no {name} timing")}
+                    for o in raw[f"vlaforge {head} (matched)"]]  # fmt: skip
+            pooled_v = pool_latency([{**o, "params": None, "action_shape": None} for o in outs], args.threads)
+            diffs = [o["max_abs_diff"] for o in outs if "max_abs_diff" in o]
+            pooled_v["max_abs_diff"] = max(diffs) if diffs else None
+            pooled[f"vlaforge {head} (matched, {name})"] = pooled_v
     ratios = {}
     for family, head in PAIRS.items():
         theirs = pooled[f"lerobot {family}"]
-        for kind in ("matched", "matched, prefix cache", "octo-tiny recipe"):
+        for kind in KINDS:
             ours = pooled[f"vlaforge {head} ({kind})"]
             ratios[f"{head} ({kind}) vs lerobot {family}"] = {
                 t: ratio_pair(ours["threads"].get(t, {"error": 1}), theirs["threads"].get(t, {"error": 1}),
@@ -372,8 +381,8 @@ def markdown(result: dict[str, Any]) -> str:
     if inf:
         for family, head in PAIRS.items():
             theirs = inf["models"][f"lerobot {family}"]
-            for kind in ("matched", "matched, prefix cache", "octo-tiny recipe"):
-                ours = inf["models"][f"vlaforge {head} ({kind})"]
+            for kind in KINDS:
+                ours = inf["models"].get(f"vlaforge {head} ({kind})", {"error": "not measured"})
                 if "error" in ours or "error" in theirs:
                     continue
                 n_ours = (ours["params"] or inf["models"][f"vlaforge {head} (matched)"]["params"])["total"]
@@ -381,13 +390,13 @@ def markdown(result: dict[str, Any]) -> str:
                 for t in ours["threads"]:
                     o, b = ours["threads"][t], theirs["threads"][t]
                     target = "≤ 0.5×" if kind == "matched" else "(info)"
-                    what = {
-                        "matched": "",
-                        "matched, prefix cache": " prefix cache",
-                        "octo-tiny recipe": " octo-tiny",
-                    }
+                    what = (
+                        " octo-tiny"
+                        if kind == "octo-tiny recipe"
+                        else kind.removeprefix("matched").replace(",", "")
+                    )
                     lines.append(
-                        f"| inference ms/chunk | {head}{what[kind]} {fmt_params(n_ours)} vs {family} "
+                        f"| inference ms/chunk | {head}{what} {fmt_params(n_ours)} vs {family} "
                         f"{fmt_params(theirs['params']['total'])}, {t} thread(s) | {o['median_ms']:.1f} | "
                         f"{b['median_ms']:.1f} | {fmt_ratio(rt[t]['wall'], 0.5 if kind == 'matched' else None, False)} | "
                         f"{fmt_ratio(rt[t]['cpu'])} | {target} |"

@@ -94,9 +94,8 @@ def test_int8_swap_restores_float_layers(policies):
 def test_bench_policy_record_for_pi0(policies):
     policy = policies["pi0-tiny"]
     roof = {d: MatmulThroughput(d, "cpu", 1, {64: 10.0}, 10.0, 64) for d in ("fp32", "bf16")}
-    record = bench_policy(
-        policy, paths=list(fastpaths.PATHS), runs=2, warmup=1, roofline=roof, log=lambda s: None
-    )
+    paths = [p for p in fastpaths.PATHS if p != "compile"]  # compiled: the slow test in test_bench_lm_compile
+    record = bench_policy(policy, paths=paths, runs=2, warmup=1, roofline=roof, log=lambda s: None)
     assert record["family"] == "pi0" and record["head"] == "flow" and record["sampler"] == "euler"
     assert record["stages"] == ["vision", "backbone", "expert", "rest"]
     assert record["flops"]["stages_match_predict"] is True
@@ -104,7 +103,7 @@ def test_bench_policy_record_for_pi0(policies):
     assert b["matches_predict"] is True and b["use_cache"] is True
     assert b["calls"]["expert"] == policy.config.steps and b["per_step"] > 0
     p = record["paths"]
-    assert p["compile"]["status"] == "unavailable" and "sequence length" in p["compile"]["reason"]
+    assert "compile" not in p
     for name in ("inference_mode", "bf16", "int8", "prefix-cache"):
         assert p[name]["status"] == "ok" and p[name]["equal"] is True, name
         assert p[name]["median_ms"] > 0 and p[name]["flops_per_chunk"] > 0

@@ -1,8 +1,8 @@
 """`vlaforge bench --paths compile` on the pretrained-LM policies.
 
 The token decoders (OpenVLA / RT-2, π0-FAST) run their decode steps through the LM's compiled
-static-shape step; π0 and OFT, and a machine without a C++ compiler, get `PathUnavailable` with the
-reason. The compiled runs (inductor builds C++ kernels: tens of seconds to minutes) are slow tests.
+static-shape step, π0 its prefix-cache call with `Pi0Policy.compile_sampling()` switched on; OFT, and a
+machine without a C++ compiler, get `PathUnavailable` with the reason. The compiled runs (inductor builds C++ kernels: tens of seconds to minutes) are slow tests.
 """
 
 import numpy as np
@@ -29,13 +29,12 @@ def policies():
     return {r: build_recipe_policy(r, image_size=32, seed=0) for r in recipes}
 
 
-@pytest.mark.parametrize(
-    ("recipe", "words"), [("pi0-tiny", "JointTransformer"), ("openvla-oft-tiny", "OFT decodes nothing")]
-)
-def test_compile_path_says_why_it_does_not_apply(policies, recipe, words):
+@pytest.mark.parametrize("recipe", ["pi0-tiny", "openvla-oft-tiny"])
+def test_compiled_decoding_is_for_token_decoders_only(policies, recipe):
     policy = policies[recipe]
-    with pytest.raises(fastpaths.PathUnavailable, match=words):
-        fastpaths.prepare_path("compile", policy, example_observations(policy), generator=_gen)
+    if recipe == "openvla-oft-tiny":
+        with pytest.raises(fastpaths.PathUnavailable, match="OFT decodes nothing"):
+            fastpaths.prepare_path("compile", policy, example_observations(policy), generator=_gen)
     with pytest.raises(ValueError, match="token-decoding families"):
         with compiled_decoding(policy):
             pass
@@ -50,10 +49,12 @@ def test_compile_path_without_a_cpp_compiler_is_unavailable(policies, monkeypatc
         raise RuntimeError("No working C++ compiler found in ('g++',)")
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
-    policy = policies["openvla-tiny"]
-    with pytest.raises(fastpaths.PathUnavailable, match="needs a C\\+\\+ compiler"):
-        fastpaths.prepare_path("compile", policy, example_observations(policy), generator=_gen)
-    assert not policy.lm.decode_compiled  # nothing was switched on
+    for recipe in ("openvla-tiny", "pi0-tiny"):
+        policy = policies[recipe]
+        with pytest.raises(fastpaths.PathUnavailable, match="needs a C\\+\\+ compiler"):
+            fastpaths.prepare_path("compile", policy, example_observations(policy), generator=_gen)
+    assert not policies["openvla-tiny"].lm.decode_compiled  # nothing was switched on
+    assert not policies["pi0-tiny"].sampling_compiled
 
 
 def test_compiled_decoding_switch_restores_the_previous_state(policies):
@@ -101,3 +102,20 @@ def test_bench_record_has_a_compiled_lm_row(policies):
     assert set(p["compile"]["breakdown_ms"]) == {"vision", "prefix", "decode", "rest", "total"}
     assert p["compile"]["flops_per_chunk"] > 0
     assert record["breakdown_ms"]["matches_predict"] is True  # the plain breakdown ran eager again
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(COMPILE_TIMEOUT_S)
+def test_bench_record_has_a_compiled_pi0_row(policies):
+    """π0: the prefix-cache call with compile_sampling() on, the same chunk to float tolerance, the
+    prefix-cache path's FLOPs, and the policy left eager for the other paths."""
+    policy = policies["pi0-tiny"]
+    record = bench_policy(
+        policy, paths=["inference_mode", "prefix-cache", "compile"], runs=2, warmup=1, log=lambda s: None
+    )
+    p = record["paths"]
+    assert p["compile"]["status"] == "ok", p["compile"]
+    assert p["compile"]["equal"] is True
+    assert p["compile"]["flops_per_chunk"] == p["prefix-cache"]["flops_per_chunk"]
+    assert p["compile"]["flops_per_chunk"] < p["inference_mode"]["flops_per_chunk"]
+    assert not policy.sampling_compiled

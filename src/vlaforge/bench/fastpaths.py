@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from vlaforge.bench.lm_stages import LMStagedPredictor, lm_family, lm_predict_batch
-from vlaforge.bench.stages import StagedPredictor
+from vlaforge.bench.stages import StagedPredictor, _eval_mode
 from vlaforge.models.policy import Policy
 from vlaforge.types import Observation
 
@@ -99,6 +99,7 @@ class PreparedPath:
         None  # set when the path runs staged (its breakdown comes free)
     )
     note: str = ""
+    flops_like: str | None = None  # an unstaged path that runs the same ops as this staged one
 
 
 def parse_paths(text: str) -> list[str]:
@@ -274,12 +275,6 @@ class LMInt8Swap:
 
 
 LM_COMPILE_REASONS = {
-    "pi0": (
-        "not applied to π0 yet: its Euler steps run the action expert through JointTransformer "
-        "(models/pi0/expert.py), which has no compiled step; the compiled static-shape decode step is "
-        "DecoderLM's, for the token decoders (OpenVLA / RT-2, π0-FAST). Each expert step has one fixed "
-        "sequence length, so compiling JointTransformer is the next candidate"
-    ),
     "oft": (
         "OFT decodes nothing: its one LM pass over prefix + H*A placeholders has a fixed sequence length "
         "and no per-token step; the compiled path is the token decoders' static-shape decode step"
@@ -349,6 +344,8 @@ def _prepare_lm(
         reason = lm_compile_unavailable(policy)
         if reason is not None:
             raise PathUnavailable(reason)
+        if lm_family(policy) == "pi0":
+            return _prepare_pi0_compiled(policy, observations, steps=steps, generator=generator, t0=t0)
         # Staged like prefix-cache (the same call with the decode steps compiled), so the two compare
         # stage by stage and carry the same hook overhead. setup_s includes the compilation.
         lm_compiled = LMStagedPredictor(policy, use_cache=True, compile_decoding=True)
@@ -383,6 +380,37 @@ def _prepare_lm(
 
     fn(observations, generator(-1))  # first call: errors surface here
     return PreparedPath(spec, fn, time.perf_counter() - t0, staged, note)
+
+
+def _prepare_pi0_compiled(
+    policy: Any,
+    observations: Sequence[Observation],
+    *,
+    steps: int | None,
+    generator: Callable[[int], torch.Generator],
+    t0: float,
+) -> PreparedPath:
+    """π0 / π0.5 `compile`: the prefix-cache call with `Pi0Policy.compile_sampling()` switched on for it.
+
+    Timed whole: the stage hooks would run inside the compiled graphs (graph breaks), so this path has
+    no breakdown; it runs the prefix-cache path's operations, whose FLOPs it reports.
+    """
+    cached = lm_plain(policy, steps, use_cache=True)
+
+    def fn(obs: Sequence[Observation], gen: torch.Generator | None) -> tuple[np.ndarray, None]:
+        policy.compile_sampling()
+        try:
+            with torch.inference_mode(), _eval_mode(policy):
+                return cached(obs, gen)
+        finally:
+            policy.compile_sampling(False)
+
+    fn(observations, generator(-1))  # first call: compiles (setup_s includes it); errors surface here
+    note = (
+        "predict_batch(use_cache=True) with Pi0Policy.compile_sampling() on (vision encode, prefix pass "
+        "and expert step compiled); timed whole, no stage breakdown"
+    )
+    return PreparedPath(PATHS["compile"], fn, time.perf_counter() - t0, None, note, flops_like="prefix-cache")
 
 
 def _cpu_has_native_bf16() -> bool:

@@ -222,6 +222,46 @@ def test_cli_train_pi0_tiny(tmp_path):
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["steps"] == 2
 
 
+def test_bf16_weights_for_inference_match_float32_to_bf16_rounding():
+    """cast_for_inference: vision, projector and transformer in bf16 (the KV cache too), the action/state
+    projections fp32; the chunk equals the fp32 one to bf16 rounding, cached == uncached."""
+    policy, ds = _policy()
+    policy.eval()
+    with torch.no_grad():  # weights large enough that the chunk is not ~0 (the init is tiny)
+        for p in policy.parameters():
+            p.normal_(0.0, 0.05)
+    batch = _batch(ds)
+    noise = torch.randn(4, CHUNK, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fp32 = policy.sample_actions(batch, noise=noise)
+        assert policy.cast_for_inference() is policy
+        bf16 = policy.sample_actions(batch, noise=noise)
+        uncached = policy.sample_actions(batch, noise=noise, use_cache=False)
+    assert policy.transformer.dtype == torch.bfloat16 == next(policy.vision_tower.parameters()).dtype
+    assert policy.action_out_proj.weight.dtype == torch.float32 and bf16.dtype == torch.float32
+    assert fp32.abs().max() > 0.1  # a chunk worth comparing
+    torch.testing.assert_close(bf16, fp32, rtol=0, atol=0.02 * float(fp32.abs().max()))
+    torch.testing.assert_close(uncached, bf16, rtol=0, atol=0.02 * float(fp32.abs().max()))
+    with pytest.raises(ValueError, match="floating dtype"):
+        policy.cast_for_inference(torch.int8)
+
+
+def test_compile_sampling_is_a_switch():
+    """Creating the compiled callables is lazy (nothing is compiled until a call); switching off restores
+    the class's eager methods and switching on again reuses the same compiled callables."""
+    policy, _ = _policy()
+    keys = sorted(policy.state_dict())
+    assert not policy.sampling_compiled
+    assert policy.compile_sampling() is policy and policy.sampling_compiled
+    velocity, encode = policy._velocity, policy.vision_tower.encode
+    policy.compile_sampling(False)
+    assert not policy.sampling_compiled
+    assert "encode" not in policy.vision_tower.__dict__ and "_fill_cache" not in policy.__dict__
+    policy.compile_sampling()
+    assert policy._velocity is velocity and policy.vision_tower.encode is encode  # no recompilation
+    assert sorted(policy.state_dict()) == keys and "_compiled_sampling" not in dict(policy.named_modules())
+
+
 @pytest.mark.slow  # inductor compiles three graphs: ~30-60 s on a 2-core CPU
 def test_compiled_sampling_matches_eager_and_leaves_training_eager():
     policy, ds = _policy()
@@ -236,6 +276,11 @@ def test_compiled_sampling_matches_eager_and_leaves_training_eager():
         compiled_uncached = policy.sample_actions(batch, noise=noise, use_cache=False)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
     torch.testing.assert_close(compiled_uncached, eager, rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        policy.compile_sampling(False)
+        torch.testing.assert_close(policy.sample_actions(batch, noise=noise), eager, rtol=0, atol=0)
+        policy.compile_sampling()
+        torch.testing.assert_close(policy.sample_actions(batch, noise=noise), compiled, rtol=0, atol=0)
     assert sorted(policy.state_dict()) == keys  # the weights are the eager modules' own
     policy.train()
     loss, _ = policy.loss(batch)  # training runs the eager modules: the gradient reaches every part

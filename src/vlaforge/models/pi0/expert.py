@@ -199,6 +199,11 @@ class JointTransformer(nn.Module):
         self.gradient_checkpointing = False
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype; inputs are cast to it and outputs come back in it (a bf16 copy for inference)."""
+        return self.backbone.final_norm.weight.dtype
+
+    @property
     def config(self) -> LMConfig:
         return self.backbone.config
 
@@ -245,7 +250,9 @@ class JointTransformer(nn.Module):
                     "knowledge insulation: backbone tokens must not attend to expert tokens; the mask lets "
                     "some backbone query read a suffix key"
                 )
-        dtype = next(x for x in xs if x is not None).dtype
+        dtype = self.dtype  # streams in another dtype (fp32 embeddings, bf16 weights) are cast to it
+        xs = [None if x is None else x.to(dtype) for x in xs]
+        cond = None if cond is None else cond.to(dtype)
         cos, sin = self.backbone.rotary(position_ids.to(attention_mask.device), dtype)  # (B|1, L, hd) each
         mask = attention_mask[:, None]  # (B|1, 1, L, Lk)
         use_ckpt = (

@@ -454,7 +454,7 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
         mask, positions = self.sequence_mask(valid, post_valid, n_context, H)  # (B, L, L), (B, L)
         if use_cache:
             if cache is None:
-                cache = self._cache(B, P + H, prefix.dtype)
+                cache = self._cache(B, P + H, self.transformer.dtype)
                 self.transformer([prefix, None], mask[:, :P, :P], positions[:, :P], cache)
             n_cached = cache.length  # P + M
 
@@ -497,7 +497,7 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
         mask, positions = self.sequence_mask(
             valid, torch.ones_like(ids, dtype=torch.bool), ids.new_zeros(B), 0
         )
-        cache = self._cache(B, P + K + T + reserve, prefix.dtype) if use_cache else None
+        cache = self._cache(B, P + K + T + reserve, self.transformer.dtype) if use_cache else None
 
         def run(start: int, stop: int) -> torch.Tensor:
             """The backbone over sequence tokens [start, stop) (the prefix, then ``ids``), reading the

@@ -3,11 +3,14 @@
 * ``ToTensor``: PIL image / uint8 (H, W, C) array -> float32 (C, H, W) in [0, 1]
   (`lerobot/datasets/utils.py: hf_transform_to_torch`, for datasets that store images, not videos);
 * ``CenterCrop`` / ``RandomCrop``: the diffusion policy's image crop (``crop_shape``), on (..., H, W)
-  tensors, one crop for the whole batch (torchvision's behaviour); no padding (crop must fit).
+  tensors, one crop for the whole batch (torchvision's behaviour); no padding (crop must fit);
+* ``InterpolationMode``: the enum alone (transformers' image-processing modules import it when
+  torchvision is importable; π0's Gemma import path goes through them). Nothing here resizes with it.
 """
 
 from __future__ import annotations
 
+import enum
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +20,18 @@ import torch
 from torch import nn
 
 from torchvision.transforms import v2
+
+
+class InterpolationMode(enum.Enum):
+    """torchvision's interpolation names (values as torchvision's)."""
+
+    NEAREST = "nearest"
+    NEAREST_EXACT = "nearest-exact"
+    BILINEAR = "bilinear"
+    BICUBIC = "bicubic"
+    BOX = "box"
+    HAMMING = "hamming"
+    LANCZOS = "lanczos"
 
 
 def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
