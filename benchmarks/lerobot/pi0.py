@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -82,13 +83,11 @@ def pooled(outs: list[dict[str, Any]], threads: str) -> dict[str, Any] | None:
     cpu = [s for o in outs if "error" not in o for s in o["threads"][threads]["cpu_seconds"]]
     if not wall:
         return None
-    wall.sort()
-    cpu.sort()
     return {
         "n": len(wall),
-        "median_s": wall[len(wall) // 2],
-        "min_s": wall[0],
-        "cpu_median_s": cpu[len(cpu) // 2],
+        "median_s": statistics.median(wall),
+        "min_s": min(wall),
+        "cpu_median_s": statistics.median(cpu),
     }
 
 
@@ -163,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         "schema": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "commands_before": previous.get("commands_before", []) + [previous["command"]]
+        if previous and set(now) != set(sides)
+        else [],
         "machine": {
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
