@@ -99,7 +99,9 @@ class PreparedPath:
         None  # set when the path runs staged (its breakdown comes free)
     )
     note: str = ""
-    flops_like: str | None = None  # an unstaged path that runs the same ops as this staged one
+    # an eager call running the same operations, to count FLOPs for a compiled path that is not staged
+    # (FlopCounterMode cannot trace compiled graphs)
+    eager_equivalent: PredictFn | None = None
 
 
 def parse_paths(text: str) -> list[str]:
@@ -393,7 +395,7 @@ def _prepare_pi0_compiled(
     """π0 / π0.5 `compile`: the prefix-cache call with `Pi0Policy.compile_sampling()` switched on for it.
 
     Timed whole: the stage hooks would run inside the compiled graphs (graph breaks), so this path has
-    no breakdown; it runs the prefix-cache path's operations, whose FLOPs it reports.
+    no breakdown; its FLOPs are counted on the same call run eagerly.
     """
     cached = lm_plain(policy, steps, use_cache=True)
 
@@ -410,7 +412,7 @@ def _prepare_pi0_compiled(
         "predict_batch(use_cache=True) with Pi0Policy.compile_sampling() on (vision encode, prefix pass "
         "and expert step compiled); timed whole, no stage breakdown"
     )
-    return PreparedPath(PATHS["compile"], fn, time.perf_counter() - t0, None, note, flops_like="prefix-cache")
+    return PreparedPath(PATHS["compile"], fn, time.perf_counter() - t0, None, note, eager_equivalent=cached)
 
 
 def _cpu_has_native_bf16() -> bool:

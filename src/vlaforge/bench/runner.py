@@ -213,22 +213,18 @@ def bench_policy(
             reference_flops = count_flops(ref_fn, observations, generator(0))[0].total
     if family:
         record["decode_stats"] = dict(getattr(policy, "decode_stats", {}))
-    path_flops: dict[str, float] = {}
     for name, pp in prepared.items():
+        r = results[name]
+        flops = (
+            reference_flops  # bf16 / int8 run the reference's ops (int8 matmuls counted as their fp32 ones)
+        )
         if pp.staged is not None:  # the prefix cache skips the task block: count what it really runs
             with _quiet_decoders():
                 staged_flops = count_stage_flops(pp.staged, observations, steps=steps, generator=generator(0))
-            path_flops[name] = staged_flops["total"]
-    for name, pp in prepared.items():
-        r = results[name]
-        # bf16 / int8 run the reference's ops (int8 matmuls counted as their fp32 ones); π0's compiled
-        # path runs the prefix-cache path's
-        flops = path_flops.get(name) or path_flops.get(pp.flops_like or "", reference_flops)
-        if pp.flops_like and pp.flops_like not in path_flops:  # that path was not asked for: count it
+            flops = staged_flops["total"]
+        elif pp.eager_equivalent is not None:  # π0's compiled path: the same call, counted eagerly
             with _quiet_decoders():
-                flops = count_flops(lm_plain(policy, steps, use_cache=True), observations, generator(0))[
-                    0
-                ].total
+                flops = count_flops(pp.eager_equivalent, observations, generator(0))[0].total
         r["flops_per_chunk"] = flops
         dtype = pp.spec.roofline_dtype
         if roofline and dtype in roofline:

@@ -11,22 +11,13 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.lm.test_lm_cache import FAMILIES, _model
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, prefix_lm_blocks
-from vlaforge.models.lm import DecoderLM, KVCache, generate_greedy, lm_preset
+from vlaforge.models.lm import KVCache, generate_greedy
 
-FAMILIES = ("llama", "gemma")
 # inductor builds C++ kernels at the first call: minutes on a loaded 2-core machine, past the
 # suite's 300 s per-test timeout.
 COMPILE_TIMEOUT_S = 1800
-
-
-def _model(family: str, seed: int = 0) -> DecoderLM:
-    torch.manual_seed(seed)
-    model = DecoderLM(lm_preset(f"{family}-tiny")).eval()
-    with torch.no_grad():  # larger weights than the init, so logits are far from tied
-        for p in model.parameters():
-            p.normal_(0.0, 0.3 if p.dim() == 1 else 0.15)
-    return model
 
 
 def _padded_prompt(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
