@@ -15,9 +15,10 @@ one instruction, fp32, under ``torch.inference_mode``:
 * **expert pass**: one Euler step of the cached path (action tokens through the expert against the
   cached keys/values, plus the action in/out projections).
 
-It reports recompute / cached and cached / (prefix + steps × expert) (≈ 1 when the chunk time is
-just its parts). Both chunk paths start from the same noise and must agree to 1e-4 (checked).
-Calls alternate between the measured quantities so load from other processes hits all alike; the
+It reports recompute / cached, the same ratio in FLOPs (counted with `torch.utils.flop_counter`: the
+speed-up a compute-bound chunk would get), the cached chunk's GFLOP/s, and cached / (prefix + steps ×
+expert) (≈ 1 when the chunk time is just its parts). Both chunk paths start from the same noise and
+must agree to 1e-4 (checked). Calls alternate between the measured quantities so load from other processes hits all alike; the
 table shows medians over --calls calls after one warm-up each. Writes benchmarks/results/pi0_cache.json.
 """
 
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlaforge.bench.flops import count_flops
 from vlaforge.models.lm import KVCache
 from vlaforge.models.pi0 import make_pi0_policy
 from vlaforge.models.pi0.policy import Pi0Policy
@@ -122,6 +124,11 @@ def bench_recipe(recipe: str, calls: int, steps: int, compiled: bool = False) ->
             "expert": expert_pass,
         }
         a_c, a_u = fns["cached"](), fns["recompute"]()  # warm-up (compiles) and agreement check
+        if compiled:  # the counter cannot see inside compiled graphs: count the same calls eagerly
+            policy.compile_sampling(False)
+        flops = {k: count_flops(fns[k])[0].total for k in ("cached", "recompute")}
+        if compiled:
+            policy.compile_sampling()
         compile_s = time.perf_counter() - t_compile
         max_diff = float((a_c - a_u).abs().max())
         for f in fns.values():
@@ -150,6 +157,10 @@ def bench_recipe(recipe: str, calls: int, steps: int, compiled: bool = False) ->
         "steps": steps,
         "median_ms": {k: round(v, 2) for k, v in med.items()},
         "recompute_over_cached": round(med["recompute"] / med["cached"], 2),
+        # what the cache saves in arithmetic; the time ratio reaches it only when the chunk is compute-bound
+        "gflop": {k: round(v / 1e9, 4) for k, v in flops.items()},
+        "flop_ratio": round(flops["recompute"] / flops["cached"], 2),
+        "gflops_per_s": {k: round(flops[k] / 1e9 / (med[k] / 1e3), 1) for k in flops},
         "cached_over_parts": round(med["cached"] / (med["prefix"] + steps * med["expert"]), 2),
         "max_abs_diff_cached_vs_recompute": max_diff,
         "ms": {k: [round(x, 2) for x in v] for k, v in times.items()},
@@ -189,15 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| recipe | path | backbone / expert | prefix tokens | H | cached chunk (ms) | recompute chunk (ms) | "
-        "recompute / cached | prefix pass (ms) | expert pass (ms) | cached / (prefix + N·expert) |"
+        "recompute / cached | FLOP ratio | cached GFLOP/s | prefix pass (ms) | expert pass (ms) | "
+        "cached / (prefix + N·expert) |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         b, e, m = r["backbone"], r["expert"], r["median_ms"]
         print(
             f"| {r['recipe']} | {r['variant']} | {b['width']}x{b['depth']} ({b['parameters'] / 1e6:.1f}M) / {e['width']} "
             f"({e['parameters'] / 1e6:.1f}M) | {r['prefix_tokens']} | {r['chunk']} | {m['cached']:.1f} | "
-            f"{m['recompute']:.1f} | {r['recompute_over_cached']:.2f}x | {m['prefix']:.1f} | {m['expert']:.2f} | "
+            f"{m['recompute']:.1f} | {r['recompute_over_cached']:.2f}x | {r['flop_ratio']:.1f}x | "
+            f"{r['gflops_per_s']['cached']:.0f} | {m['prefix']:.1f} | {m['expert']:.2f} | "
             f"{r['cached_over_parts']:.2f} |"
         )
     ok = all(r["max_abs_diff_cached_vs_recompute"] < 1e-4 for r in rows)

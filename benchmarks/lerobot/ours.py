@@ -259,14 +259,22 @@ def task_pi0(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # The fast paths the LeRobot comparison times besides the plain call (`vlaforge bench` has each one).
-FAST_PATHS = ("prefix_cache", "int8", "int8_prefix_cache", "bf16")
+FAST_PATHS = (
+    "prefix_cache",
+    "int8",
+    "int8_prefix_cache",
+    "bf16",
+    "bf16_weights",
+    "bf16_weights_prefix_cache",
+)
 
 
 def fast_path_calls(policy: Policy, observations: list[Observation], names: list[str]) -> dict[str, Any]:
     """name -> call(i) -> (H, A) actions, for `FAST_PATHS`: the task-prefix KV cache (`StagedPredictor`),
-    int8 dynamic quantization of the transformer and head Linears (`fastpaths.int8_copy`), both, and bf16
-    autocast."""
-    from vlaforge.bench.fastpaths import int8_copy
+    int8 dynamic quantization of the transformer and head Linears (`fastpaths.int8_copy`), both, bf16
+    autocast, and the transformer's weights cast to bf16 once (`fastpaths.bf16_copy`), alone and with the
+    prefix cache."""
+    from vlaforge.bench.fastpaths import bf16_copy, int8_copy
 
     def obs(i: int) -> list[Observation]:
         return [observations[i % len(observations)]]
@@ -289,6 +297,12 @@ def fast_path_calls(policy: Policy, observations: list[Observation], names: list
                     return policy.predict(obs(i)).actions
 
             calls[name] = call_bf16
+        elif name == "bf16_weights":
+            b = bf16_copy(policy)
+            calls[name] = lambda i, b=b: b.predict(obs(i)).actions
+        elif name == "bf16_weights_prefix_cache":
+            staged_b = StagedPredictor(bf16_copy(policy), prefix_cache=True)
+            calls[name] = lambda i, staged_b=staged_b: staged_b.predict(obs(i))[0]
         else:
             raise ValueError(f"unknown fast path {name!r}; choose from {FAST_PATHS}")
     return calls

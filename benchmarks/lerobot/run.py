@@ -55,7 +55,8 @@ MEASUREMENTS = ("dataset", "inference", "train")
 # vlaforge fast paths timed on the matched policies besides the plain call (ours.py: fast_path_calls):
 # result key -> label; reported as (info) rows next to the plain call, which carries the target
 VARIANTS = {"prefix_cache": "prefix cache", "int8": "int8", "int8_prefix_cache": "int8 + prefix cache",
-            "bf16": "bf16 autocast"}  # fmt: skip
+            "bf16": "bf16 autocast", "bf16_weights": "bf16 weights",
+            "bf16_weights_prefix_cache": "bf16 weights + prefix cache"}  # fmt: skip
 KINDS = ("matched", *(f"matched, {name}" for name in VARIANTS.values()), "octo-tiny recipe")
 NOT_BUILT = {
     "pi0": "LeRobot 0.3.2's PI0Policy loads its tokenizer with AutoTokenizer.from_pretrained("

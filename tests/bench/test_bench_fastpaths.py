@@ -1,4 +1,4 @@
-"""Fast paths: parsing, int8 and bf16 give finite chunks, a failing path is reported, not raised."""
+"""Fast paths: parsing, int8 and bf16 (autocast, cast weights) give finite chunks, a failing path is reported, not raised."""
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ def test_parse_paths_puts_the_reference_first():
         fastpaths.parse_paths("bf16,onnx")
 
 
-@pytest.mark.parametrize("name", ["bf16", "int8", "prefix-cache"])
+@pytest.mark.parametrize("name", ["bf16", "bf16-weights", "int8", "prefix-cache"])
 def test_path_returns_a_chunk_close_to_the_plain_one(name):
     policy = build_recipe_policy("octo-tiny", "l1", image_size=32)
     obs = example_observations(policy)
@@ -32,6 +32,8 @@ def test_path_returns_a_chunk_close_to_the_plain_one(name):
     assert np.abs(actions - ref).max() <= path.spec.tolerance
     if name == "int8":  # the quantized copy is separate: the original keeps its float weights
         assert any(type(m).__name__ == "Linear" for m in policy.transformer.modules())
+    if name == "bf16-weights":  # so is the cast copy
+        assert policy.transformer.dtype == torch.float32
 
 
 def test_failing_path_is_reported_and_the_others_still_run(monkeypatch):

@@ -89,6 +89,8 @@ def test_int8_swap_restores_float_layers(policies):
     assert all(type(m) is torch.nn.Linear for m in policy.lm.modules() if "Linear" in type(m).__name__)
     with pytest.raises(fastpaths.PathUnavailable, match="sequence length"):
         fastpaths.prepare_path("compile", policy, obs, generator=_gen)
+    with pytest.raises(fastpaths.PathUnavailable, match="cast_for_inference"):
+        fastpaths.prepare_path("bf16-weights", policy, obs, generator=_gen)
 
 
 def test_bench_policy_record_for_pi0(policies):
@@ -104,7 +106,7 @@ def test_bench_policy_record_for_pi0(policies):
     assert b["calls"]["expert"] == policy.config.steps and b["per_step"] > 0
     p = record["paths"]
     assert "compile" not in p
-    for name in ("inference_mode", "bf16", "int8", "prefix-cache"):
+    for name in ("inference_mode", "bf16", "bf16-weights", "int8", "prefix-cache"):
         assert p[name]["status"] == "ok" and p[name]["equal"] is True, name
         assert p[name]["median_ms"] > 0 and p[name]["flops_per_chunk"] > 0
     # the KV cache skips recomputing the prefix at every Euler step: far fewer FLOPs than the reference

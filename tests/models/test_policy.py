@@ -78,6 +78,25 @@ def test_save_load_gives_identical_actions(tmp_path, head):
     assert not list((tmp_path / "p").glob("*.pt")) and not list((tmp_path / "p").glob("*.pkl"))
 
 
+def test_cast_for_inference_runs_the_transformer_in_bf16():
+    policy, ds = _policy("l1")
+    policy.eval()
+    ref = policy.predict(_obs(ds)).actions
+    assert policy.cast_for_inference(torch.bfloat16) is policy
+    assert policy.transformer.dtype == torch.bfloat16
+    assert {p.dtype for p in policy.head.parameters()} == {torch.float32}  # encoders and head stay fp32
+    actions = policy.predict(_obs(ds)).actions
+    assert actions.dtype == ref.dtype and np.isfinite(actions).all()
+    assert np.abs(actions - ref).max() < 0.05 * max(1.0, np.abs(ref).max())  # bf16 rounding only
+    # the task-prefix cache stores bf16 keys/values and gives the same chunk as the plain cast call
+    from vlaforge.bench.stages import StagedPredictor
+
+    staged, _ = StagedPredictor(policy, prefix_cache=True).predict(_obs(ds))
+    np.testing.assert_allclose(staged, actions, atol=1e-2)
+    with pytest.raises(ValueError, match="floating dtype"):
+        policy.cast_for_inference(torch.int8)
+
+
 def test_bad_observations_are_named():
     policy, ds = _policy()
     obs = _obs(ds)

@@ -6,6 +6,8 @@ docs/performance.md says when each one is worth it.
 
     inference_mode  the plain path and the reference: `Policy.predict` (under torch.inference_mode)
     bf16            the same call under autocast(bfloat16): matmuls and convs in bf16, the rest fp32
+    bf16-weights    a copy whose transformer weights are bfloat16 (`Policy.cast_for_inference`): no
+                    per-call weight casts, half the bytes read; encoders and head stay fp32
     compile         torch.compile (inductor) on the conv stems, each transformer block and the head's
                     network; the Python around them (mask building, the sampler loop) stays eager
     int8            dynamic int8 quantization of the transformer's and the head's nn.Linear layers
@@ -18,6 +20,8 @@ paths on their own `predict_batch`, each path changing one thing against the ref
     inference_mode  predict_batch(use_cache=False): the whole sequence recomputed at every Euler step /
                     generated token (what the policies call their reference path)
     bf16, int8      the same, under autocast / with the LM's nn.Linear layers quantized
+    bf16-weights    π0 / π0.5: the same on a copy cast by `Pi0Policy.cast_for_inference` (vision,
+                    projector, Gemma + expert in bf16); other LM policies: PathUnavailable
     prefix-cache    predict_batch(use_cache=True), the policies' default: prefix (+ state) into a KV
                     cache once, then only the expert (π0) or one token (decoders) per step
     compile         token decoders (OpenVLA / RT-2, π0-FAST): predict_batch(use_cache=True) with every
@@ -76,6 +80,7 @@ PATHS: dict[str, FastPathSpec] = {
     for s in (
         FastPathSpec("inference_mode", "Policy.predict, fp32 (reference)", 0.0, "fp32"),
         FastPathSpec("bf16", "autocast bfloat16", 0.05, "bf16"),
+        FastPathSpec("bf16-weights", "transformer weights cast to bfloat16 once (a copy)", 0.05, "bf16"),
         FastPathSpec("compile", "torch.compile: stems, blocks, head net; LM decode step", 1e-4, "fp32"),
         FastPathSpec("int8", "dynamic int8 Linear in transformer + head", 0.05, None),
         FastPathSpec("prefix-cache", "task keys/values cached per instruction", 1e-4, "fp32"),
@@ -148,6 +153,17 @@ def compiled_copy(policy: Policy) -> Policy:
     return c
 
 
+def bf16_copy(policy: Any) -> Any:
+    """A deep copy cast by its `cast_for_inference(torch.bfloat16)` (Octo `Policy`, π0 / π0.5)."""
+    return copy.deepcopy(policy).cast_for_inference(torch.bfloat16).eval()
+
+
+def _bf16_note(device: torch.device) -> str:
+    if device.type == "cpu" and not _cpu_has_native_bf16():
+        return "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
+    return ""
+
+
 INT8_SCOPES = ("transformer.", "head.")
 
 
@@ -198,8 +214,10 @@ def prepare_path(
         fn = _plain(policy, steps)
     elif name == "bf16":
         fn = _plain(policy, steps, bf16=True)
-        if device.type == "cpu" and not _cpu_has_native_bf16():
-            note = "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
+        note = _bf16_note(device)
+    elif name == "bf16-weights":
+        fn = _plain(bf16_copy(policy), steps)
+        note = _bf16_note(device)
     elif name == "compile":
         fn = _plain(compiled_copy(policy), steps)
     elif name == "int8":
@@ -340,8 +358,14 @@ def _prepare_lm(
         note = "predict_batch(use_cache=False): the policy's reference path"
     elif name == "bf16":
         fn = lm_plain(policy, steps, use_cache=False, bf16=True)
-        if device.type == "cpu" and not _cpu_has_native_bf16():
-            note = "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
+        note = _bf16_note(device)
+    elif name == "bf16-weights":
+        if lm_family(policy) != "pi0":
+            raise PathUnavailable(
+                f"bf16-weights: {type(policy).__name__} has no cast_for_inference (use the bf16 autocast path)"
+            )
+        fn = lm_plain(bf16_copy(policy), steps, use_cache=False)
+        note = _bf16_note(device)
     elif name == "compile":
         reason = lm_compile_unavailable(policy)
         if reason is not None:

@@ -14,21 +14,35 @@ from pathlib import Path
 from typing import Any
 
 
-def load_policy(path: str, int8: bool = False) -> Any:
+def load_policy(path: str, int8: bool = False, bf16: bool = False, map_location: str = "cpu") -> Any:
     """Load a trained policy (module-level so that worker processes can unpickle the factory).
 
     int8: dynamically quantize the Linear layers of the transformer and the head to int8 (the CPU
     fast path of `vlaforge bench`), to measure what it costs in success on the same seeds.
+    bf16: cast the transformer's weights to bfloat16 (`cast_for_inference`: Octo-style policies, π0 /
+    π0.5), the fast path on CPUs with AMX / AVX512-BF16 and on GPUs.
     """
     from vlaforge.models.policy import Policy
 
-    policy = Policy.load(path)
+    if int8 and bf16:
+        raise SystemExit("--int8 and --bf16 are two different fast paths: choose one")
+    if int8 and str(map_location) != "cpu":
+        raise SystemExit(f"--int8 runs on the CPU only (dynamic quantization), not on {map_location}")
+    policy = Policy.load(path, map_location=map_location)
     if int8:
         from vlaforge.bench.fastpaths import int8_copy
 
         if not hasattr(policy, "transformer") or not hasattr(policy, "head"):
             raise SystemExit(f"--int8 covers the octo-family recipes (transformer + head); {path} is not one")
         policy = int8_copy(policy)
+    if bf16:
+        if not hasattr(policy, "cast_for_inference"):
+            raise SystemExit(
+                f"--bf16 covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__}"
+            )
+        import torch
+
+        policy = policy.cast_for_inference(torch.bfloat16)
     return policy
 
 
@@ -83,8 +97,9 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit("vlaforge eval: RUN_DIR is required (or pass --expert)")
         if not Path(args.run_dir).exists():
             raise SystemExit(f"vlaforge eval: run directory {args.run_dir} does not exist")
-        factory = functools.partial(load_policy, args.run_dir, **({"int8": True} if args.int8 else {}))
-        name = str(args.run_dir) + (" (int8)" if args.int8 else "")
+        fast = {k: True for k in ("int8", "bf16") if getattr(args, k)}
+        factory = functools.partial(load_policy, args.run_dir, **fast)
+        name = str(args.run_dir) + "".join(f" ({k})" for k in fast)
         out = Path(args.out or Path(args.run_dir) / "eval")
 
     try:
@@ -175,6 +190,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--int8",
         action="store_true",
         help="dynamic int8 quantization of the transformer and head Linear layers (CPU fast path)",
+    )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="transformer weights in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

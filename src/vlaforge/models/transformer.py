@@ -193,6 +193,8 @@ class BlockTransformer(nn.Module):
             if past_kv[0][0].shape[0] not in (1, b):
                 raise ValueError(f"past_kv batch {past_kv[0][0].shape[0]} does not match x batch {b}")
         attn_mask = self._prepare_mask(mask.to(x.device), b, n, n_past + n)  # (B|1, 1, N, Np + N)
+        out_dtype = x.dtype
+        x = x.to(self.dtype)  # a bf16 copy for inference (`Policy.cast_for_inference`) runs in bf16 inside
 
         use_ckpt = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         new_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -204,5 +206,10 @@ class BlockTransformer(nn.Module):
                 x, kv = block(x, attn_mask, layer_past)  # (B, N, D)
             if return_kv:
                 new_kv.append(kv)
-        y = self.ln_f(x)  # (B, N, D)
+        y = self.ln_f(x).to(out_dtype)  # (B, N, D) in the caller's dtype; cached keys/values in self.dtype
         return (y, tuple(new_kv)) if return_kv else y
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype: inputs are cast to it, outputs come back in the input's dtype."""
+        return self.ln_f.weight.dtype

@@ -1,4 +1,5 @@
-"""`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]`."""
+"""`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]
+[--bf16 | --int8]`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vlaforge.models.policy import Policy
+    from vlaforge.eval.commands import load_policy
     from vlaforge.serve.server import PolicyServer
 
     logging.basicConfig(
@@ -23,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
             safety = load_limits(args.safety)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
-    policy = Policy.load(args.run_dir, map_location=args.device)
+    policy = load_policy(args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device)
     try:
         server = PolicyServer(
             policy,
@@ -72,5 +73,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --max-batch > 1: how long a request waits for others to share its batch",
     )
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
+    fast = p.add_mutually_exclusive_group()
+    fast.add_argument(
+        "--bf16",
+        action="store_true",
+        help="transformer weights in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs)",
+    )
+    fast.add_argument(
+        "--int8", action="store_true", help="dynamic int8 Linear layers in transformer and head (CPU only)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request's timing")
     p.set_defaults(func=_serve)
