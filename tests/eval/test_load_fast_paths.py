@@ -40,6 +40,37 @@ def test_int8_refuses_policies_it_does_not_cover(tmp_path, monkeypatch):
         load_policy("somewhere", int8=True, bf16=True)
     with pytest.raises(SystemExit, match="CPU only"):
         load_policy("somewhere", int8=True, map_location="cuda")
+    with pytest.raises(SystemExit, match="does not combine"):
+        load_policy("somewhere", int8=True, compile=True)
+
+
+def test_compile_refuses_what_it_cannot_compile(monkeypatch):
+    import vlaforge.bench.fastpaths as fastpaths
+    import vlaforge.models.policy as policy_module
+
+    class NotOcto:
+        device = torch.device("cpu")
+
+    monkeypatch.setattr(policy_module.Policy, "load", staticmethod(lambda path, **kw: NotOcto()))
+    monkeypatch.setattr(fastpaths, "compile_toolchain_problem", lambda device: None)
+    with pytest.raises(SystemExit, match="--compile covers the octo-family"):
+        load_policy("somewhere", compile=True)
+    monkeypatch.setattr(fastpaths, "compile_toolchain_problem", lambda device: "no C++ compiler")
+    with pytest.raises(SystemExit, match="--compile: no C\\+\\+ compiler"):
+        load_policy("somewhere", compile=True)
+
+
+@pytest.mark.slow
+def test_compiled_policy_is_warm_and_matches(tmp_path):
+    torch.manual_seed(0)
+    ds = TinyDataset()
+    run = make_policy("octo-tiny", ds, head="l1", **{**TINY, "augment": False}).save(tmp_path / "policy")
+    flow = make_policy("octo-tiny", ds, head="flow", **{**TINY, "augment": False}).save(tmp_path / "flow")
+    eager, compiled = load_policy(str(run)), load_policy(str(run), compile=True)
+    batch = default_collate([ds[0]])
+    assert torch.allclose(eager.predict_batch(batch), compiled.predict_batch(batch), atol=1e-4)
+    compiled_flow = load_policy(str(flow), compile=True)  # flow head: the RTC graph is warmed up too
+    assert compiled_flow.predict_batch(batch).shape == eager.predict_batch(batch).shape
 
 
 def test_bf16_policy_runs_its_transformer_in_bf16_and_stays_close(tmp_path):

@@ -14,18 +14,25 @@ from pathlib import Path
 from typing import Any
 
 
-def load_policy(path: str, int8: bool = False, bf16: bool = False, map_location: str = "cpu") -> Any:
+def load_policy(
+    path: str, int8: bool = False, bf16: bool = False, map_location: str = "cpu", compile: bool = False
+) -> Any:
     """Load a trained policy (module-level so that worker processes can unpickle the factory).
 
     int8: dynamically quantize the Linear layers of the transformer and the head to int8 (the CPU
     fast path of `vlaforge bench`), to measure what it costs in success on the same seeds.
     bf16: cast the transformer's weights to bfloat16 (`cast_for_inference`: Octo-style policies, π0 /
     π0.5), the fast path on CPUs with AMX / AVX512-BF16 and on GPUs.
+    compile: torch.compile the per-chunk networks (π0 / π0.5: `compile_sampling()`; Octo-style: stems,
+    blocks and head net, `fastpaths.compiled_copy`) and make one warm-up call, so the compilation
+    (10-60 s on a CPU) happens here and not at the first request. May be combined with bf16.
     """
     from vlaforge.models.policy import Policy
 
     if int8 and bf16:
         raise SystemExit("--int8 and --bf16 are two different fast paths: choose one")
+    if int8 and compile:
+        raise SystemExit("--compile does not combine with --int8 (dynamically quantized layers): choose one")
     if int8 and str(map_location) != "cpu":
         raise SystemExit(f"--int8 runs on the CPU only (dynamic quantization), not on {map_location}")
     policy = Policy.load(path, map_location=map_location)
@@ -43,6 +50,41 @@ def load_policy(path: str, int8: bool = False, bf16: bool = False, map_location:
         import torch
 
         policy = policy.cast_for_inference(torch.bfloat16)
+    if compile:
+        policy = _compiled(policy, path)
+    return policy
+
+
+def _compiled(policy: Any, path: str) -> Any:
+    """`load_policy(compile=True)`: the compiled policy after warm-up calls (plain and RTC; see there)."""
+    import numpy as np
+
+    from vlaforge.bench.embodiment import example_observations
+    from vlaforge.bench.fastpaths import compile_toolchain_problem, compiled_copy
+    from vlaforge.bench.lm_stages import lm_family
+    from vlaforge.runtime.rtc import predict_rtc, supports_rtc
+
+    problem = compile_toolchain_problem(policy.device)
+    if problem is not None:
+        raise SystemExit(f"--compile: {problem}")
+    family = lm_family(policy)
+    if family == "pi0":
+        policy.compile_sampling()
+    elif family is None and hasattr(policy, "head"):
+        policy = compiled_copy(policy)
+    else:
+        raise SystemExit(
+            f"--compile covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__} "
+            "(token decoders: `vlaforge bench --paths compile` times their compiled decode step)"
+        )
+    policy.eval()
+    obs = example_observations(policy)
+    policy.predict(obs)  # compiles now, for batch 1
+    if supports_rtc(policy):  # RTC's guided sampling (autograd through the velocity) is another graph
+        spec = policy.spec
+        predict_rtc(
+            policy, obs, np.zeros((spec.chunk, spec.action_dim), np.float32), np.linspace(1, 0, spec.chunk)
+        )
     return policy
 
 
@@ -97,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
             raise SystemExit("vlaforge eval: RUN_DIR is required (or pass --expert)")
         if not Path(args.run_dir).exists():
             raise SystemExit(f"vlaforge eval: run directory {args.run_dir} does not exist")
-        fast = {k: True for k in ("int8", "bf16") if getattr(args, k)}
+        fast = {k: True for k in ("int8", "bf16", "compile") if getattr(args, k)}
         factory = functools.partial(load_policy, args.run_dir, **fast)
         name = str(args.run_dir) + "".join(f" ({k})" for k in fast)
         out = Path(args.out or Path(args.run_dir) / "eval")
@@ -195,6 +237,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bf16",
         action="store_true",
         help="transformer weights in bfloat16 (fast on CPUs with AMX / AVX512-BF16 and on GPUs)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the policy's per-chunk networks first (octo-family, π0 / π0.5)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

@@ -1,5 +1,5 @@
 """`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]
-[--bf16 | --int8]`."""
+[--bf16 | --int8] [--compile]`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
             safety = load_limits(args.safety)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
-    policy = load_policy(args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device)
+    policy = load_policy(
+        args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device, compile=args.compile
+    )
     try:
         server = PolicyServer(
             policy,
@@ -81,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     fast.add_argument(
         "--int8", action="store_true", help="dynamic int8 Linear layers in transformer and head (CPU only)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the per-chunk networks and warm up before serving (octo-family, π0 / π0.5; "
+        "each new --max-batch batch size compiles on first use)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request's timing")
     p.set_defaults(func=_serve)
