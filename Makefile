@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e packages/vlaforge-client -e ".[sim,serve,text,lora,export,dev]"
+	$(PIP) -e packages/vlaforge-client -e ".[sim,libero,serve,text,lora,export,dev]"
 	@touch $@
 
 install: system-deps $(VENV)/.stamp-install

@@ -1,9 +1,10 @@
-"""Simulated environments: Meta-World behind the `Env` protocol, instructions, expert recording.
+"""Simulated environments: Meta-World and LIBERO behind the `Env` protocol, instructions, expert recording.
 
     from vlaforge.envs import make_env, resolve_tasks, record
     env = make_env("pick-place", split="eval")          # cameras corner + gripper, 128x128, 80 Hz
     obs = env.reset(seed=3)                             # layout 3 of the eval list
     obs, reward, done, info = env.step(env.expert_action())
+    env = make_env("libero_goal/turn_on_the_stove", split="eval")   # LIBERO: official initial states
 
 Task names, suites and instructions import instantly; the MuJoCo-backed parts (`make_env`,
 `MetaWorldEnv`, `record`) load on first use.
@@ -19,7 +20,8 @@ from vlaforge.envs.tasks import MT10, MT50, canonical_task, resolve_tasks
 
 _LAZY = {
     "MetaWorldEnv": "vlaforge.envs.metaworld_env",
-    "make_env": "vlaforge.envs.metaworld_env",
+    "make_env": "vlaforge.envs.make",
+    "family_of": "vlaforge.envs.make",
     "record": "vlaforge.envs.record",
     "TRAIN_SEED": "vlaforge.envs.configs",
     "EVAL_SEED": "vlaforge.envs.configs",
@@ -45,6 +47,7 @@ __all__ = [
     "config_fingerprint",
     "instruction_for_seed",
     "instructions_for",
+    "family_of",
     "make_env",
     "record",
     "resolve_tasks",

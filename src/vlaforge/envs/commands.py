@@ -20,16 +20,23 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def _record(args: argparse.Namespace) -> int:
+    from vlaforge.envs.libero.suites import LiberoNotInstalled
     from vlaforge.envs.record import record, summary_path
 
+    if bool(args.tasks) == bool(args.suite):
+        print(
+            "error: give one of --tasks (Meta-World: mt10, reach,push) or --suite (LIBERO)", file=sys.stderr
+        )
+        return 2
+    cameras = [c.strip() for c in args.cameras.split(",") if c.strip()] if args.cameras else None
     try:
         root = record(
-            args.tasks,
+            args.tasks or args.suite,
             args.episodes_per_task,
             args.out,
             workers=args.workers,
             image_size=args.image_size,
-            cameras=[c.strip() for c in args.cameras.split(",") if c.strip()],
+            cameras=cameras,
             steps_after_success=args.steps_after_success,
             seed=args.seed,
             max_attempts_factor=args.max_attempts_factor,
@@ -40,7 +47,7 @@ def _record(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             subtasks=args.subtasks,
         )
-    except ValueError as e:
+    except (ValueError, FileExistsError, LiberoNotInstalled) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     summary = json.loads(summary_path(root).read_text())
@@ -61,25 +68,38 @@ def _record(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "record",
-        help="record scripted-expert Meta-World demonstrations into a LeRobot dataset",
-        description="Roll out Meta-World's scripted experts, keep successful episodes and write them as a "
-        "LeRobot v3.0 dataset (videos per camera, 4-D state and action, language instruction per episode).",
+        help="record scripted-expert demonstrations (Meta-World or LIBERO) into a LeRobot dataset",
+        description="Roll out scripted experts, keep successful episodes and write them as a LeRobot v3.0 "
+        "dataset (videos per camera, state and action, language instruction per episode). Meta-World: 4-D "
+        "state/action, cameras corner + gripper. LIBERO: 8-D state, 7-D action, cameras image + "
+        "wrist_image, layouts sampled away from the official initial states (--split train).",
     )
     p.add_argument(
-        "--tasks", required=True, help="'mt10', 'mt50' or comma-separated tasks, e.g. 'reach,push-v3'"
+        "--tasks", default=None, help="'mt10', 'mt50' or comma-separated tasks, e.g. 'reach,push-v3'"
+    )
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="LIBERO suite or tasks: libero_goal, libero_spatial, libero_object, libero_goal/3, ...",
     )
     p.add_argument("--episodes-per-task", type=int, default=50, help="successful episodes to keep per task")
     p.add_argument("--out", required=True, help="dataset directory to create")
     p.add_argument("--workers", type=int, default=2, help="rollout processes (0 = in the main process)")
     p.add_argument("--image-size", type=_image_size, default=(128, 128), help="N or HxW (default 128)")
     p.add_argument(
-        "--cameras", default="corner,gripper", help="comma-separated: corner, gripper, behind_gripper"
+        "--cameras",
+        default=None,
+        help="comma-separated; Meta-World: corner, gripper, behind_gripper (default corner,gripper); "
+        "LIBERO: image, wrist_image (default both)",
     )
     p.add_argument(
         "--steps-after-success", type=int, default=10, help="steps recorded after the first success"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="episode k of a task tries seed SEED+k (layout seed %% 50)"
+        "--seed",
+        type=int,
+        default=0,
+        help="episode k of a task tries seed SEED+k (Meta-World: layout seed %% 50; LIBERO: sampled layout)",
     )
     p.add_argument(
         "--split", choices=["train", "eval"], default="train", help="which layout list to record from"

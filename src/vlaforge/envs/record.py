@@ -36,12 +36,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from vlaforge.envs.configs import N_CONFIGS, split_seed
-from vlaforge.envs.metaworld_env import ACTION_NAMES, STATE_NAMES, make_env
-from vlaforge.envs.render import CAMERAS
+from vlaforge.envs.make import EnvFamily, family_of, make_env
 from vlaforge.envs.tasks import resolve_tasks
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
-ROBOT_TYPE = "sawyer"
 SUMMARY_SUFFIX = ".record_summary.json"
 
 
@@ -52,7 +50,7 @@ class RecordConfig:
     tasks: tuple[str, ...]
     episodes_per_task: int
     image_size: tuple[int, int] = (128, 128)
-    cameras: tuple[str, ...] = ("corner", "gripper")
+    cameras: tuple[str, ...] = ()  # () = the simulator's default cameras
     steps_after_success: int = 10
     seed: int = 0
     max_attempts_factor: int = 3
@@ -64,6 +62,17 @@ class RecordConfig:
         if not self.tasks:
             raise ValueError("tasks is empty; pass e.g. 'mt10' or 'reach-v3,push-v3'")
         object.__setattr__(self, "tasks", tuple(resolve_tasks(list(self.tasks))))
+        families = {family_of(t).name for t in self.tasks}
+        if len(families) > 1:
+            raise ValueError(
+                f"tasks mix simulators ({', '.join(sorted(families))}); record one dataset per simulator "
+                "and train on both with --data a,b"
+            )
+        family = self.family
+        if not self.cameras:
+            object.__setattr__(self, "cameras", tuple(family.default_cameras))
+        if self.subtasks and family.name != "metaworld":
+            raise ValueError("subtasks: phase labels exist for Meta-World experts only")
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task must be >= 1, got {self.episodes_per_task}")
         size = self.image_size
@@ -74,9 +83,9 @@ class RecordConfig:
         object.__setattr__(self, "image_size", (int(size[0]), int(size[1])))
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"cameras must be a non-empty list without duplicates, got {self.cameras}")
-        unknown = [c for c in self.cameras if c not in CAMERAS]
+        unknown = [c for c in self.cameras if c not in family.cameras]
         if unknown:
-            raise ValueError(f"cameras: unknown {unknown}; available: {', '.join(CAMERAS)}")
+            raise ValueError(f"cameras: unknown {unknown}; available: {', '.join(family.cameras)}")
         if self.steps_after_success < 0:
             raise ValueError(f"steps_after_success must be >= 0, got {self.steps_after_success}")
         if self.seed < 0:
@@ -86,6 +95,10 @@ class RecordConfig:
         split_seed(self.split)  # raises on an unknown split
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
+
+    @property
+    def family(self) -> EnvFamily:
+        return family_of(self.tasks[0])
 
     @property
     def max_attempts(self) -> int:
@@ -110,17 +123,22 @@ class EpisodeResult:
     object_pos: np.ndarray | None = field(default=None, repr=False)
 
 
-def dataset_features(cameras: tuple[str, ...] | list[str], image_size: tuple[int, int]) -> dict[str, Any]:
-    """The LeRobot features of a recording: one video per camera, 4-D state and action."""
+def dataset_features(
+    cameras: tuple[str, ...] | list[str], image_size: tuple[int, int], family: EnvFamily | None = None
+) -> dict[str, Any]:
+    """The LeRobot features of a recording: one video per camera, the family's state and action
+    (Meta-World: 4-D; LIBERO: 8-D state, 7-D action, as in LeRobot's LIBERO datasets)."""
     from vlaforge.types import FeatureSpec
 
+    family = family or family_of("reach-v3")
     h, w = image_size
     features: dict[str, FeatureSpec] = {
         IMAGE_PREFIX + cam: FeatureSpec("video", (h, w, 3), ["height", "width", "channels"])
         for cam in cameras
     }
-    features[STATE_KEY] = FeatureSpec("float32", (4,), list(STATE_NAMES))
-    features[ACTION_KEY] = FeatureSpec("float32", (4,), list(ACTION_NAMES))
+    state, action = list(family.state_names), list(family.action_names)
+    features[STATE_KEY] = FeatureSpec("float32", (len(state),), state)
+    features[ACTION_KEY] = FeatureSpec("float32", (len(action),), action)
     return features
 
 
@@ -391,7 +409,7 @@ def record(
     *,
     workers: int = 2,
     image_size: int | tuple[int, int] = (128, 128),
-    cameras: tuple[str, ...] | list[str] = ("corner", "gripper"),
+    cameras: tuple[str, ...] | list[str] | None = None,
     steps_after_success: int = 10,
     seed: int = 0,
     max_attempts_factor: int = 3,
@@ -419,7 +437,7 @@ def record(
         tasks=tuple(resolve_tasks(tasks)),
         episodes_per_task=episodes_per_task,
         image_size=size,  # type: ignore[arg-type]
-        cameras=tuple(cameras),
+        cameras=tuple(cameras or ()),
         steps_after_success=steps_after_success,
         seed=seed,
         max_attempts_factor=max_attempts_factor,
@@ -430,8 +448,9 @@ def record(
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = record in this process), got {workers}")
     out = Path(out)
-    fps = _control_rate(config.tasks[0])
-    features = dataset_features(config.cameras, config.image_size)
+    family = config.family
+    fps = _control_rate(config.tasks[0]) if family.name == "metaworld" else family.fps
+    features = dataset_features(config.cameras, config.image_size, family)
     bar = _progress_bar(len(config.tasks) * episodes_per_task, progress)
     counts = {"attempts": 0, "successes": 0}
     episode_index: dict[tuple[str, int], int] = {}
@@ -450,7 +469,7 @@ def record(
         out,
         fps=fps,
         features=features,
-        robot_type=ROBOT_TYPE,
+        robot_type=family.robot_type,
         codec=codec,
         overwrite=overwrite,
         subtasks=config.subtasks,
@@ -525,6 +544,18 @@ def _control_rate(task: str) -> float:
         env.close()
 
 
+def _layout_note(config: RecordConfig) -> dict[str, Any]:
+    """How the recorded layouts were chosen (for the summary)."""
+    if config.family.name == "libero":
+        return {
+            "layouts": "official initial states (seed % 50)"
+            if config.split == "eval"
+            else "sampled from the BDDL placement regions with the episode's seed, none within 1 mm of "
+            "an official initial state"
+        }
+    return {"benchmark_seed": split_seed(config.split), "configs_per_split": N_CONFIGS}
+
+
 def _progress_bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -561,11 +592,7 @@ def _summary(
     frames = sum(sum(t["lengths"]) for t in per_task.values())
     return {
         "dataset": str(root),
-        "config": {
-            **asdict(config),
-            "benchmark_seed": split_seed(config.split),
-            "configs_per_split": N_CONFIGS,
-        },
+        "config": {**asdict(config), **_layout_note(config)},
         "fps": fps,
         "codec": codec,
         "workers": workers,

@@ -33,11 +33,24 @@ import numpy as np  # noqa: E402
 
 @dataclass(frozen=True)
 class CameraDef:
-    """A camera of our API: the MuJoCo camera it reads and whether its image needs a 180-degree turn."""
+    """A camera of our API: the MuJoCo camera it reads and how its image is oriented.
+
+    OpenGL reads pixels bottom row first. `rotate_180=False` flips the rows (the camera's own upright
+    image); `rotate_180=True` flips the columns instead, i.e. the upright image turned by 180 degrees.
+    `convention="opengl_rot180"` flips both: robosuite's raw (bottom-row-first) image turned by 180
+    degrees, which is what openpi's and LeRobot's LIBERO pipelines feed their policies.
+    """
 
     mujoco_name: str
     rotate_180: bool
     description: str
+    convention: str = "upright"  # "upright" (see rotate_180) | "opengl_rot180"
+
+    def orient(self, pixels: np.ndarray) -> np.ndarray:
+        """OpenGL read-back (bottom row first) -> the image our API returns (a view)."""
+        if self.convention == "opengl_rot180":
+            return pixels[::-1, ::-1]
+        return pixels[:, ::-1] if self.rotate_180 else pixels[::-1]
 
 
 CAMERAS: dict[str, CameraDef] = {
@@ -97,38 +110,58 @@ class CameraRenderer:
 
     cameras: our camera name -> (height, width). The model's visual settings are changed in place
     (offsamples = 0, off-screen buffer = the largest camera), which only affects rendering.
+    camera_defs: the camera table to read names from (default: Meta-World's `CAMERAS`).
+    render_model: a copy of `model` whose meshes the GL context uploads (e.g. with fewer triangles,
+    `vlaforge.envs.libero.meshes`); poses still come from `model` and the data passed to `render`.
+    geom_groups: the geom groups drawn (default: MuJoCo's, groups 0-2); robosuite scenes draw only
+    their visual group 1, not the collision meshes.
     """
 
-    def __init__(self, model: mujoco.MjModel, cameras: dict[str, tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        cameras: dict[str, tuple[int, int]],
+        *,
+        camera_defs: dict[str, CameraDef] | None = None,
+        render_model: mujoco.MjModel | None = None,
+        geom_groups: tuple[int, ...] | None = None,
+    ) -> None:
         global _EXIT_HOOK_REGISTERED
         if not cameras:
             raise ValueError("cameras is empty; give at least one camera, e.g. {'corner': (128, 128)}")
+        defs = CAMERAS if camera_defs is None else camera_defs
         self._ids: dict[str, int] = {}
         for name, size in cameras.items():
-            if name not in CAMERAS:
-                raise ValueError(f"unknown camera '{name}'; available: {', '.join(CAMERAS)}")
-            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERAS[name].mujoco_name)
+            if name not in defs:
+                raise ValueError(f"unknown camera '{name}'; available: {', '.join(defs)}")
+            cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, defs[name].mujoco_name)
             if cam_id < 0:
                 raise ValueError(
-                    f"camera '{name}': MuJoCo camera '{CAMERAS[name].mujoco_name}' is not in the model"
+                    f"camera '{name}': MuJoCo camera '{defs[name].mujoco_name}' is not in the model"
                 )
             if len(size) != 2 or min(size) < 1:
                 raise ValueError(f"camera '{name}': size must be (height, width) >= 1, got {size}")
             self._ids[name] = cam_id
         self.cameras = {name: (int(h), int(w)) for name, (h, w) in cameras.items()}
+        self._defs = {name: defs[name] for name in self.cameras}
         self._model = model
 
         _free_deferred()
-        model.vis.quality.offsamples = 0  # no multisampling: the single biggest cost on llvmpipe
-        model.vis.global_.offheight = max(h for h, _ in self.cameras.values())
-        model.vis.global_.offwidth = max(w for _, w in self.cameras.values())
-        self._gl = _gl_context(model.vis.global_.offwidth, model.vis.global_.offheight)
-        self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
+        gl_model = model if render_model is None else render_model
+        for m in {id(model): model, id(gl_model): gl_model}.values():
+            m.vis.quality.offsamples = 0  # no multisampling: the single biggest cost on llvmpipe
+            m.vis.global_.offheight = max(h for h, _ in self.cameras.values())
+            m.vis.global_.offwidth = max(w for _, w in self.cameras.values())
+        self._gl = _gl_context(gl_model.vis.global_.offwidth, gl_model.vis.global_.offheight)
+        self._ctx = mujoco.MjrContext(gl_model, mujoco.mjtFontScale.mjFONTSCALE_150.value)
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._ctx)
         self._scene = mujoco.MjvScene(model, maxgeom=10_000)
         self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
         self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._option = mujoco.MjvOption()
+        if geom_groups is not None:
+            for group in range(len(self._option.geomgroup)):
+                self._option.geomgroup[group] = int(group in geom_groups)
         self._perturb = mujoco.MjvPerturb()
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
@@ -159,8 +192,7 @@ class CameraRenderer:
         mujoco.mjr_render(rect, self._scene, self._ctx)
         pixels = np.empty((height, width, 3), dtype=np.uint8)  # OpenGL rows: bottom row first
         mujoco.mjr_readPixels(pixels, None, rect, self._ctx)
-        upright = pixels[:, ::-1] if CAMERAS[name].rotate_180 else pixels[::-1]  # flipud, then maybe rot180
-        return np.ascontiguousarray(upright)
+        return np.ascontiguousarray(self._defs[name].orient(pixels))
 
     def render_all(self, data: mujoco.MjData) -> dict[str, np.ndarray]:
         return {name: self.render(data, name) for name in self.cameras}

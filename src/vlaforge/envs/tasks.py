@@ -96,6 +96,9 @@ def canonical_task(name: str) -> str:
 def resolve_tasks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """Turn 'mt10', 'mt50', 'reach-v3,push' or a list of names into full task names.
 
+    LIBERO names pass through `vlaforge.envs.libero.suites.resolve_libero`: 'libero_goal' -> its ten
+    tasks as 'libero_goal/<task_name>', 'libero_goal/3' -> one.
+
     Order is kept (suites in their Meta-World order), duplicates are dropped, and an unknown name
     raises ValueError listing the valid ones.
     """
@@ -105,6 +108,11 @@ def resolve_tasks(spec: str | list[str] | tuple[str, ...]) -> list[str]:
         raise ValueError(f"no task given in {spec!r}; use 'mt10', 'mt50' or comma-separated task names")
     tasks: list[str] = []
     for part in parts:
+        if part.lower().startswith("libero_"):  # LIBERO suites and tasks ('libero_goal', 'libero_goal/3')
+            from vlaforge.envs.libero.suites import resolve_libero
+
+            tasks.extend(t for t in resolve_libero(part) if t not in tasks)
+            continue
         suite = SUITES.get(part.lower())
         for task in suite if suite is not None else (canonical_task(part),):
             if task not in tasks:

@@ -3,6 +3,7 @@
 vlaforge eval runs/octo-mt10 --tasks mt10 --episodes 20 --execute 4 --videos 1
 vlaforge eval --expert --tasks reach-v3,push-v3 --episodes 5 --safety benchmarks/safety_metaworld.json
 vlaforge eval runs/pi0-mt10 --tasks mt10 --rtc --execute 4 --rtc-delay 2   # real-time chunking
+vlaforge eval runs/octo-libero-goal --suite libero_goal --episodes 20      # official initial states 0..19
 """
 
 from __future__ import annotations
@@ -117,6 +118,19 @@ def resolve_task_list(spec: str) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
+def _full_task_keys(instructions: dict[str, str], tasks: list[str]) -> dict[str, str]:
+    """--instructions keys may be short ('libero_goal/3', 'push'): map them to the evaluated names."""
+    out: dict[str, str] = {}
+    for key, text in instructions.items():
+        try:
+            names = resolve_task_list(key)
+        except (ValueError, ImportError):
+            names = [key]
+        for name in names if len(names) == 1 else [key]:
+            out[name] = text
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.eval.expert import ExpertPolicy
@@ -132,6 +146,13 @@ def _run(args: argparse.Namespace) -> int:
                 "vlaforge eval: --execute/--ensemble/--rtc do not apply to --expert (it acts one step at a time)"
             )
         factory: Any = ExpertPolicy
+        if (args.suite or args.tasks).strip().lower().startswith("libero_"):
+            from vlaforge.envs.make import family_of
+
+            family = family_of(args.suite or args.tasks)
+            factory = functools.partial(
+                ExpertPolicy, cameras=family.default_cameras, action_dim=len(family.action_names)
+            )
         name = "scripted expert"
         out = Path(args.out or (Path(args.run_dir) / "eval-expert" if args.run_dir else "eval-expert"))
     else:
@@ -162,7 +183,14 @@ def _run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"vlaforge eval: --safety: {e}") from None
     instructions = load_instructions(args.instructions) if args.instructions else None
-    tasks = resolve_task_list(args.tasks)
+    from vlaforge.envs.libero.suites import LiberoNotInstalled
+
+    try:
+        tasks = resolve_task_list(args.suite or args.tasks)
+    except (ValueError, LiberoNotInstalled) as e:
+        raise SystemExit(f"vlaforge eval: {e}") from None
+    if instructions:
+        instructions = _full_task_keys(instructions, tasks)
     report = evaluate(
         factory,
         tasks,
@@ -195,6 +223,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="training run directory or checkpoint")
     p.add_argument("--tasks", default="mt10", help="suite name (mt10, ...) or comma-separated task names")
+    p.add_argument(
+        "--suite",
+        default=None,
+        help="LIBERO suite (libero_goal, libero_spatial, libero_object, libero_10, libero_goal_lan, ...) or "
+        "tasks (libero_goal/3); episode k uses official initial state k",
+    )
     p.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
     p.add_argument("--seed0", type=int, default=0, help="first seed; episodes use seed0 .. seed0+episodes-1")
     p.add_argument(
