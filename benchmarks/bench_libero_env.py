@@ -108,11 +108,11 @@ def main() -> int:
     phys = physics_only(args.task, args.steps)
     rows["ours, physics only (no frames)"] = {"step_ms": phys}
     rows["ours, full meshes, 2 cameras every step"] = ours(args.task, args.steps, None, 1)
-    for cells in (20, 12):
+    for cells in (16, 24):
         rows[f"ours, meshes decimated (cells={cells}), 2 cameras every step"] = ours(
             args.task, args.steps, cells, 1
         )
-    rows["ours, decimated (cells=20), frames read every 5th step"] = ours(args.task, args.steps, 20, 5)
+    rows["ours, decimated (cells=16), frames read every 5th step"] = ours(args.task, args.steps, 16, 5)
     load = os.getloadavg()[0]
     print(f"task {args.task}, {args.steps} steps, 128x128, LP_NUM_THREADS={os.environ.get('LP_NUM_THREADS', 'unset')}, "
           f"1-min load {load:.2f}")  # fmt: skip

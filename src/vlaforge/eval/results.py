@@ -24,6 +24,9 @@ class EpisodeResult:
     once the video is written, so results stay small).
     safety: SafetyFilter interventions of this episode, {"steps_changed": n, <kind>: count, ...}
     (kinds of `vlaforge.runtime.safety.KINDS`); None when no filter ran.
+    outcomes: what the environment reports about the episode beyond its own success, from its
+    optional `episode_outcomes()` (LIBERO with `watch_tasks`: {"goals_reached": [other tasks whose
+    goal held at some step]}, for the language tests); None when the env has no such method.
     """
 
     task: str
@@ -36,6 +39,7 @@ class EpisodeResult:
     frames: list[dict[str, np.ndarray]] | None = None
     video: str | None = None
     safety: dict[str, int] | None = None
+    outcomes: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -49,6 +53,8 @@ class EpisodeResult:
         }
         if self.safety is not None:
             out["safety"] = dict(self.safety)
+        if self.outcomes is not None:
+            out["outcomes"] = dict(self.outcomes)
         return out
 
 

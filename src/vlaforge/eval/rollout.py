@@ -196,10 +196,12 @@ def rollout(
             break
         if done:
             break
+    outcomes_fn = getattr(env, "episode_outcomes", None)  # optional extra of the Env protocol
     return EpisodeResult(
         task=env.task,
         seed=int(seed),
         success=success,
+        outcomes=outcomes_fn() if callable(outcomes_fn) else None,
         length=length,
         instruction=instruction,
         latencies_s=latencies,

@@ -9,7 +9,8 @@ Observation (what openpi's and LeRobot's LIBERO pipelines feed a policy):
   (H, W, 3), both turned 180 degrees from robosuite's raw OpenGL image (`raw[::-1, ::-1]`);
 - state float32 (8,): end-effector position (3), axis-angle of the end-effector quaternion (3), the
   two gripper finger joints (2);
-- the task's language instruction (the benchmark's, as openpi and LeRobot use it).
+- the task's language instruction (the benchmark's, as openpi and LeRobot use it; for the LIBERO-PRO
+  paraphrase suites `*_lan`, the reworded sentence of their BDDL files).
 Action float32 (7,) in [-1, 1]: Δposition (3) and Δaxis-angle (3) of robosuite's OSC_POSE
 controller (delta mode; 1.0 = 5 cm / 0.5 rad per step), gripper (-1 open, +1 close). 20 Hz.
 
@@ -61,7 +62,7 @@ STATE_NAMES = ["eef_x", "eef_y", "eef_z", "eef_axis_angle_x", "eef_axis_angle_y"
                "gripper_qpos_left", "gripper_qpos_right"]  # fmt: skip
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 ROBOT_TYPE = "panda"
-DEFAULT_MESH_CELLS = 20
+DEFAULT_MESH_CELLS = 16
 RENDER_GEOM_GROUPS = (1, 2)  # robosuite hides group 0 (collision meshes)
 LAYOUT_TOLERANCE = 1e-3  # a training layout this close (m) to an official state is rejected
 
@@ -145,6 +146,7 @@ class LiberoEnv:
         instruction: str | None = None,
         mesh_cells: int | None = DEFAULT_MESH_CELLS,
         max_steps: int | None = None,
+        watch_tasks: tuple[str, ...] | list[str] = (),
     ) -> None:
         if split not in ("train", "eval"):
             raise ValueError(
@@ -164,7 +166,7 @@ class LiberoEnv:
             raise ValueError(f"instruction must be a string or None, got {instruction!r}")
         # "" is allowed on purpose: the empty-instruction language test
         self._fixed_instruction = instruction
-        self.instruction = instruction if instruction is not None else self.spec_task.language
+        self.instruction = instruction if instruction is not None else self.spec_task.instruction
         self.fps = CONTROL_HZ
         self.max_steps = int(max_steps) if max_steps is not None else max_steps_for(self.suite)
 
@@ -181,6 +183,8 @@ class LiberoEnv:
             )
         self._init_states = load_init_states(self.spec_task)
         self.sim = self._env.sim
+        self._watched = self._watched_goals(watch_tasks)
+        self._reached: set[str] = set()
         model = self.sim.model._model
         render_model, self.mesh_stats = None, None
         if mesh_cells:
@@ -249,6 +253,7 @@ class LiberoEnv:
             raw, _, _, _ = self._env.step(np.asarray(NOOP_ACTION))
         self._raw = raw
         self._steps = 0
+        self._reached = set()
         if self._expert is not None:
             self._expert.reset(self)
         return self._observation()
@@ -269,6 +274,9 @@ class LiberoEnv:
         raw, reward, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
         self._raw = raw
         self._steps += 1
+        for name, goal in self._watched.items():
+            if name not in self._reached and all(self.problem._eval_predicate(p) for p in goal):
+                self._reached.add(name)
         info = {
             "success": bool(self._env.check_success()),
             "config_id": self.config_id,
@@ -296,6 +304,14 @@ class LiberoEnv:
             self._expert = make_expert(self.task)
             self._expert.reset(self)
         return np.clip(np.asarray(self._expert.act(self), dtype=np.float32), -1.0, 1.0)
+
+    def episode_outcomes(self) -> dict[str, Any] | None:
+        """With `watch_tasks`: {"goals_reached": the watched tasks whose goal held at some step of this
+        episode}. The language tests give a task another task's instruction and count how often the
+        policy does *that* task instead (LIBERO-Goal: ten goals in one scene)."""
+        if not self._watched:
+            return None
+        return {"goals_reached": sorted(self._reached)}
 
     def check_success(self) -> bool:
         return bool(self._env.check_success())
@@ -370,6 +386,29 @@ class LiberoEnv:
         official = self._init_states[:, 1 + n_robot : 1 + len(qpos)]  # state = (time, qpos, qvel)
         return bool(np.any(np.all(np.abs(official - current) < LAYOUT_TOLERANCE, axis=1)))
 
+    def _watched_goals(self, tasks: tuple[str, ...] | list[str]) -> dict[str, list[list[str]]]:
+        """Other tasks' BDDL goals, checked in this scene every step (objects must exist here)."""
+        if not tasks:
+            return {}
+        from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+        names = (
+            set(self.problem.objects_dict)
+            | set(self.problem.fixtures_dict)
+            | set(self.problem.object_sites_dict)
+        )
+        goals: dict[str, list[list[str]]] = {}
+        for task in tasks:
+            other = get_task(task)
+            goal = robosuite_parse_problem(other.bddl_file)["goal_state"]
+            missing = sorted({arg for pred in goal for arg in pred[1:] if arg not in names})
+            if missing:
+                raise ValueError(
+                    f"watch_tasks: {other.full_name} refers to {missing}, not in the scene of {self.task}"
+                )
+            goals[other.full_name] = goal
+        return goals
+
     def state_vector(self) -> np.ndarray:
         raw = self.raw_observation
         return np.concatenate(
@@ -404,3 +443,25 @@ def make_libero_env(
         instruction=instruction,
         mesh_cells=mesh_cells,
     )
+
+
+def make_watching_env(
+    task: str,
+    *,
+    split: str = "eval",
+    cameras: tuple[str, ...] | list[str] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    instruction: str | None = None,
+) -> LiberoEnv:
+    """An env factory for `evaluate(env_factory=...)` whose episodes also report which *other* tasks
+    of the same suite had their goal reached (`episode_outcomes`): the language tests' "did it do the
+    instructed task instead?". Module-level, so worker processes can unpickle it."""
+    from vlaforge.envs.libero.suites import resolve_libero, suite_of
+
+    options: dict[str, Any] = {"split": split, "instruction": instruction}
+    if cameras is not None:
+        options["cameras"] = tuple(cameras)
+    if image_size is not None:
+        options["image_size"] = image_size
+    others = [t for t in resolve_libero(suite_of(task)) if t != get_task(task).full_name]
+    return LiberoEnv(task, watch_tasks=others, **options)

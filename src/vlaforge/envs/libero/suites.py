@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,20 @@ class LiberoTask:
     language: str
     bddl_file: str
     init_states_file: str
+    bddl_language: str = ""  # the `(:language ...)` line of the BDDL file
 
     @property
     def full_name(self) -> str:
         return f"{self.suite}/{self.name}"
+
+    @property
+    def instruction(self) -> str:
+        """What the policy is told. The benchmark's `language` (derived from the task name), as openpi
+        and LeRobot evaluate and as their datasets are labelled; for the LIBERO-PRO paraphrase suites
+        (`*_lan`) the reworded sentence of the BDDL file, which is the point of those suites."""
+        if self.suite.endswith("_lan") and self.bddl_language:
+            return self.bddl_language
+        return self.language
 
 
 @functools.cache
@@ -118,6 +129,12 @@ def suite_tasks(suite: str) -> tuple[LiberoTask, ...]:
     tasks = []
     for i in range(bench_suite.n_tasks):
         t = bench_suite.get_task(i)
+        bddl = bddl_root / t.problem_folder / t.bddl_file
+        match = (
+            re.search(r"\(:language\s+([^)]*)\)", bddl.read_text(encoding="utf-8"))
+            if bddl.is_file()
+            else None
+        )
         tasks.append(
             LiberoTask(
                 suite=suite,
@@ -126,6 +143,7 @@ def suite_tasks(suite: str) -> tuple[LiberoTask, ...]:
                 language=t.language,
                 bddl_file=str(bddl_root / t.problem_folder / t.bddl_file),
                 init_states_file=str(init_root / t.problem_folder / t.init_states_file),
+                bddl_language=" ".join(match.group(1).split()) if match else "",
             )
         )
     return tuple(tasks)
