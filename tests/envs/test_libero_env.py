@@ -163,3 +163,29 @@ def test_frames_match_robosuites_renderer_turned_180_degrees():
     finally:
         ours.close()
         theirs.close()
+
+
+def test_cli_lists_suites_and_tasks(capsys):
+    from vlaforge.cli import main
+
+    assert main(["libero", "list", "libero_goal_lan"]) == 0
+    out = capsys.readouterr().out
+    assert "libero_goal_lan/turn_on_the_stove" in out and '"switch on the stove"' in out  # the paraphrase
+    assert main(["libero", "list", "libero_nope"]) == 1
+    assert "unknown LIBERO suite" in capsys.readouterr().err
+
+
+def test_watched_goals_report_other_tasks(env):
+    others = [t for t in resolve_tasks("libero_goal") if t != TASK]
+    watching = env._watched_goals(others)
+    assert set(watching) == set(others)
+    assert watching["libero_goal/turn_on_the_stove"] == [["turnon", "flat_stove_1"]]
+    saved = env._watched
+    env._watched = watching
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros(7))
+        assert env.episode_outcomes() == {"goals_reached": []}  # nothing done yet
+    finally:
+        env._watched = saved
+    assert env.episode_outcomes() is None

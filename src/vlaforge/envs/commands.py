@@ -1,4 +1,4 @@
-"""`vlaforge record`: scripted-expert Meta-World demonstrations -> a LeRobot dataset."""
+"""`vlaforge record`: scripted-expert demonstrations -> a LeRobot dataset; `vlaforge libero list`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,43 @@ def _record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _libero_list(args: argparse.Namespace) -> int:
+    from vlaforge.envs.libero.suites import (
+        MAX_STEPS,
+        LiberoNotInstalled,
+        max_steps_for,
+        suite_names,
+        suite_tasks,
+    )
+
+    try:
+        if not args.suite:
+            names = suite_names()
+            print("suites of the papers (step limit):")
+            for name in MAX_STEPS:
+                print(f"  {name:<16} {len(suite_tasks(name)):>3} tasks, {MAX_STEPS[name]} steps")
+            others = [n for n in names if n not in MAX_STEPS]
+            print(f"LIBERO-PRO and other suites ({len(others)}): {', '.join(others)}")
+            return 0
+        tasks = suite_tasks(args.suite)
+    except (ValueError, LiberoNotInstalled) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.suite}: {len(tasks)} tasks, step limit {max_steps_for(args.suite)}, 50 official initial states each"
+    )
+    for t in tasks:
+        print(f'  {t.index:>2}  {args.suite}/{t.name}\n      "{t.instruction}"')
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    lib = sub.add_parser("libero", help="LIBERO suites and tasks (libero list [SUITE])")
+    lib_sub = lib.add_subparsers(dest="libero_command", metavar="ACTION", required=True)
+    ls = lib_sub.add_parser("list", help="the suites, or the tasks of one suite with their instructions")
+    ls.add_argument("suite", nargs="?", default=None, help="e.g. libero_goal, libero_spatial_lan")
+    ls.set_defaults(func=_libero_list)
+
     p = sub.add_parser(
         "record",
         help="record scripted-expert demonstrations (Meta-World or LIBERO) into a LeRobot dataset",

@@ -191,22 +191,25 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(f"vlaforge eval: {e}") from None
     if instructions:
         instructions = _full_task_keys(instructions, tasks)
-    report = evaluate(
-        factory,
-        tasks,
-        episodes=args.episodes,
-        seed0=args.seed0,
-        split=args.split,
-        instructions=instructions,
-        executor=executor,
-        max_steps=args.max_steps,
-        workers=args.workers,
-        videos_per_task=args.videos,
-        out_dir=out,
-        progress=not args.no_progress,
-        metadata={"policy": name, "vlaforge": __version__},
-        safety=safety,
-    )
+    try:
+        report = evaluate(
+            factory,
+            tasks,
+            episodes=args.episodes,
+            seed0=args.seed0,
+            split=args.split,
+            instructions=instructions,
+            executor=executor,
+            max_steps=args.max_steps,
+            workers=args.workers,
+            videos_per_task=args.videos,
+            out_dir=out,
+            progress=not args.no_progress,
+            metadata={"policy": name, "vlaforge": __version__},
+            safety=safety,
+        )
+    except (ValueError, LiberoNotInstalled) as e:  # a user's mismatch: one line, not a traceback
+        raise SystemExit(f"vlaforge eval: {e}") from None
     print()
     print(markdown_table(report))
     for kind, path in report.files.items():

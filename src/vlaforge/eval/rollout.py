@@ -255,6 +255,23 @@ def _env_camera_args(spec: PolicySpec) -> tuple[tuple[str, ...] | None, tuple[in
     return tuple(spec.cameras), (int(size[0]), int(size[1]))
 
 
+def _check_compatible(spec: PolicySpec, env: Env) -> None:
+    """Refuse, with names and sizes, a policy whose state or action size is not the env's."""
+    problems = []
+    env_action = getattr(env, "action_dim", None)
+    if env_action is not None and spec.action_dim and int(env_action) != int(spec.action_dim):
+        problems.append(f"actions: the policy outputs {spec.action_dim}-D, the env takes {env_action}-D")
+    env_state = getattr(env, "state_dim", None)
+    if env_state is not None and spec.state_dim and int(env_state) != int(spec.state_dim):
+        problems.append(f"state: the policy reads {spec.state_dim}-D, the env gives {env_state}-D")
+    if problems:
+        raise ValueError(
+            f"the policy does not fit '{getattr(env, 'task', env)}': "
+            + "; ".join(problems)
+            + f" (policy cameras {sorted(spec.cameras)}); train on a dataset recorded from this environment"
+        )
+
+
 class EpisodeRunner:
     """Owns one policy and the current task's env; runs jobs one after another (one per process)."""
 
@@ -278,6 +295,7 @@ class EpisodeRunner:
                 image_size=self.image_size,
                 instruction=self.settings.instructions.get(task),
             )
+            _check_compatible(self.policy.spec, self._envs[task])
         return self._envs[task]
 
     def run(self, job: EpisodeJob) -> EpisodeResult:

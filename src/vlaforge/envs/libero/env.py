@@ -49,6 +49,7 @@ from vlaforge.envs.libero.suites import (  # noqa: E402
     get_task,
     load_init_states,
     max_steps_for,
+    quiet_robosuite,
 )
 from vlaforge.envs.render import CameraDef, CameraRenderer  # noqa: E402
 from vlaforge.types import Observation  # noqa: E402
@@ -109,6 +110,7 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
 
 
 def _control_env_class() -> Any:
+    quiet_robosuite()
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             import robosuite  # noqa: F401  (prints macro warnings through its logger)
@@ -160,7 +162,10 @@ class LiberoEnv:
         cameras = list(cameras)
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown or not cameras or len(set(cameras)) != len(cameras):
-            raise ValueError(f"cameras: got {cameras}; choose distinct names from {', '.join(CAMERAS)}")
+            raise ValueError(
+                f"cameras {cameras} do not exist in LIBERO; its cameras are {', '.join(CAMERAS)} "
+                "(a policy trained on another simulator's data cannot run here)"
+            )
         self.cameras: dict[str, tuple[int, int]] = {name: size for name in cameras}
         if instruction is not None and not isinstance(instruction, str):
             raise ValueError(f"instruction must be a string or None, got {instruction!r}")

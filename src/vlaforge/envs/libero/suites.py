@@ -60,8 +60,16 @@ def max_steps_for(suite: str) -> int:
     return 600
 
 
+def quiet_robosuite() -> None:
+    """robosuite warns at import that it has no private macro file (its settings: we use the defaults)."""
+    import logging
+
+    logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
+
+
 def _benchmark() -> Any:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    quiet_robosuite()
     try:
         from libero.libero import benchmark
     except ImportError as e:
