@@ -4,6 +4,7 @@
 
 Side by side in one run, on the same task and official initial state, 128x128 frames:
   - robosuite's own renderer (`OffScreenRenderEnv`, what openpi / LeRobot evaluations build) at 128 px;
+  - physics alone: robosuite's step loop, and ours without its redundant forward pass (physics="fast");
   - ours with the full meshes and with decimated meshes (`mesh_cells`), both cameras every step;
   - ours as an evaluation uses it: frames rendered only when read, here every 5th step (openpi
     replans every 5 actions), the rest physics only.
@@ -54,10 +55,10 @@ def ours(task: str, steps: int, mesh_cells: int | None, every: int) -> dict:
     return {"build_s": build, "step_ms": 1000 * per_step, "faces": env.mesh_stats}
 
 
-def physics_only(task: str, steps: int) -> float:
+def physics_only(task: str, steps: int, physics: str) -> float:
     from vlaforge.envs.libero.env import LiberoEnv
 
-    env = LiberoEnv(task, split="eval", cameras=("image",), image_size=32)
+    env = LiberoEnv(task, split="eval", cameras=("image",), image_size=32, physics=physics)
     env.render_images = False
     env.reset(0)
     start = time.perf_counter()
@@ -105,8 +106,10 @@ def main() -> int:
     rows["robosuite OffScreenRenderEnv, 2 cameras every step"] = robosuite_default(
         args.task, max(20, args.steps // 4)
     )
-    phys = physics_only(args.task, args.steps)
-    rows["ours, physics only (no frames)"] = {"step_ms": phys}
+    for physics in ("robosuite", "fast"):
+        rows[f"ours, physics only (no frames), physics={physics}"] = {
+            "step_ms": physics_only(args.task, args.steps, physics)
+        }
     rows["ours, full meshes, 2 cameras every step"] = ours(args.task, args.steps, None, 1)
     for cells in (16, 24):
         rows[f"ours, meshes decimated (cells={cells}), 2 cameras every step"] = ours(

@@ -271,6 +271,10 @@ def _worker_episode(config: RecordConfig, task: str, attempt: int) -> EpisodeRes
         config.seed + attempt,
         steps_after_success=config.steps_after_success,
         max_steps=config.max_episode_steps,
+        # LIBERO's physics step costs about as much as rendering both cameras (LiberoEnv renders only
+        # frames that are read), and its experts rarely fail: a physics-only preview would cost more
+        # than the failures it saves. Meta-World's physics is ~20x cheaper than its rendering.
+        preview=config.family.name == "metaworld",
     )
     result.attempt = attempt
     return result

