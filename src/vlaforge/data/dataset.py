@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +364,8 @@ class Dataset(torch.utils.data.Dataset):
             shape = (len(self), *self.meta.features[key].shape)
             if key in valid and path.is_file() and np.load(path, mmap_mode="r").shape == shape:
                 continue
-            tmp = path.with_name(path.name + ".partial.npy")
+            # Per process: two runs caching the same dataset at once must not truncate each other's file.
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.partial.npy")
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # (N, H, W, 3)
             episodes = enumerate(self.meta.episodes)
             if progress:
@@ -377,9 +379,9 @@ class Dataset(torch.utils.data.Dataset):
             del array
             tmp.replace(path)
             valid.add(key)
-            manifest_path.write_text(
-                json.dumps({"fingerprint": fingerprint, "keys": sorted(valid)}, indent=2)
-            )
+            manifest_tmp = manifest_path.with_name(f"{manifest_path.name}.{os.getpid()}.tmp")
+            manifest_tmp.write_text(json.dumps({"fingerprint": fingerprint, "keys": sorted(valid)}, indent=2))
+            manifest_tmp.replace(manifest_path)
         self._cache_paths = paths
         self._cache = {}
         return directory
@@ -388,6 +390,7 @@ class Dataset(torch.utils.data.Dataset):
         files = sorted({self.meta.video_file(e, k) for k in self.meta.video_keys for e in self.meta.episodes})
         return {
             "format": CACHE_FORMAT,
+            "accurate_color": self._reader.accurate_color,  # the two conversions differ by ~1 grey level
             "total_frames": len(self),
             "files": {str(p.relative_to(self.root)): [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
             "data": {

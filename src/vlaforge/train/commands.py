@@ -42,7 +42,7 @@ def run_training(
         lora_preset,
         parameter_table,
     )
-    from vlaforge.train.trainer import train
+    from vlaforge.train.trainer import seed_everything, train
 
     r = get_recipe(recipe)
     roots, names, mix_weights = parse_data(data, weights)
@@ -53,6 +53,8 @@ def run_training(
     mixture = len(roots) > 1 or weights is not None
     if mixture and ft.get("init_from"):
         raise SystemExit("--init-from with several --data is not supported yet")
+    # Before anything random is built: the initial weights (and LoRA adapters) are a function of the seed.
+    seed_everything(cfg.seed)
     if cotrain:
         _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
         from vlaforge.data.vision_language import VisionLanguageDataset
@@ -221,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "seed": args.seed,
         "save_every": args.save_every,
+        "log_every": args.log_every,
         "cache_frames": not args.no_cache,
         "precision": args.precision,
         "grad_accum": args.grad_accum,
@@ -231,7 +234,9 @@ def _run(args: argparse.Namespace) -> int:
         "eval_episodes": args.eval_episodes,
     }
     if args.resume:
-        overrides = {k: train_kw[k] for k in ("steps", "minutes", "parallel", "grad_checkpointing")}
+        overrides = {
+            k: train_kw[k] for k in ("steps", "minutes", "parallel", "grad_checkpointing", "log_every")
+        }
         _, res = resume_training(args.resume, train_overrides=overrides, progress=main)
         if main:
             _print_result(res)
@@ -323,7 +328,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", choices=["words", "minilm"], default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument(
-        "--minutes", type=float, default=None, help="wall-clock budget (the LR schedule follows it)"
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget (the LR schedule follows it, so the run is not bit-reproducible)",
     )
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -331,6 +339,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads in the training process")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--save-every", type=int, default=None)
+    p.add_argument(
+        "--log-every", type=int, default=None, help="steps per logged loss (the curve's resolution)"
+    )
     p.add_argument(
         "--no-cache", action="store_true", help="decode video per sample instead of caching frames"
     )

@@ -1,13 +1,19 @@
 """Step-indexed batch order: batch k is a pure function of (seed, k).
 
 A resumed run asks for the batches from its checkpoint step on and sees exactly the data an
-uninterrupted run would have seen — no sampler state to save.
+uninterrupted run would have seen — no sampler state to save. `StepSeededDataset` does the same for
+randomness inside `dataset[i]` (e.g. augmentation in a dataset): every sample is read with the
+torch / numpy / random RNGs seeded from (seed, k, i), so it does not depend on which DataLoader
+worker reads it, on how many workers there are, or on where a run was resumed.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -56,3 +62,55 @@ class StepBatchSampler(Sampler[list[int]]):
             for j in range(k, self.batches_per_epoch):
                 yield self._local(perm[j * self.batch_size : (j + 1) * self.batch_size])
                 step += 1
+
+
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """A 64-bit seed for sample `index` of micro-batch `step` of a run seeded `seed` (negative seeds work)."""
+    entropy = [seed % 2**64, step, index]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+class StepKeyedBatches(Sampler[list[tuple[int, int]]]):
+    """`StepBatchSampler`'s batches with every index tagged by its micro-batch number: [(k, i), ...]."""
+
+    def __init__(self, sampler: StepBatchSampler):
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for k, batch in enumerate(self.sampler, start=self.sampler.start_step):
+            yield [(k, i) for i in batch]
+
+
+class StepSeededDataset(torch.utils.data.Dataset):
+    """`dataset[i]` for keys (k, i), read with torch / numpy / random seeded by `sample_seed(seed, k, i)`.
+
+    In a DataLoader worker the worker's RNGs are simply reseeded; in the main process (num_workers=0)
+    they are restored afterwards, so the training RNG stream is the same with or without workers.
+    """
+
+    def __init__(self, dataset: Any, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        k, i = key
+        s = sample_seed(self.seed, k, i)
+        if torch.utils.data.get_worker_info() is not None:
+            _seed_all(s)
+            return self.dataset[i]
+        saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+        try:
+            _seed_all(s)
+            return self.dataset[i]
+        finally:
+            torch.set_rng_state(saved[0])
+            np.random.set_state(saved[1])
+            random.setstate(saved[2])
+
+
+def _seed_all(s: int) -> None:
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)

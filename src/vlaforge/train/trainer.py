@@ -35,7 +35,7 @@ from vlaforge.train import distributed, fsdp
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
 from vlaforge.train.finetune import export_state_dict
-from vlaforge.train.sampler import StepBatchSampler
+from vlaforge.train.sampler import StepBatchSampler, StepKeyedBatches, StepSeededDataset
 from vlaforge.train.schedule import lr_at
 
 TRAINER_STATE = "trainer_state.pt"
@@ -174,6 +174,11 @@ class _Progress:
     elapsed_before_s: float = 0.0
     curve: list[dict[str, float]] = field(default_factory=list)
     best_success: float = -1.0
+    # The logging window in progress (losses since the last curve entry) and the last logged loss: a
+    # resumed run must average the same steps into its next entry and its final loss.
+    window_loss: float = 0.0
+    window_n: int = 0
+    last_loss: float = math.nan
 
 
 def train(
@@ -188,8 +193,10 @@ def train(
 ) -> TrainResult:
     """Train `policy` on `dataset`; with `resume=True` continue from the newest readable checkpoint in run_dir.
 
-    A resumed run reproduces the uninterrupted run exactly on CPU with num_workers=0 and a step budget:
-    the data order is a function of (seed, step), and weights, optimizer, EMA and every RNG state are restored.
+    A resumed run reproduces the uninterrupted run exactly on CPU with a step budget (any num_workers): the
+    data order and any randomness inside `dataset[i]` are functions of (seed, step), and weights, optimizer,
+    EMA, the loss-logging window and every RNG state are restored. A wall-clock budget (`cfg.minutes`) is
+    not reproducible: the LR schedule and the last step then follow the clock.
     Under torchrun (torch.distributed initialised) each rank trains on its slice of the global batch, and
     only rank 0 writes logs and checkpoints. `cfg.parallel` picks the wrapping: "ddp" replicates the policy
     (DistributedDataParallel); "fsdp" shards it in place (see `vlaforge.train.fsdp`), and the policy is
@@ -241,8 +248,10 @@ def train(
         world_size=di.world_size,
     )
     loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
+        # Any randomness in dataset[i] is seeded from (seed, micro-step, i): the same whichever worker
+        # reads it, however many workers there are, and after a resume.
+        StepSeededDataset(dataset, cfg.seed),
+        batch_sampler=StepKeyedBatches(sampler),
         num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
         persistent_workers=cfg.num_workers > 0,
@@ -250,8 +259,6 @@ def train(
     )
     batches = iter(loader)
     t_start = time.perf_counter() - prog.elapsed_before_s
-    loss_val = float("nan")
-    window_loss, window_n = 0.0, 0
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     # With a wall-clock budget the step total is only an upper bound: show time left instead of a step ETA.
     bar = tqdm(
@@ -315,12 +322,12 @@ def train(
                 ema.update(policy)
             step += 1
             prog.step = step
-            window_loss += step_loss
-            window_n += 1
+            prog.window_loss += step_loss
+            prog.window_n += 1
 
             if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_val = window_loss / window_n
-                window_loss, window_n = 0.0, 0
+                loss_val = prog.last_loss = prog.window_loss / prog.window_n
+                prog.window_loss, prog.window_n = 0.0, 0
                 elapsed = time.perf_counter() - t_start
                 sps = prog.samples / elapsed
                 prog.curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
@@ -363,8 +370,7 @@ def train(
     if ema is not None:
         ema.copy_to(policy)
     policy.eval()
-    if window_n:
-        loss_val = window_loss / window_n
+    loss_val = prog.window_loss / prog.window_n if prog.window_n else prog.last_loss
     result = TrainResult(
         run_dir,
         step,
@@ -539,6 +545,9 @@ def _state(snap: _Snapshot, prog: _Progress, t_start: float) -> dict[str, Any]:
         "elapsed_s": time.perf_counter() - t_start,
         "curve": prog.curve,
         "best_success": prog.best_success,  # so a resumed run does not replace checkpoints/best with a worse one
+        "window_loss": prog.window_loss,
+        "window_n": prog.window_n,
+        "last_loss": prog.last_loss,
         "model": snap.model,  # raw, not EMA
         "optimizer": snap.optimizer,
         "ema": snap.ema,
@@ -571,6 +580,9 @@ def _restore(
     prog.step, prog.samples, prog.wait_s = state["step"], state["samples"], state["wait_s"]
     prog.elapsed_before_s, prog.curve = state["elapsed_s"], list(state["curve"])
     prog.best_success = state.get("best_success", -1.0)  # absent in checkpoints written before it was kept
+    prog.window_loss = state.get("window_loss", 0.0)  # (older checkpoints: the window restarts)
+    prog.window_n = state.get("window_n", 0)
+    prog.last_loss = state.get("last_loss", math.nan)
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     kind, keys, *rest = rng["numpy"]
