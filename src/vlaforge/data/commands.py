@@ -45,6 +45,19 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from vlaforge.data.convert import merge_datasets
+    from vlaforge.data.errors import DatasetError
+
+    try:
+        out = merge_datasets(args.sources, args.out, overwrite=args.overwrite, progress=True)
+    except (DatasetError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"merged {len(args.sources)} datasets into {out}")
+    return 0
+
+
 def _add_subtasks(args: argparse.Namespace) -> int:
     from vlaforge.data.errors import DatasetError
     from vlaforge.data.subtasks import add_subtasks
@@ -93,6 +106,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     convert.add_argument("--codec", choices=["h264", "av1"], default=None, help="codec when re-encoding")
     convert.set_defaults(func=_convert)
+
+    merge = dsub.add_parser(
+        "merge", help="concatenate datasets with the same features (video re-muxed, not re-encoded)"
+    )
+    merge.add_argument("sources", nargs="+", help="dataset roots, in the order their episodes are kept")
+    merge.add_argument("--out", required=True, help="merged dataset root (v3.0)")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    merge.set_defaults(func=_merge)
 
     subtasks = dsub.add_parser(
         "add-subtasks",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.envs.libero.experts import _articulated_geometry as geo
+import vlaforge.envs.libero.experts._articulated_geometry as geo
 from vlaforge.envs.libero.experts.base import CLOSE, OPEN, Phase, body_pos, eef_pos
 
 # Drawer
@@ -28,11 +28,11 @@ DRAWER_OPEN_QPOS = -0.145  # LIBERO: open when the slide joint < -0.14 (range [-
 DRAWER_TARGET_QPOS = -0.152
 DRAWER_CLOSED_QPOS = 0.0  # LIBERO: closed when > 0.0 (close range [0, 0.005])
 PRE_GRASP = 0.09  # m in front of the handle before going in
-GRASP_DEPTH = 0.002  # m behind the handle's center for the grip site
+GRASP_DEPTH = 0.0  # m behind the handle's center for the grip site (the pads reach ~5 mm past it)
 # Knob
 KNOB_ON_QPOS = 0.5  # LIBERO FlatStove: on when the knob joint >= 0.5 rad
 # Push
-PUSH_CLEARANCE = 0.03  # m between the plate's rim and the fingers before pushing
+PUSH_REACH = 0.79  # m from the robot base (xy) that the pushing finger may go to at table height
 
 
 def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
@@ -121,19 +121,73 @@ def drawer_open(env: Any, jid: int) -> list[Phase]:
     def grasp(e: Any) -> np.ndarray:
         return d.handle(e) - d.open_dir * GRASP_DEPTH
 
+    def near(e: Any) -> np.ndarray:
+        return grasp(e) + d.open_dir * 0.02
+
     def pull(e: Any) -> np.ndarray:
         return d.handle(e) - d.open_dir * GRASP_DEPTH + d.open_dir * 0.05
 
     def back(e: Any) -> np.ndarray:
         return d.handle(e) + d.open_dir * 0.10 + np.array([0.0, 0.0, 0.04])
 
+    def opened(e: Any) -> bool:
+        return d.qpos(e) < DRAWER_TARGET_QPOS
+
+    def lost(e: Any) -> bool:  # the handle slipped out of the fingers
+        return bool(np.linalg.norm(grasp(e) - eef_pos(e)) > 0.03)
+
+    def attempt(tag: str, skip: Any) -> list[Phase]:
+        def either(cond: Any) -> Any:
+            return lambda e: skip(e) or cond(e)
+
+        return [
+            Phase(
+                f"drawer_pre{tag}",
+                pre,
+                OPEN,
+                tol=0.0,
+                until=either(_reached(pre, rot, 0.015)),
+                rotation=fixed_rot,
+                timeout=100,
+            ),  # fmt: skip
+            Phase(
+                f"drawer_in{tag}",
+                near,
+                OPEN,
+                tol=0.0,
+                until=either(_reached(near, None, 0.006)),
+                rotation=fixed_rot,
+                max_speed=0.6,
+                timeout=40,
+            ),  # fmt: skip
+            Phase(
+                f"drawer_in_slow{tag}",
+                grasp,
+                OPEN,
+                tol=0.0,
+                until=either(_reached(grasp, None, 0.004)),
+                rotation=fixed_rot,
+                max_speed=0.25,
+                timeout=20,
+            ),  # fmt: skip
+            Phase(f"drawer_grip{tag}", grasp, CLOSE, steps=8, until=skip, rotation=fixed_rot),
+            Phase(
+                f"drawer_pull{tag}",
+                pull,
+                CLOSE,
+                tol=0.0,
+                until=lambda e: opened(e) or lost(e),
+                rotation=fixed_rot,
+                max_speed=0.7,
+                timeout=80,
+            ),  # fmt: skip
+        ]
+
     return [
-        Phase("drawer_pre", pre, OPEN, tol=0.0, until=_reached(pre, rot, 0.015), rotation=fixed_rot, timeout=100),
-        Phase("drawer_in", grasp, OPEN, tol=0.006, rotation=fixed_rot, max_speed=0.6, timeout=40),
-        Phase("drawer_grip", grasp, CLOSE, steps=8, rotation=fixed_rot),
-        Phase("drawer_pull", pull, CLOSE, tol=0.0, until=lambda e: d.qpos(e) < DRAWER_TARGET_QPOS,
-              rotation=fixed_rot, max_speed=0.6, timeout=80),  # fmt: skip
-        Phase("drawer_release", None, OPEN, steps=6, rotation=fixed_rot),
+        *attempt("", lambda e: False),
+        Phase("drawer_release", None, OPEN, steps=6, until=opened, rotation=fixed_rot),
+        *attempt("_retry", opened),  # skipped when the drawer is open
+        Phase("drawer_release2", None, OPEN, steps=6, rotation=fixed_rot),
         Phase("drawer_back", back, OPEN, tol=0.02, rotation=fixed_rot, timeout=40),
     ]
 
@@ -155,61 +209,56 @@ def drawer_close(env: Any, jid: int) -> list[Phase]:
         return d.handle(e) + d.open_dir * 0.10
 
     return [
-        Phase("close_pre", pre, CLOSE, tol=0.0, until=_reached(pre, rot, 0.015), rotation=fixed_rot, timeout=100),
-        Phase("close_push", push, CLOSE, tol=0.0, until=lambda e: d.qpos(e) > DRAWER_CLOSED_QPOS + 0.002,
-              rotation=fixed_rot, max_speed=0.6, timeout=80),  # fmt: skip
+        Phase(
+            "close_pre", pre, CLOSE, tol=0.0, until=_reached(pre, rot, 0.015), rotation=fixed_rot, timeout=100
+        ),
+        Phase(
+            "close_push",
+            push,
+            CLOSE,
+            tol=0.0,
+            until=lambda e: d.qpos(e) > DRAWER_CLOSED_QPOS + 0.002,
+            rotation=fixed_rot,
+            max_speed=0.6,
+            timeout=80,
+        ),  # fmt: skip
         Phase("close_back", back, CLOSE, tol=0.02, rotation=fixed_rot, timeout=30),
     ]
 
 
 def place_in_drawer(env: Any, obj: str, region: str) -> list[Phase]:
-    """Grasp `obj` (a bowl: by its rim) and lower it into the open drawer `region`."""
+    """After `drawer_open`: turn the hand back to pointing down above the open drawer, then pick `obj`
+    and put it on the drawer's floor under the region's center (pick_place.pick_and_place)."""
+    from vlaforge.envs.libero.experts.pick_place import pick_and_place
+
+    d = Drawer(env, geo.joint_id(env, geo.joints_of(env, region)[0]))
+    # the floor: the drawer geom with the largest horizontal footprint
+    footprints = []
+    for g in d.geoms:
+        pts = geo.geom_world_corners(env, g)
+        ext = pts.max(0) - pts.min(0)
+        footprints.append((float(ext[0] * ext[1]), g))
+    floor_geom = max(footprints)[1]
     down = geo.down_frame()
-    fixed_rot = lambda e: down  # noqa: E731
-    bodies = geo.subtree_bodies(env, env.problem.obj_body_id[obj])
 
-    def rim(e: Any) -> np.ndarray:
-        lo, hi = geo.bodies_bounds(e, bodies)
-        c = body_pos(e, obj)
-        # grasp the rim on the side toward the robot (-x), fingers across the rim wall
-        return np.array([lo[0] + 0.015, c[1], hi[2] - 0.015])
+    def target(e: Any) -> np.ndarray:
+        s_ = geo_site(e, region)
+        return np.array([s_[0], s_[1], float(geo.geom_world_corners(e, floor_geom)[:, 2].max())])
 
-    def above_rim(e: Any) -> np.ndarray:
-        return rim(e) + np.array([0.0, 0.0, 0.10])
-
-    lift = latched(lambda e: np.array([*eef_pos(e)[:2], 1.25]))
-    retreat = latched(lambda e: eef_pos(e) + [0.0, 0.0, 0.08])
-
-    def site(e: Any) -> np.ndarray:
-        return geo_site(e, region)
-
-    def offset(e: Any) -> np.ndarray:
-        return rim(e) - body_pos(e, obj)
-
-    held: dict[str, np.ndarray] = {}
-
-    def above_drawer(e: Any) -> np.ndarray:
-        if "off" not in held:
-            held["off"] = offset(e)
-        s = site(e)
-        return np.array([s[0] + held["off"][0], s[1] + held["off"][1], 1.25])
-
-    drawer_bodies = geo.subtree_bodies(env, Drawer(env, geo.joint_id(env, geo.joints_of(env, region)[0])).body)
-
-    def lower(e: Any) -> np.ndarray:
-        s = site(e)
-        lo, _ = geo.bodies_bounds(e, drawer_bodies)
-        return np.array([s[0] + held["off"][0], s[1] + held["off"][1], lo[2] + 0.06])
+    def clear(e: Any) -> np.ndarray:
+        return d.handle(e) + d.open_dir * 0.12 + np.array([0.0, 0.0, 0.10])
 
     return [
-        Phase("bowl_above", above_rim, OPEN, tol=0.015, rotation=fixed_rot, timeout=80),
-        Phase("bowl_down", rim, OPEN, tol=0.008, rotation=fixed_rot, max_speed=0.6, timeout=40),
-        Phase("bowl_grip", None, CLOSE, steps=10, rotation=fixed_rot),
-        Phase("bowl_lift", lift, CLOSE, tol=0.02, rotation=fixed_rot, timeout=40),
-        Phase("bowl_carry", above_drawer, CLOSE, tol=0.015, rotation=fixed_rot, timeout=80),
-        Phase("bowl_lower", lower, CLOSE, tol=0.01, rotation=fixed_rot, max_speed=0.5, timeout=40),
-        Phase("bowl_release", None, OPEN, steps=8, rotation=fixed_rot),
-        Phase("bowl_retreat", retreat, OPEN, tol=0.02, rotation=fixed_rot, timeout=30),
+        Phase(
+            "drawer_clear",
+            clear,
+            OPEN,
+            tol=0.0,
+            until=_reached(clear, down, 0.03, 0.15),
+            rotation=lambda e: down,
+            timeout=60,
+        ),  # fmt: skip
+        *pick_and_place(env, obj, target, release_height=0.015),
     ]
 
 
@@ -235,98 +284,241 @@ def geo_site(env: Any, name: str) -> np.ndarray:
 
 
 def knob_turn_on(env: Any, jid: int) -> list[Phase]:
+    """Grasp the knob's handle above its axis (fingers across its thin side) and twist the hand about
+    the vertical until the joint is past LIBERO's "on" threshold; let go and lift."""
     model = env.sim.model._model
     body = int(model.jnt_bodyid[jid])
     geoms = geo.collision_geoms(env, geo.subtree_bodies(env, body))
     axis = geo.joint_axis(env, jid)
     anchor = geo.joint_anchor(env, jid)
-    # the lever: the tall part of the knob; push on the side where it reaches farthest from the axis
+    sign = 1.0 if axis[2] >= 0 else -1.0  # world yaw of +qpos
+    # the handle: the tallest collision geom of the knob
     pts = [geo.geom_world_corners(env, g) for g in geoms]
-    tops = np.array([p[:, 2].max() for p in pts])
-    top = float(tops.max())
-    tall = np.concatenate([p for p, t in zip(pts, tops) if t > top - 0.03])
-    radial = tall - anchor
-    radial[:, 2] = 0
-    r_hat = geo.horizontal(radial[int(np.argmax(np.linalg.norm(radial, axis=1)))])
-    reach = float(np.max(radial @ r_hat))
-    tangent = geo.horizontal(np.cross(axis, r_hat))  # motion of that side of the lever for +qpos
-    lever_r = reach - 0.013  # contact radius: the finger block (~2.2 cm wide) ends at the lever's tip
-    behind = 0.022  # finger block half thickness + half the lever's width
-    contact_z = top - 0.022  # grip site height (fingertips ~1 cm lower)
-    down = geo.down_frame()  # as at reset (turning the hand about z runs the wrist into its limit)
-    fixed_rot = lambda e: down  # noqa: E731
+    handle = max(pts, key=lambda p: float(p[:, 2].max()))
+    lo, hi = handle.min(0), handle.max(0)
+    thin = np.array([1.0, 0.0, 0.0]) if hi[0] - lo[0] < hi[1] - lo[1] else np.array([0.0, -1.0, 0.0])
+    grasp = np.array(
+        [
+            np.clip(anchor[0], lo[0] + 0.01, hi[0] - 0.01),
+            np.clip(anchor[1], lo[1] + 0.01, hi[1] - 0.01),
+            hi[2] - 0.018,
+        ]
+    )
+    base_rot = geo.down_frame(thin)
     q0 = geo.joint_qpos(env, jid)
-    sign = 1.0 if axis[2] >= 0 else -1.0  # +qpos turns counter-clockwise seen from above when axis is +z
+    hold = lambda e: base_rot  # noqa: E731
 
-    def lever_point(theta: float, back: float) -> np.ndarray:
-        c, s_ = np.cos(sign * theta), np.sin(sign * theta)
-        rot = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]])
-        p = anchor + rot @ (r_hat * lever_r) - (rot @ tangent) * back
-        p[2] = contact_z
-        return p
+    def twisted(theta: float) -> np.ndarray:
+        return geo.yaw_matrix(sign * theta) @ base_rot
 
-    start = lever_point(0.0, behind + 0.025)
+    def twist_rot(e: Any) -> np.ndarray:
+        return twisted(min(geo.joint_qpos(e, jid) - q0 + 0.45, KNOB_ON_QPOS + 0.5))
 
-    def above(e: Any) -> np.ndarray:
-        return start + np.array([0.0, 0.0, 0.08])
-
-    def push(e: Any) -> np.ndarray:
+    def twist_pos(e: Any) -> np.ndarray:
         theta = geo.joint_qpos(e, jid) - q0
-        return lever_point(min(theta + 0.4, KNOB_ON_QPOS + 0.5), behind)
+        return anchor + geo.yaw_matrix(sign * theta) @ (grasp - anchor)
+
+    above = grasp + np.array([0.0, 0.0, 0.08])
+    done_rot: dict[str, np.ndarray] = {}
+
+    def final_rot(e: Any) -> np.ndarray:
+        if "r" not in done_rot:
+            done_rot["r"] = twisted(geo.joint_qpos(e, jid) - q0)
+        return done_rot["r"]
 
     return [
-        Phase("knob_above", above, CLOSE, tol=0.015, rotation=fixed_rot, timeout=100),
-        Phase("knob_down", lambda e: start, CLOSE, tol=0.008, rotation=fixed_rot, max_speed=0.6, timeout=40),
-        Phase("knob_push", push, CLOSE, tol=0.0, until=lambda e: geo.joint_qpos(e, jid) > KNOB_ON_QPOS + 0.15,
-              rotation=fixed_rot, gain=2.0, max_speed=0.5, timeout=80),  # fmt: skip
-        Phase("knob_up", latched(lambda e: eef_pos(e) + [0, 0, 0.08]), CLOSE, tol=0.02,
-              rotation=fixed_rot, timeout=30),  # fmt: skip
+        Phase(
+            "knob_above",
+            lambda e: above,
+            OPEN,
+            tol=0.0,
+            until=_reached(lambda e: above, base_rot, 0.012),
+            rotation=hold,
+            timeout=100,
+        ),  # fmt: skip
+        Phase("knob_down", lambda e: grasp, OPEN, tol=0.006, rotation=hold, max_speed=0.6, timeout=40),
+        Phase("knob_grip", lambda e: grasp, CLOSE, steps=8, rotation=hold),
+        Phase(
+            "knob_twist",
+            twist_pos,
+            CLOSE,
+            tol=0.0,
+            until=lambda e: geo.joint_qpos(e, jid) > KNOB_ON_QPOS + 0.15,
+            rotation=twist_rot,
+            timeout=60,
+        ),  # fmt: skip
+        Phase("knob_release", None, OPEN, steps=6, rotation=final_rot),
+        Phase(
+            "knob_up",
+            latched(lambda e: eef_pos(e) + [0, 0, 0.08]),
+            OPEN,
+            tol=0.02,
+            rotation=final_rot,
+            timeout=30,
+        ),
     ]
 
 
 # -- pushing -----------------------------------------------------------------------------------
 
 
+def _robot_base_xy(env: Any) -> np.ndarray:
+    import mujoco
+
+    model, data = env.sim.model._model, env.sim.data._data
+    bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "robot0_base")
+    return np.asarray(data.xpos[bid][:2], dtype=np.float64).copy() if bid >= 0 else np.array([-0.66, 0.0])
+
+
+def _obstacle_boxes(env: Any, skip: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """xy bounds of every object and fixture (but the table and `skip`)."""
+    problem = env.problem
+    boxes = []
+    for name in list(problem.objects_dict) + list(problem.fixtures_dict):
+        if name == skip or "table" in name or name not in problem.obj_body_id:
+            continue
+        lo, hi = geo.bodies_bounds(env, geo.subtree_bodies(env, problem.obj_body_id[name]))
+        if np.all(np.isfinite(lo)):
+            boxes.append((lo[:2], hi[:2]))
+    return boxes
+
+
+def _path_clearance(
+    path: list[np.ndarray], radius: float, boxes: list[tuple[np.ndarray, np.ndarray]], base: np.ndarray
+) -> float:
+    """Smallest gap between a disk of `radius` swept along the polyline and the boxes (the first 3 cm
+    not counted: the object may start touching a neighbour); -inf where the pushing finger would be
+    out of the arm's comfortable reach."""
+    worst = np.inf
+    for p0, p1 in zip(path[:-1], path[1:]):
+        n = max(2, int(np.linalg.norm(p1 - p0) / 0.01) + 1)
+        u = (p1 - p0) / max(float(np.linalg.norm(p1 - p0)), 1e-9)
+        for t in np.linspace(0.0, 1.0, n):
+            p = p0 + (p1 - p0) * t
+            if np.linalg.norm(p + u * radius - base) > PUSH_REACH:
+                return -np.inf
+            if np.linalg.norm(p - path[0]) < 0.03:
+                continue
+            for lo, hi in boxes:
+                d = np.linalg.norm(np.maximum(np.maximum(lo - p, p - hi), 0.0))
+                worst = min(worst, d - radius)
+    return float(worst)
+
+
+def plan_push_path(
+    start: np.ndarray,
+    center: np.ndarray,
+    half: np.ndarray,
+    radius: float,
+    boxes: list[tuple[np.ndarray, np.ndarray]],
+    base: np.ndarray,
+) -> list[np.ndarray]:
+    """Waypoints (xy) for the pushed object's center: straight or L-shaped, to a goal inside the region
+    (at least 1.5 cm from its border), keeping the most clearance from the other objects (more than
+    2 cm counts as clear) within the arm's reach, then the shortest."""
+    margin = np.maximum(half - 0.015, 0.0)
+    goals = [
+        center + np.array([gx, gy]) * margin
+        for gx in (-1.0, -0.5, 0.0, 0.5, 1.0)
+        for gy in (-1.0, -0.5, 0.0, 0.5, 1.0)
+    ]
+    best, best_key = [center], (-np.inf, 0.0)
+    for goal in goals:
+        candidates = [[goal]]
+        for off in (-0.06, -0.03, 0.0, 0.03, 0.06):
+            candidates.append([np.array([start[0] + off, goal[1]]), goal])  # along y first, then x
+            candidates.append([np.array([goal[0], start[1] + off]), goal])  # along x first, then y
+        for path in candidates:
+            full = [start, *path]
+            length = sum(float(np.linalg.norm(b - a)) for a, b in zip(full[:-1], full[1:]))
+            key = (
+                min(_path_clearance(full, radius, boxes, base), 0.02),
+                -length - 0.2 * float(np.linalg.norm(goal - center)),
+            )
+            if key > best_key:
+                best, best_key = path, key
+    return best
+
+
 def push_to_region(env: Any, obj: str, region: str) -> list[Phase]:
-    down = geo.down_frame()
-    fixed_rot = lambda e: down  # noqa: E731
+    """Slide `obj` (a plate) into a table region: the closed fingers go down inside the plate and push
+    the inside of its rim on the side facing the next waypoint, along a straight or L-shaped path that
+    keeps clear of the other objects (there is no room behind the plate in front of the cabinet)."""
+    fingers_x = geo.down_frame(np.array([1.0, 0.0, 0.0]))  # hand across the push: short in y (cabinet)
+    fixed_rot = lambda e: fingers_x  # noqa: E731
     bodies = geo.subtree_bodies(env, env.problem.obj_body_id[obj])
     lo, hi = geo.bodies_bounds(env, bodies)
     radius = float(max(hi[0] - lo[0], hi[1] - lo[1]) / 2)
-    table_z = float(lo[2])
-    push_z = table_z + 0.02  # grip site; the fingertips are ~1 cm lower
+    push_z = (
+        float(lo[2]) + 0.008
+    )  # grip site aimed low: the fingertips (~1 cm lower) press on the plate floor
+    reach = (
+        radius - 0.03
+    )  # finger center from the plate center when it touches the rim (which slopes up to r)
+    site = env.problem.object_sites_dict[region]
+    half = np.abs(np.asarray(site.size[:2], dtype=np.float64))
+    center = geo_site(env, region)[:2]
+    start = body_pos(env, obj)[:2]
+    base = _robot_base_xy(env)
+    waypoints = plan_push_path(start, center, half, radius, _obstacle_boxes(env, obj), base)
+    state = {"i": 0}
 
-    def goal(e: Any) -> np.ndarray:
-        return geo_site(e, region)
-
-    def direction(e: Any) -> np.ndarray:
-        return geo.horizontal(goal(e) - body_pos(e, obj))
-
-    plan: dict[str, np.ndarray] = {}
-
-    def behind(e: Any) -> np.ndarray:
-        if "start" not in plan:
-            c = body_pos(e, obj)
-            plan["start"] = c - direction(e) * (radius + PUSH_CLEARANCE)
-        return np.array([plan["start"][0], plan["start"][1], push_z])
-
-    def above_behind(e: Any) -> np.ndarray:
-        return behind(e) + np.array([0.0, 0.0, 0.08])
+    def waypoint(e: Any) -> np.ndarray:
+        c = body_pos(e, obj)[:2]
+        while state["i"] < len(waypoints) - 1 and np.linalg.norm(waypoints[state["i"]] - c) < 0.015:
+            state["i"] += 1
+        return waypoints[state["i"]]
 
     def push(e: Any) -> np.ndarray:
-        c = body_pos(e, obj)
-        u = direction(e)
-        contact = c - u * (radius + 0.005)
-        p = contact + u * 0.04
-        p[2] = push_z
-        return p
+        c = body_pos(e, obj)[:2]
+        w = waypoint(e)
+        u = geo.horizontal(np.array([*(w - c), 0.0]))[:2]
+        contact = c + u * reach
+        if np.linalg.norm(eef_pos(e)[:2] - contact) > 0.02:  # turning a corner: move inside the plate first
+            return np.array([contact[0], contact[1], push_z])
+        p = contact + u * min(0.02, float(np.linalg.norm(w - c)) + 0.005)
+        return np.array([p[0], p[1], push_z])
 
-    def done(e: Any) -> bool:
-        return float(np.linalg.norm((goal(e) - body_pos(e, obj))[:2])) < 0.01
+    first = latched(
+        lambda e: (
+            push(e) - np.array([*(geo.horizontal(np.array([*(waypoints[0] - start), 0.0]))[:2] * 0.05), 0.0])
+        )
+    )
+
+    def above(e: Any) -> np.ndarray:
+        return first(e) + np.array([0.0, 0.0, 0.08])
+
+    def inside(e: Any) -> bool:
+        c = body_pos(e, obj)[:2]
+        return state["i"] == len(waypoints) - 1 and bool(np.all(np.abs(c - center) < half - 0.012))
 
     return [
-        Phase("push_above", above_behind, CLOSE, tol=0.015, rotation=fixed_rot, timeout=100),
-        Phase("push_down", behind, CLOSE, tol=0.008, rotation=fixed_rot, max_speed=0.6, timeout=40),
-        Phase("push", push, CLOSE, tol=0.0, until=done, rotation=fixed_rot, max_speed=0.5, timeout=150),
-        Phase("push_up", latched(lambda e: eef_pos(e) + [0, 0, 0.08]), CLOSE, tol=0.02, rotation=fixed_rot, timeout=30),
+        Phase(
+            "push_above",
+            above,
+            CLOSE,
+            tol=0.0,
+            until=_reached(above, fingers_x, 0.015),
+            rotation=fixed_rot,
+            timeout=100,
+        ),  # fmt: skip
+        Phase(
+            "push_down",
+            first,
+            CLOSE,
+            tol=0.0,
+            until=lambda e: eef_pos(e)[2] < push_z + 0.015,
+            rotation=fixed_rot,
+            max_speed=0.6,
+            timeout=40,
+        ),
+        Phase("push", push, CLOSE, tol=0.0, until=inside, rotation=fixed_rot, max_speed=0.3, timeout=200),
+        Phase(
+            "push_up",
+            latched(lambda e: eef_pos(e) + [0, 0, 0.08]),
+            CLOSE,
+            tol=0.02,
+            rotation=fixed_rot,
+            timeout=30,
+        ),
     ]
