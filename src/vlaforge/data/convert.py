@@ -169,7 +169,7 @@ def merge_datasets(
         if (meta.subtasks is None) != (first.subtasks is None):
             raise DatasetError(f"cannot merge {src}: subtask labels present in only some of the datasets")
     plans = []
-    for src, meta in zip(sources, metas):
+    for meta in metas:
         copy_codec = {}
         for key in meta.video_keys:
             found, _ = copy_plan(meta, key)

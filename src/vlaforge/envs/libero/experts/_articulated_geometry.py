@@ -95,7 +95,9 @@ def geom_world_corners(env: Any, g: int) -> np.ndarray:
         return verts @ rot.T + center
     if model.geom_type[g] == mujoco.mjtGeom.mjGEOM_BOX:
         size = np.asarray(model.geom_size[g], dtype=np.float64)
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+        signs = np.array(
+            [[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64
+        )
         return (signs * size) @ rot.T + center
     r = float(model.geom_rbound[g])
     return np.array([center - r, center + r])
@@ -135,3 +137,8 @@ def down_frame(yaw_fingers: np.ndarray | None = None) -> np.ndarray:
     at reset)."""
     fingers = np.array([0.0, -1.0, 0.0]) if yaw_fingers is None else horizontal(yaw_fingers)
     return gripper_frame(np.array([0.0, 0.0, -1.0]), fingers)
+
+
+def yaw_matrix(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])

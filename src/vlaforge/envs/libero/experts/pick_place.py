@@ -1,9 +1,17 @@
 """Pick-and-place skills for LIBERO goals `(On obj target)` and `(In obj region)`.
 
-`pick_and_place(env, obj, place_target)` grasps `obj` from above (vertical gripper, yawed so the
-fingers close across the object's narrow side; bowls by their rim), lifts it to a height that clears
-the scene, carries it above `place_target(env)`, lowers it until its bottom is `release_height` above
-that point, opens and retreats upward. Targets are recomputed every step from the simulator state.
+`pick_and_place(env, obj, place_target)` grasps `obj` from above with a vertical gripper, lifts it
+to a height that clears the scene, carries it above `place_target(env)`, lowers it until its
+bottom is `release_height` above that point, opens and retreats upward. Targets are recomputed every
+step from the simulator state (the carried object's offset from the gripper is measured live, so a
+grasp that slips or swings is still placed where it should be).
+
+Grasps (`_grasp_plan`): boxes, cans and bottles are taken from the top with the fingers closing
+across their narrowest horizontal extent; bowls (too wide for the Panda's 8 cm) by their rim, the
+fingers straddling the wall along a radius. Among candidate grasps (rim points around the bowl,
+small shifts along a box's long side) the one whose open fingers and palm stay clear of the other
+objects and fixtures is chosen; of the two equivalent yaws (the gripper is symmetric under a half
+turn) the one that keeps the wrist joint away from its limits.
 """
 
 from __future__ import annotations
@@ -19,15 +27,30 @@ from vlaforge.envs.libero.experts.base import (
     Phase,
     body_pos,
     eef_pos,
+    eef_quat,
+    gripper_opening,
+    quat_xyzw_to_mat,
+    rotation_error,
     site_pos,
     yaw_rotation,
 )
 
-# Gripper pointing straight down, fingers closing along world y (the reset orientation, levelled).
-DOWN = np.diag([1.0, -1.0, -1.0])
-FINGER_REACH = 0.075  # widest object (m) the open Panda fingers straddle with some margin
-BOWL_GRASP_DEPTH = 0.022  # eef below the bowl rim
-CLEARANCE = 0.06  # m between the carried object's bottom and the highest thing it passes over
+DOWN = np.diag([1.0, -1.0, -1.0])  # gripper pointing down, fingers closing along world y (yaw 0)
+MAX_WIDTH = 0.072  # widest object (m) the open fingers (~7.7 cm apart) take
+BOWL_GRASP_DEPTH = 0.022  # eef below the bowl's rim
+TOP_GRASP_DEPTH = 0.024  # eef below the top of a tall object (the palm is 3 cm above the eef)
+MIN_EEF_ABOVE_BOTTOM = 0.012  # fingertips reach ~9 mm below the eef
+CLEARANCE = 0.05  # m between the carried object's bottom and the highest thing it passes over
+PRE_GRASP = 0.07  # m above the grasp point before the vertical descent
+WRIST_LIMIT = 2.5  # rad: keep Panda joint 7 (limit 2.9) inside this
+
+# Parts of the open Panda gripper in the eef frame (x across the fingers, y along the finger axis,
+# z up), as (lo, hi) boxes, measured from robosuite's collision meshes.
+PALM = (np.array([-0.034, -0.106, 0.030]), np.array([0.034, 0.106, 0.13]))
+FINGERS = (
+    (np.array([-0.012, 0.036, -0.011]), np.array([0.012, 0.068, 0.035])),
+    (np.array([-0.012, -0.068, -0.011]), np.array([0.012, -0.036, 0.035])),
+)
 
 
 # -- geometry ----------------------------------------------------------------------------------
@@ -45,72 +68,158 @@ def _bodies_of(model: Any, root: int) -> set[int]:
     return out
 
 
-def collision_points(env: Any, name: str) -> np.ndarray:
-    """World corner points (N, 3) of the collision geoms of object/fixture `name` (tight for boxes)."""
+_SIGNS = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+
+
+def geom_boxes(env: Any, name: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Oriented boxes (center, rotation with the box axes as columns, half sizes) bounding each
+    collision geom of object/fixture `name` (exact for boxes; a mesh's box in its own frame)."""
     import mujoco
 
     model = env.sim.model._model
     data = env.sim.data._data
     bodies = _bodies_of(model, env.problem.obj_body_id[name])
-    pts = []
-    signs = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float64)
+    out = []
     for g in range(model.ngeom):
-        if model.geom_bodyid[g] not in bodies or model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0:
+        if model.geom_bodyid[g] not in bodies or (
+            model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0
+        ):
             continue
-        center, rot, size = data.geom_xpos[g], data.geom_xmat[g].reshape(3, 3), model.geom_size[g]
+        center, rot, size = (
+            data.geom_xpos[g].copy(),
+            data.geom_xmat[g].reshape(3, 3).copy(),
+            model.geom_size[g],
+        )
         t = model.geom_type[g]
         if t == mujoco.mjtGeom.mjGEOM_MESH:
             m = model.geom_dataid[g]
             verts = model.mesh_vert[model.mesh_vertadr[m] : model.mesh_vertadr[m] + model.mesh_vertnum[m]]
-            pts.append(verts @ rot.T + center)
-            continue
-        if t == mujoco.mjtGeom.mjGEOM_BOX:
-            half = size
+            lo, hi = verts.min(0), verts.max(0)
+            out.append((center + rot @ ((lo + hi) / 2), rot, (hi - lo) / 2))
+        elif t == mujoco.mjtGeom.mjGEOM_BOX:
+            out.append((center, rot, size.copy()))
         elif t == mujoco.mjtGeom.mjGEOM_SPHERE:
-            half = np.full(3, size[0])
+            out.append((center, rot, np.full(3, size[0])))
         elif t == mujoco.mjtGeom.mjGEOM_CYLINDER:
-            half = np.array([size[0], size[0], size[1]])
+            out.append((center, rot, np.array([size[0], size[0], size[1]])))
         elif t == mujoco.mjtGeom.mjGEOM_CAPSULE:
-            half = np.array([size[0], size[0], size[1] + size[0]])
-        else:
-            continue
-        pts.append((signs * half) @ rot.T + center)
-    if not pts:
-        return body_pos(env, name)[None]
-    return np.concatenate(pts)
+            out.append((center, rot, np.array([size[0], size[0], size[1] + size[0]])))
+    return out
+
+
+def geom_corners(env: Any, name: str) -> list[np.ndarray]:
+    """World corners (8, 3) of each of `geom_boxes(env, name)`."""
+    return [(_SIGNS * half) @ rot.T + center for center, rot, half in geom_boxes(env, name)]
+
+
+def collision_points(env: Any, name: str) -> np.ndarray:
+    """World corner points (N, 3) of the collision geoms of object/fixture `name`."""
+    corners = geom_corners(env, name)
+    return np.concatenate(corners) if corners else body_pos(env, name)[None]
 
 
 def bounds(env: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """World axis-aligned bounds (lo, hi) of `name`'s collision geoms (tight for boxes, unlike
+    base.geom_bounds, which pads every primitive by its bounding sphere)."""
     p = collision_points(env, name)
     return p.min(0), p.max(0)
 
 
-def _narrow_yaw(points_xy: np.ndarray) -> tuple[float, float]:
-    """(yaw of the gripper, width) so the fingers close across the narrowest horizontal extent."""
-    best = (0.0, np.inf)
-    for a in np.deg2rad(np.arange(0.0, 180.0, 3.0)):
-        u = np.array([np.cos(a), np.sin(a)])
-        proj = points_xy @ u
-        w = proj.max() - proj.min()
-        if w < best[1] - 1e-4:
-            best = (a, w)
-    a, w = best
-    # finger axis at gripper yaw t is (-sin t, cos t); we want it along u = (cos a, sin a)
-    return _wrap_half(a - np.pi / 2), float(w)
+def _others(env: Any, exclude: set[str]) -> list[str]:
+    names = list(env.problem.objects_dict) + list(env.problem.fixtures_dict)
+    return [n for n in names if n not in exclude and n in env.problem.obj_body_id]
 
 
 def _scene_top(env: Any, exclude: set[str], lo_xy: np.ndarray, hi_xy: np.ndarray) -> float:
     """Highest collision point of any object/fixture (not excluded) over the xy box [lo, hi]."""
     top = -np.inf
-    names = list(env.problem.objects_dict) + list(env.problem.fixtures_dict)
-    for name in names:
-        if name in exclude or name not in env.problem.obj_body_id:
-            continue
-        p = collision_points(env, name)
-        inside = np.all((p[:, :2] >= lo_xy) & (p[:, :2] <= hi_xy), axis=1)
-        if inside.any():
-            top = max(top, float(p[inside, 2].max()))
+    for name in _others(env, exclude):
+        for c in geom_corners(env, name):
+            clo, chi = c.min(0), c.max(0)
+            if np.all(clo[:2] <= hi_xy) and np.all(chi[:2] >= lo_xy):
+                top = max(top, float(chi[2]))
     return top
+
+
+def _wrap(a: float) -> float:
+    return float((a + np.pi) % (2 * np.pi) - np.pi)
+
+
+def _gripper_frame(yaw: float) -> np.ndarray:
+    """Columns: the eef's x (across the fingers), y (finger axis) and world up, at `yaw`."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+class Obstacles:
+    """The collision boxes of everything but the object to grasp, as arrays for overlap tests."""
+
+    def __init__(self, boxes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        self.center = np.array([b[0] for b in boxes]).reshape(-1, 3)
+        self.rot = np.array([b[1] for b in boxes]).reshape(-1, 3, 3)
+        self.half = np.array([b[2] for b in boxes]).reshape(-1, 3)
+        self.top = self.center[:, 2] + np.einsum("nj,nj->n", self.half, np.abs(self.rot[:, 2, :]))
+
+    def overlapping(self, center: np.ndarray, rot: np.ndarray, half: np.ndarray) -> np.ndarray:
+        """Mask of the boxes that overlap the oriented box (center, rot, half) (separating axes)."""
+        n = len(self.center)
+        if n == 0:
+            return np.zeros(0, dtype=bool)
+        a_axes = np.broadcast_to(rot.T, (n, 3, 3))  # rows: the box's axes
+        b_axes = np.transpose(self.rot, (0, 2, 1))
+        cross = np.cross(a_axes[:, :, None, :], b_axes[:, None, :, :]).reshape(n, 9, 3)
+        axes = np.concatenate([a_axes, b_axes, cross], axis=1)  # (n, 15, 3)
+        norm = np.linalg.norm(axes, axis=2, keepdims=True)
+        valid = norm[..., 0] > 1e-6
+        axes = axes / np.maximum(norm, 1e-9)
+        ra = np.einsum("nkj,j->nk", np.abs(axes @ rot), half)
+        rb = np.einsum("nkj,nj->nk", np.abs(np.einsum("nki,nij->nkj", axes, self.rot)), self.half)
+        dist = np.abs(np.einsum("nki,ni->nk", axes, self.center - center))
+        separated = (dist > ra + rb + 1e-4) & valid
+        return ~separated.any(axis=1)
+
+
+def _hand_raise(obstacles: Obstacles, point: np.ndarray, yaw: float) -> float:
+    """How far (m) the open gripper at eef `point` and `yaw` must be raised to clear `obstacles`;
+    0 when clear."""
+    frame = _gripper_frame(yaw)
+    need = 0.0
+    for part_lo, part_hi in (PALM, *FINGERS):
+        center = point + frame @ ((part_lo + part_hi) / 2)
+        hit = obstacles.overlapping(center, frame, (part_hi - part_lo) / 2)
+        if hit.any():
+            need = max(need, float(obstacles.top[hit].max() - (point[2] + part_lo[2])))
+    return need
+
+
+# -- robot -------------------------------------------------------------------------------------
+
+
+def _eef_yaw(env: Any) -> float:
+    r = quat_xyzw_to_mat(eef_quat(env)) @ DOWN  # Rz(yaw) when the gripper points down
+    return float(np.arctan2(r[1, 0], r[0, 0]))
+
+
+def _choose_yaw(env: Any, yaw: float, points: list[np.ndarray]) -> float:
+    """Of `yaw` and `yaw + pi` (the same grasp), the one reached with the smaller wrist rotation
+    that keeps joint 7 within WRIST_LIMIT at every point of `points` (grasp, place)."""
+    robot = env.problem.robots[0]
+    idx = robot._ref_joint_pos_indexes
+    q7 = float(env.sim.data.qpos[idx[6]])
+    base = env.sim.data.body_xpos[env.sim.model.body_name2id(robot.robot_model.root_body)]
+    now = _eef_yaw(env)
+    here = eef_pos(env)
+    az_now = np.arctan2(here[1] - base[1], here[0] - base[0])
+    options = []
+    for y in (yaw, yaw + np.pi):
+        turn = _wrap(y - now)  # the controller turns the short way
+        worst = 0.0
+        for p in points:
+            az = np.arctan2(p[1] - base[1], p[0] - base[0])
+            q7_pred = q7 - turn + _wrap(az - az_now)
+            worst = max(worst, abs(q7_pred))
+        options.append((worst > WRIST_LIMIT, abs(turn), now + turn))
+    return float(min(options)[2])
 
 
 # -- the skill ---------------------------------------------------------------------------------
@@ -124,18 +233,21 @@ def pick_and_place(
     release_height: float = 0.02,
     carry_height: float | None = None,
 ) -> list[Phase]:
-    """Phases that grasp `obj` and put it down above `place_target(env)` (world xyz, recomputed
-    every step): the object is carried so its body origin is above the target's xy and released
-    when its lowest point is `release_height` (m) above the target's z. `carry_height` (world z of
-    the object's bottom while carrying) defaults to a height that clears the scene between the
-    object and the target."""
-    start_pos = body_pos(env, obj)
+    """Phases that grasp `obj` and put it down above `place_target(env)`.
+
+    `place_target(env)` -> world xyz, recomputed every step: the object is carried so that its body
+    origin is above the target's xy, and released when its lowest point is `release_height` (m)
+    above the target's z (give the surface it should rest on, e.g. `support_point`). `carry_height`
+    (world z of the object's bottom while carrying) defaults to a height that clears the scene
+    between the object and the target.
+    """
+    start = body_pos(env, obj)
     lo, hi = bounds(env, obj)
-    bottom_offset = start_pos[2] - lo[2]  # body origin above the object's lowest point
-    height = hi[2] - lo[2]
-    grasp = _grasp_plan(env, obj, lo, hi)
+    bottom_offset = start[2] - lo[2]  # body origin above the object's lowest point
+    grasp = _grasp_plan(env, obj, lo, hi, np.asarray(place_target(env), dtype=np.float64))
     rot = yaw_rotation(grasp["yaw"]) @ DOWN
-    grasp_offset = grasp["point"] - start_pos  # eef - object origin at the grasp (world frame)
+    grasp_offset = grasp["point"] - start  # eef - object origin at the grasp (world frame)
+    state: dict[str, Any] = {}
 
     def rotation(_: Any) -> np.ndarray:
         return rot
@@ -145,60 +257,67 @@ def pick_and_place(
 
     def pre_grasp(e: Any) -> np.ndarray:
         p = grasp_point(e)
-        p[2] = max(p[2], grasp["top"]) + 0.06
+        p[2] = max(p[2] + PRE_GRASP, grasp["top"] + 0.03)
         return p
 
-    held: dict[str, Any] = {}
-
-    def offset(e: Any) -> np.ndarray:
-        """eef - object origin, frozen when the lift starts (the grasp does not move after)."""
-        if "offset" not in held:
-            held["offset"] = eef_pos(e) - body_pos(e, obj)
-        return held["offset"]
+    def held_offset(e: Any) -> np.ndarray:
+        """eef - object origin now, within 4 cm of its value when the lift started (an object that
+        was dropped or never grasped must not send the gripper chasing its own motion)."""
+        if "offset" not in state:
+            state["offset"] = eef_pos(e) - body_pos(e, obj)
+        off = eef_pos(e) - body_pos(e, obj)
+        return np.clip(off, state["offset"] - 0.04, state["offset"] + 0.04)
 
     def carry_z(e: Any) -> float:
-        if "carry" not in held:
+        """World z of the object's bottom while carrying (fixed when the lift starts)."""
+        if "carry" not in state:
             if carry_height is not None:
-                held["carry"] = carry_height
+                state["carry"] = float(carry_height)
             else:
                 t = np.asarray(place_target(e), dtype=np.float64)
                 here = body_pos(e, obj)
-                lo_xy = np.minimum(here[:2], t[:2]) - 0.05
-                hi_xy = np.maximum(here[:2], t[:2]) + 0.05
-                top = _scene_top(e, {obj}, lo_xy, hi_xy)
-                held["carry"] = max(top + CLEARANCE, t[2] + release_height + 0.03, lo[2] + 0.05)
-        return held["carry"]
+                top = _scene_top(
+                    e, {obj}, np.minimum(here[:2], t[:2]) - 0.06, np.maximum(here[:2], t[:2]) + 0.06
+                )
+                state["carry"] = max(top + CLEARANCE, t[2] + release_height + 0.03, lo[2] + 0.05)
+        return state["carry"]
 
     def lift(e: Any) -> np.ndarray:
-        if "lift_xy" not in held:
-            held["lift_xy"] = eef_pos(e)[:2].copy()
-        p = np.empty(3)
-        p[:2] = held["lift_xy"]
-        p[2] = carry_z(e) + bottom_offset + offset(e)[2]
-        return p
+        if "lift_xy" not in state:
+            state["lift_xy"] = eef_pos(e)[:2].copy()
+        off = held_offset(e)
+        return np.array([*state["lift_xy"], carry_z(e) + bottom_offset + off[2]])
 
     def above_target(e: Any) -> np.ndarray:
-        t = np.asarray(place_target(e), dtype=np.float64)
-        p = t + offset(e)
-        p[2] = carry_z(e) + bottom_offset + offset(e)[2]
+        off = held_offset(e)
+        p = np.asarray(place_target(e), dtype=np.float64) + off
+        p[2] = carry_z(e) + bottom_offset + off[2]
         return p
 
     def lower(e: Any) -> np.ndarray:
         t = np.asarray(place_target(e), dtype=np.float64)
-        p = t + offset(e)
-        p[2] = t[2] + release_height + bottom_offset + offset(e)[2]
+        off = held_offset(e)
+        p = t + off
+        p[2] = t[2] + release_height + bottom_offset + off[2]
         return p
 
     def retreat(e: Any) -> np.ndarray:
-        p = held.setdefault("release", eef_pos(e).copy()).copy()
-        p[2] += 0.08
-        return p
+        if "release" not in state:
+            state["release"] = eef_pos(e).copy()
+        return state["release"] + np.array([0.0, 0.0, 0.08])
 
-    del height
     return [
-        Phase("approach", pre_grasp, OPEN, tol=0.02, rotation=rotation, timeout=80),
+        Phase(
+            "approach",
+            pre_grasp,
+            OPEN,
+            tol=0.0,
+            until=_reached(pre_grasp, rot, 0.02, 0.08),
+            rotation=rotation,
+            timeout=80,
+        ),
         Phase("descend", grasp_point, OPEN, tol=0.006, rotation=rotation, max_speed=0.6, timeout=40),
-        Phase("grasp", None, CLOSE, steps=8, rotation=rotation),
+        Phase("grasp", None, CLOSE, until=_gripper_settled(), timeout=16, rotation=rotation),
         Phase("lift", lift, CLOSE, tol=0.02, rotation=rotation, timeout=60),
         Phase("carry", above_target, CLOSE, tol=0.015, rotation=rotation, timeout=80),
         Phase("lower", lower, CLOSE, tol=0.01, rotation=rotation, max_speed=0.6, timeout=40),
@@ -207,60 +326,102 @@ def pick_and_place(
     ]
 
 
-def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray) -> dict[str, Any]:
-    """Where (world eef point) and at which yaw to grasp `obj`; `top`: its highest point."""
-    center = body_pos(env, obj)
-    pts = collision_points(env, obj)
+def _reached(
+    target: Callable[[Any], np.ndarray], rot: np.ndarray, tol: float, rot_tol: float
+) -> Callable[[Any], bool]:
+    """`until`: the eef is within `tol` (m) of `target(env)` and `rot_tol` (rad) of `rot`."""
+
+    def until(env: Any) -> bool:
+        if np.linalg.norm(target(env) - eef_pos(env)) >= tol:
+            return False
+        return float(np.linalg.norm(rotation_error(quat_xyzw_to_mat(eef_quat(env)), rot))) < rot_tol
+
+    return until
+
+
+def _gripper_settled(min_steps: int = 4) -> Callable[[Any], bool]:
+    """`until` for a closing gripper: true once the fingers stop moving (on the object or shut)."""
+    state: dict[str, Any] = {"n": 0, "last": None}
+
+    def until(env: Any) -> bool:
+        w = gripper_opening(env)
+        last, state["last"] = state["last"], w
+        state["n"] += 1
+        return state["n"] > min_steps and last is not None and abs(last - w) < 5e-4
+
+    return until
+
+
+def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.ndarray) -> dict[str, Any]:
+    """Where (world eef point) and at which yaw to grasp `obj`; `top`: its highest point.
+
+    Candidates are scored by how far the open gripper would have to be raised to clear everything
+    else (less is better), then by a preference: small shifts from the object's center, rim points
+    facing the robot, small wrist rotations from the current yaw."""
+    obstacles = Obstacles([b for name in _others(env, {obj}) for b in geom_boxes(env, name)])
     top = float(hi[2])
+    now = _eef_yaw(env)
+    candidates: list[tuple[float, np.ndarray, float]] = []  # (yaw, eef point, preference: lower is better)
     if "bowl" in obj:
-        # grasp the rim wall: the fingers straddle the wall along a radius, pads just below the rim
+        # the rim wall: the fingers straddle it along a radius, the pads just below the rim
         mid = (lo + hi) / 2
         radius = min(hi[0] - lo[0], hi[1] - lo[1]) / 2 - 0.006
-        best = None
-        for deg in range(0, 360, 30):
+        for deg in range(0, 360, 15):
             a = np.deg2rad(deg)
             u = np.array([np.cos(a), np.sin(a)])
-            p = np.array([mid[0] + u[0] * radius, mid[1] + u[1] * radius, top - BOWL_GRASP_DEPTH])
-            clearance = _finger_clearance(env, obj, p, u)
-            # prefer free space, then rim points facing the robot (negative x)
-            key = (min(clearance, 0.03), -u[0] * 0.01 - abs(_wrap(a - np.pi / 2 - np.pi / 2)) * 1e-4)
-            if best is None or key > best[0]:
-                best = (key, a, p)
-        _, a, point = best
-        yaw = _wrap_half(a - np.pi / 2)
-        return {"yaw": yaw, "point": point, "top": top}
-    yaw, _ = _narrow_yaw(pts[:, :2])
-    depth = min(0.035, 0.5 * (hi[2] - lo[2]))
-    point = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, top - depth])
-    del center
+            for inset in (0.0, 0.006):  # the eef a little inside the wall brings the outer finger in
+                r = radius - inset
+                p = np.array([mid[0] + u[0] * r, mid[1] + u[1] * r, top - BOWL_GRASP_DEPTH])
+                candidates.append(
+                    (a - np.pi / 2, p, inset + 0.001 * u[0] + 0.002 * _half_turn(a - np.pi / 2 - now))
+                )
+    else:
+        pts = collision_points(env, obj)[:, :2]
+        z = max(lo[2] + MIN_EEF_ABOVE_BOTTOM, min(top - TOP_GRASP_DEPTH, (lo[2] + top) / 2))
+        center = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, z])
+        widths = {}
+        for deg in np.arange(0.0, 180.0, 7.5):
+            yaw = np.deg2rad(deg)
+            finger_axis = np.array([-np.sin(yaw), np.cos(yaw)])
+            proj = pts @ finger_axis
+            widths[deg] = float(proj.max() - proj.min())
+        narrowest = min(widths.values())
+        for deg, width in widths.items():
+            if width > min(MAX_WIDTH, narrowest + 0.008):
+                continue
+            yaw = np.deg2rad(deg)
+            long_axis = np.array([np.cos(yaw), np.sin(yaw)])  # the gripper's x: along the object
+            proj = pts @ long_axis
+            length = float(proj.max() - proj.min())
+            max_shift = max(0.0, min(0.025, length / 2 - 0.02))
+            for shift in (0.0, 0.01, -0.01, 0.02, -0.02):
+                if abs(shift) <= max_shift + 1e-9:
+                    p = center.copy()
+                    p[:2] += shift * long_axis
+                    pref = abs(shift) + 0.3 * (width - narrowest) + 0.005 * _half_turn(yaw - now)
+                    candidates.append((yaw, p, pref))
+    best = None
+    for yaw, p, pref in candidates:
+        need = _hand_raise(obstacles, p, yaw)
+        key = (round(need, 3), pref)
+        if best is None or key < best[0]:
+            best = (key, yaw, p, need)
+    assert best is not None
+    _, yaw, point, need = best
+    point = point.copy()
+    if need > 0:  # nothing fully clear: grasp higher, but still below the top
+        point[2] = min(point[2] + need + 0.003, top - 0.012)
+    yaw = _choose_yaw(env, yaw, [point, place])
     return {"yaw": yaw, "point": point, "top": top}
 
 
-def _wrap(a: float) -> float:
-    return (a + np.pi) % (2 * np.pi) - np.pi
+def _half_turn(a: float) -> float:
+    """|a| modulo a half turn (the gripper is symmetric): the smallest wrist rotation to yaw a."""
+    a = float(a % np.pi)
+    return min(a, np.pi - a)
 
 
-def _wrap_half(a: float) -> float:
-    """An angle modulo pi in [-pi/2, pi/2) (the gripper is symmetric under a half turn)."""
-    return (a + np.pi / 2) % np.pi - np.pi / 2
-
-
-def _finger_clearance(env: Any, obj: str, point: np.ndarray, axis: np.ndarray) -> float:
-    """Horizontal distance from the open fingers (a segment along `axis` through `point`) to the
-    nearest collision point of any other object or fixture above `point`'s height - 4 cm."""
-    best = np.inf
-    for name in list(env.problem.objects_dict) + list(env.problem.fixtures_dict):
-        if name == obj or name not in env.problem.obj_body_id:
-            continue
-        p = collision_points(env, name)
-        p = p[p[:, 2] > point[2] - 0.04]
-        if not len(p):
-            continue
-        d = p[:, :2] - point[:2]
-        along = np.clip(d @ axis, -0.05, 0.05)
-        dist = np.linalg.norm(d - along[:, None] * axis[None], axis=1)
-        best = min(best, float(dist.min()))
-    return best
+# -- goals -------------------------------------------------------------------------------------
 
 
 def support_point(env: Any, obj: str, point: np.ndarray, radius: float = 0.02) -> np.ndarray:
@@ -270,9 +431,6 @@ def support_point(env: Any, obj: str, point: np.ndarray, radius: float = 0.02) -
     if np.isfinite(top):
         p[2] = top
     return p
-
-
-# -- goals -------------------------------------------------------------------------------------
 
 
 def _target_fn(env: Any, obj: str, target: str) -> tuple[Callable[[Any], np.ndarray], float] | None:
