@@ -53,7 +53,7 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
         joints = geo.joints_of(env, args[1])
         if len(joints) == 1 and geo.joint_type(env, geo.joint_id(env, joints[0])) == geo.SLIDE:
             jid = geo.joint_id(env, joints[0])
-            return drawer_open(env, jid) + place_in_drawer(env, args[0], args[1])
+            return clear_drawer_path(env, args[0], jid) + drawer_open(env, jid) + place_in_drawer(env, *args)
         return None
     if kind == "on" and len(args) == 2 and args[0].startswith("plate") and _is_table_region(env, args[1]):
         return push_to_region(env, args[0], args[1])
@@ -258,7 +258,164 @@ def place_in_drawer(env: Any, obj: str, region: str) -> list[Phase]:
             rotation=lambda e: down,
             timeout=60,
         ),  # fmt: skip
-        *pick_and_place(env, obj, target, release_height=0.015),
+        *deferred(env, lambda e: pick_and_place(e, obj, target, release_height=0.015)),
+    ]
+
+
+def deferred(env: Any, build: Any) -> list[Phase]:
+    """The phases of `build(env)`, but built from the state when the first of them starts (not at
+    reset): a grasp planned after the drawer opened sees the open drawer (as an obstacle) and the
+    hand's yaw after the drawer skill. `build` must return phases of the same shape in any state."""
+    template = build(env)
+    live: list[list[Phase]] = []
+
+    def get(e: Any, i: int) -> Phase:
+        if not live:
+            live.append(build(e))
+        return live[0][i]
+
+    def wrap(i: int, attr: str) -> Any:
+        return lambda e: getattr(get(e, i), attr)(e)
+
+    out = []
+    for i, p in enumerate(template):
+        out.append(
+            Phase(
+                p.name,
+                wrap(i, "target") if p.target is not None else None,
+                p.gripper,
+                tol=p.tol,
+                steps=p.steps,
+                min_steps=p.min_steps,
+                until=wrap(i, "until") if p.until is not None else None,
+                rotation=wrap(i, "rotation") if p.rotation is not None else None,
+                gain=p.gain,
+                max_speed=p.max_speed,
+                timeout=p.timeout,
+            )
+        )
+    return out
+
+
+# -- clearing the drawer's way -------------------------------------------------------------------
+
+CLEAR_MARGIN = 0.012  # m between the object and the open drawer's footprint after the push
+CLEAR_OTHERS = 0.002  # m the pushed object keeps from the other objects' boxes (unless already closer)
+
+
+def _box_gap(lo1: np.ndarray, hi1: np.ndarray, lo2: np.ndarray, hi2: np.ndarray) -> float:
+    """Distance between two xy boxes (negative: overlap depth, the smaller of the two axes)."""
+    d = np.maximum(lo2 - hi1, lo1 - hi2)
+    if np.any(d > 0):
+        return float(np.linalg.norm(np.maximum(d, 0.0)))
+    return float(d.max())
+
+
+def plan_clear_push(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    keep_out: tuple[np.ndarray, np.ndarray],
+    others: list[tuple[np.ndarray, np.ndarray]],
+    finger_start: np.ndarray,
+    base: np.ndarray,
+) -> tuple[np.ndarray, float] | None:
+    """(unit direction, distance) of the shortest straight push (xy) that takes the box [lo, hi] at
+    least CLEAR_MARGIN away from `keep_out` without running into `others`, the pushing finger staying
+    within reach; None when it is clear already or no push works."""
+    if _box_gap(lo, hi, *keep_out) >= CLEAR_MARGIN:
+        return None
+    best: tuple[float, int, np.ndarray, float] | None = None
+    for k, deg in enumerate(range(0, 360, 15)):
+        a = np.deg2rad(deg)
+        u = np.array([np.cos(a), np.sin(a)])
+        for d in np.arange(0.01, 0.121, 0.005):
+            if _box_gap(lo + u * d, hi + u * d, *keep_out) < CLEAR_MARGIN:
+                continue
+            ok = np.linalg.norm(finger_start + u * d - base) <= PUSH_REACH
+            for olo, ohi in others:
+                g0 = _box_gap(lo, hi, olo, ohi)
+                for t in np.linspace(0.0, d, 6)[1:]:
+                    if _box_gap(lo + u * t, hi + u * t, olo, ohi) < min(CLEAR_OTHERS, g0):
+                        ok = False
+            if ok and (best is None or (float(d), k) < best[:2]):
+                best = (float(d), k, u, float(d))
+            break  # the shortest distance for this direction
+    return None if best is None else (best[2], best[3])
+
+
+def clear_drawer_path(env: Any, obj: str, jid: int) -> list[Phase]:
+    """Before opening: if the open drawer would reach over `obj` (a bowl under it cannot be grasped nor
+    lifted), push `obj` out of its footprint with the closed fingers on the inside of its wall."""
+    d = Drawer(env, jid)
+    dlo, dhi = geo.bodies_bounds(env, geo.subtree_bodies(env, d.body))
+    shift = d.open_dir * (d.qpos(env) - DRAWER_TARGET_QPOS)
+    keep_out = (np.minimum(dlo, dlo + shift)[:2], np.maximum(dhi, dhi + shift)[:2])
+    root = env.problem.obj_body_id[obj]
+    lo, hi = geo.bodies_bounds(env, geo.subtree_bodies(env, root))
+    others = []
+    for name in list(env.problem.objects_dict) + list(env.problem.fixtures_dict):
+        if name == obj or "table" in name or name not in env.problem.obj_body_id:
+            continue
+        bodies = geo.subtree_bodies(env, env.problem.obj_body_id[name])
+        if d.body in bodies:  # the cabinet itself
+            continue
+        olo, ohi = geo.bodies_bounds(env, bodies)
+        if np.all(np.isfinite(olo)):
+            others.append((olo[:2], ohi[:2]))
+    center = (lo[:2] + hi[:2]) / 2
+    radius = float(min(hi[0] - lo[0], hi[1] - lo[1]) / 2)
+    reach = radius - 0.012  # finger center from the object's center before it touches the inner wall
+    base = _robot_base_xy(env)
+    plan = plan_clear_push(lo[:2], hi[:2], keep_out, others, center, base)
+    if plan is None:
+        return []
+    u, dist = plan
+    push_z = float(lo[2]) + 0.03  # the fingertips ~2 cm above the floor, against the wall
+    top = float(hi[2])
+    start_xy = center.copy()
+    down = geo.down_frame()
+    hold = lambda e: down  # noqa: E731
+
+    def center_now(e: Any) -> np.ndarray:
+        blo, bhi = geo.bodies_bounds(e, geo.subtree_bodies(e, root))
+        return (blo[:2] + bhi[:2]) / 2
+
+    def contact(e: Any) -> np.ndarray:
+        c = center_now(e) - u * reach
+        return np.array([c[0], c[1], push_z])
+
+    def above(e: Any) -> np.ndarray:
+        return np.array([*(start_xy - u * reach), top + 0.05])
+
+    def push(e: Any) -> np.ndarray:
+        return contact(e) + np.array([*(u * 0.025), 0.0])
+
+    def pushed(e: Any) -> bool:
+        return float((center_now(e) - start_xy) @ u) >= dist
+
+    return [
+        Phase(
+            "clear_above", above, CLOSE, tol=0.0, until=_reached(above, down, 0.015), rotation=hold, timeout=60
+        ),
+        Phase(
+            "clear_down",
+            contact,
+            CLOSE,
+            tol=0.0,
+            until=lambda e: eef_pos(e)[2] < push_z + 0.012,
+            rotation=hold,
+            max_speed=0.6,
+            timeout=30,
+        ),
+        Phase("clear_push", push, CLOSE, tol=0.0, until=pushed, rotation=hold, max_speed=0.4, timeout=40),
+        Phase(
+            "clear_up",
+            latched(lambda e: eef_pos(e) + [0, 0, 0.06]),
+            CLOSE,
+            tol=0.02,
+            rotation=hold,
+            timeout=20,
+        ),
     ]
 
 

@@ -241,23 +241,33 @@ def pick_and_place(
     (world z of the object's bottom while carrying) defaults to a height that clears the scene
     between the object and the target.
     """
-    start = body_pos(env, obj)
-    lo, hi = bounds(env, obj)
-    bottom_offset = start[2] - lo[2]  # body origin above the object's lowest point
-    grasp = _grasp_plan(env, obj, lo, hi, np.asarray(place_target(env), dtype=np.float64))
-    rot = yaw_rotation(grasp["yaw"]) @ DOWN
-    grasp_offset = grasp["point"] - start  # eef - object origin at the grasp (world frame)
     state: dict[str, Any] = {}
 
-    def rotation(_: Any) -> np.ndarray:
-        return rot
+    def plan(e: Any) -> dict[str, Any]:
+        """The grasp, planned from the state when the skill starts (not when the plan is built, so
+        that it composes after other skills, e.g. opening the drawer the object goes into)."""
+        if "grasp" not in state:
+            start = body_pos(e, obj)
+            lo, hi = bounds(e, obj)
+            grasp = _grasp_plan(e, obj, lo, hi, np.asarray(place_target(e), dtype=np.float64))
+            state.update(
+                grasp=grasp,
+                lo=lo,
+                bottom_offset=start[2] - lo[2],  # body origin above the object's lowest point
+                rot=yaw_rotation(grasp["yaw"]) @ DOWN,
+                grasp_offset=grasp["point"] - start,  # eef - object origin at the grasp (world frame)
+            )
+        return state
+
+    def rotation(e: Any) -> np.ndarray:
+        return plan(e)["rot"]
 
     def grasp_point(e: Any) -> np.ndarray:
-        return body_pos(e, obj) + grasp_offset
+        return body_pos(e, obj) + plan(e)["grasp_offset"]
 
     def pre_grasp(e: Any) -> np.ndarray:
         p = grasp_point(e)
-        p[2] = max(p[2] + PRE_GRASP, grasp["top"] + 0.03)
+        p[2] = max(p[2] + PRE_GRASP, plan(e)["grasp"]["top"] + 0.03)
         return p
 
     def held_offset(e: Any) -> np.ndarray:
@@ -279,26 +289,26 @@ def pick_and_place(
                 top = _scene_top(
                     e, {obj}, np.minimum(here[:2], t[:2]) - 0.06, np.maximum(here[:2], t[:2]) + 0.06
                 )
-                state["carry"] = max(top + CLEARANCE, t[2] + release_height + 0.03, lo[2] + 0.05)
+                state["carry"] = max(top + CLEARANCE, t[2] + release_height + 0.03, state["lo"][2] + 0.05)
         return state["carry"]
 
     def lift(e: Any) -> np.ndarray:
         if "lift_xy" not in state:
             state["lift_xy"] = eef_pos(e)[:2].copy()
         off = held_offset(e)
-        return np.array([*state["lift_xy"], carry_z(e) + bottom_offset + off[2]])
+        return np.array([*state["lift_xy"], carry_z(e) + state["bottom_offset"] + off[2]])
 
     def above_target(e: Any) -> np.ndarray:
         off = held_offset(e)
         p = np.asarray(place_target(e), dtype=np.float64) + off
-        p[2] = carry_z(e) + bottom_offset + off[2]
+        p[2] = carry_z(e) + state["bottom_offset"] + off[2]
         return p
 
     def lower(e: Any) -> np.ndarray:
         t = np.asarray(place_target(e), dtype=np.float64)
         off = held_offset(e)
         p = t + off
-        p[2] = t[2] + release_height + bottom_offset + off[2]
+        p[2] = t[2] + release_height + state["bottom_offset"] + off[2]
         return p
 
     def retreat(e: Any) -> np.ndarray:
@@ -312,7 +322,7 @@ def pick_and_place(
             pre_grasp,
             OPEN,
             tol=0.0,
-            until=_reached(pre_grasp, rot, 0.02, 0.08),
+            until=_reached(pre_grasp, rotation, 0.02, 0.08),
             rotation=rotation,
             timeout=80,
         ),
@@ -327,14 +337,14 @@ def pick_and_place(
 
 
 def _reached(
-    target: Callable[[Any], np.ndarray], rot: np.ndarray, tol: float, rot_tol: float
+    target: Callable[[Any], np.ndarray], rot: Callable[[Any], np.ndarray], tol: float, rot_tol: float
 ) -> Callable[[Any], bool]:
     """`until`: the eef is within `tol` (m) of `target(env)` and `rot_tol` (rad) of `rot`."""
 
     def until(env: Any) -> bool:
         if np.linalg.norm(target(env) - eef_pos(env)) >= tol:
             return False
-        return float(np.linalg.norm(rotation_error(quat_xyzw_to_mat(eef_quat(env)), rot))) < rot_tol
+        return float(np.linalg.norm(rotation_error(quat_xyzw_to_mat(eef_quat(env)), rot(env)))) < rot_tol
 
     return until
 
@@ -433,8 +443,10 @@ def support_point(env: Any, obj: str, point: np.ndarray, radius: float = 0.02) -
     return p
 
 
-def _target_fn(env: Any, obj: str, target: str) -> tuple[Callable[[Any], np.ndarray], float] | None:
-    """(place_target, release_height) for a goal's second argument: an object or a site."""
+def place_target_for(env: Any, obj: str, target: str) -> tuple[Callable[[Any], np.ndarray], float] | None:
+    """(place_target, release_height) for putting `obj` on/in `target`, a goal's second argument: an
+    object (its body origin's xy) or a BDDL site/region (its center's xy), at the height of the
+    surface found there; None if `target` is neither."""
     problem = env.problem
     if target in problem.object_sites_dict:
 
@@ -458,7 +470,7 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
     _, obj, target = predicate
     if obj not in env.problem.objects_dict:
         return None
-    found = _target_fn(env, obj, target)
+    found = place_target_for(env, obj, target)
     if found is None:
         return None
     place_target, release_height = found
