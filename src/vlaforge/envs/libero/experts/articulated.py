@@ -53,7 +53,7 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
         joints = geo.joints_of(env, args[1])
         if len(joints) == 1 and geo.joint_type(env, geo.joint_id(env, joints[0])) == geo.SLIDE:
             jid = geo.joint_id(env, joints[0])
-            return clear_drawer_path(env, args[0], jid) + drawer_open(env, jid) + place_in_drawer(env, *args)
+            return drawer_open(env, jid) + place_in_drawer(env, *args)
         return None
     if kind == "on" and len(args) == 2 and args[0].startswith("plate") and _is_table_region(env, args[1]):
         return push_to_region(env, args[0], args[1])
@@ -227,10 +227,9 @@ def drawer_close(env: Any, jid: int) -> list[Phase]:
 
 
 def place_in_drawer(env: Any, obj: str, region: str) -> list[Phase]:
-    """After `drawer_open`: turn the hand back to pointing down above the open drawer, then pick `obj`
-    and put it on the drawer's floor under the region's center (pick_place.pick_and_place)."""
-    from vlaforge.envs.libero.experts.pick_place import pick_and_place
-
+    """After `drawer_open`: turn the hand back to pointing down in front of the open drawer, then (planned
+    when it starts, `deferred`) pick `obj` and put it on the drawer's floor under the region's center
+    (`bowl_into_drawer`)."""
     d = Drawer(env, geo.joint_id(env, geo.joints_of(env, region)[0]))
     # the floor: the drawer geom with the largest horizontal footprint
     footprints = []
@@ -254,11 +253,213 @@ def place_in_drawer(env: Any, obj: str, region: str) -> list[Phase]:
             clear,
             OPEN,
             tol=0.0,
-            until=_reached(clear, down, 0.03, 0.15),
+            until=_reached(clear, down, 0.04, 0.3),
             rotation=lambda e: down,
-            timeout=60,
+            timeout=40,
         ),  # fmt: skip
-        *deferred(env, lambda e: pick_and_place(e, obj, target, release_height=0.015)),
+        *deferred(env, lambda e: bowl_into_drawer(e, obj, target)),
+    ]
+
+
+# -- picking from under the open drawer ----------------------------------------------------------
+
+COLUMN = 0.4  # m above the entry point that the open hand's vertical approach must find free
+ESCAPE_MARGIN = 0.015  # m between the carried bowl and what overhangs it after sliding out
+SIDE_MARGIN = 0.004  # m the sliding bowl keeps from what stands beside it (unless closer already)
+DRAWER_CLEARANCE = 0.03  # m between the carried object's bottom and what it passes over
+RIM_DEPTH = 0.024  # eef below the bowl's rim
+SKEWS = (0, 15, -15, 30, -30, 45, -45)  # degrees between the finger axis and the rim's radius
+HELD_SLACK = np.array([0.07, 0.07, 0.03])  # m the bowl may swing in the hand and still be followed
+SLIDE_LIFT = 0.006  # m the bowl is raised while it slides out
+
+
+def _box_xy(obstacles: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Axis-aligned xy bounds (lo, hi) and bottom z of each obstacle box."""
+    ext = np.einsum("nij,nj->ni", np.abs(obstacles.rot), obstacles.half)
+    lo, hi = obstacles.center - ext, obstacles.center + ext
+    return lo[:, :2], hi[:, :2], lo[:, 2]
+
+
+def _disk_gap(c: np.ndarray, r: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Distance between the disk (c, r) and each xy box [lo, hi] (negative: overlap)."""
+    d = np.maximum(lo - c, c - hi)
+    outside = np.linalg.norm(np.maximum(d, 0.0), axis=1)
+    return np.where(np.any(d > 0, axis=1), outside, d.max(axis=1)) - r
+
+
+def plan_escape(
+    c: np.ndarray, r: float, over: tuple[np.ndarray, np.ndarray], beside: tuple[np.ndarray, np.ndarray]
+) -> list[np.ndarray]:
+    """Horizontal shifts (xy), shortest first, that take the disk (c, r) ESCAPE_MARGIN away from every
+    box of `over` (what overhangs it) without sliding into the boxes of `beside` (closer than
+    SIDE_MARGIN, or than now if closer already); [zero] when nothing overhangs it."""
+    if len(over[0]) == 0 or _disk_gap(c, r, *over).min() >= ESCAPE_MARGIN:
+        return [np.zeros(2)]
+    g0 = _disk_gap(c, r, *beside)
+    found: list[tuple[float, int, np.ndarray]] = []
+    for k, deg in enumerate(range(0, 360, 10)):
+        u = np.array([np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))])
+        for dist in np.arange(0.01, 0.121, 0.005):
+            if _disk_gap(c + u * dist, r, *over).min() < ESCAPE_MARGIN:
+                continue
+            ok = True
+            for t in np.linspace(0.0, dist, 8)[1:]:
+                if len(g0) and (_disk_gap(c + u * t, r, *beside) < np.minimum(g0, SIDE_MARGIN)).any():
+                    ok = False
+            if ok:
+                found.append((float(dist), k, u * dist))
+            break
+    return [v for _, _, v in sorted(found, key=lambda f: f[:2])]
+
+
+def bowl_into_drawer(env: Any, obj: str, place_target: Any) -> list[Phase]:
+    """Pick `obj` (a bowl, by its rim) from where an open drawer may overhang it and put it into the
+    drawer. The open hand comes down where its vertical column is free (beside the bowl, shifted by
+    the bowl's escape: the shortest slide that takes it out from under the drawer), moves in low to a
+    rim point, grasps, slides the bowl out by the same shift, lifts it above the drawer, carries it
+    above `place_target` (the drawer floor under the region's center) and lets go just above it."""
+    from vlaforge.envs.libero.experts.base import yaw_rotation
+    from vlaforge.envs.libero.experts.pick_place import (
+        DOWN,
+        FINGERS,
+        PALM,
+        Obstacles,
+        _choose_yaw,
+        _eef_yaw,
+        _gripper_frame,
+        _gripper_settled,
+        _half_turn,
+        _hand_raise,
+        _others,
+        bounds,
+        geom_boxes,
+    )
+
+    obstacles = Obstacles([b for name in _others(env, {obj}) for b in geom_boxes(env, name)])
+    lo, hi = bounds(env, obj)
+    start = body_pos(env, obj)
+    place = np.asarray(place_target(env), dtype=np.float64)
+    top = float(hi[2])
+    now = _eef_yaw(env)
+    mid = (lo + hi) / 2
+    radius = min(hi[0] - lo[0], hi[1] - lo[1]) / 2
+
+    olo, ohi, obot = _box_xy(obstacles)
+    above = obot > top + 0.005
+    beside = (obot < top + 0.02) & (obot > lo[2] + 0.003)
+    escapes = plan_escape(mid[:2], radius, (olo[above], ohi[above]), (olo[beside], ohi[beside]))[:6]
+
+    def column_free(p: np.ndarray, yaw: float) -> bool:
+        frame = _gripper_frame(yaw)
+        for lo_, hi_ in (PALM, *FINGERS):
+            hi_ = hi_ + np.array([0.0, 0.0, COLUMN])
+            if obstacles.overlapping(p + frame @ ((lo_ + hi_) / 2), frame, (hi_ - lo_) / 2).any():
+                return False
+        return True
+
+    shift = np.array([*escapes[0], 0.0]) if escapes else np.zeros(3)
+    best = None
+    for deg in range(0, 360, 15):
+        a = np.deg2rad(deg)
+        u = np.array([np.cos(a), np.sin(a)])
+        for inset in (0.0, 0.006):
+            r = radius - 0.006 - inset
+            p = np.array([mid[0] + u[0] * r, mid[1] + u[1] * r, top - RIM_DEPTH])
+            for skew in SKEWS:  # the fingers may pinch the wall obliquely where the palm must turn away
+                yaw = a - np.pi / 2 + np.deg2rad(skew)
+                key = (
+                    0 if column_free(p, yaw) else 1,
+                    round(_hand_raise(obstacles, p, yaw), 3),
+                    abs(skew),
+                    inset + 0.001 * u[0] + 0.002 * _half_turn(yaw - now),
+                )
+                if best is None or key < best[0]:
+                    best = (key, yaw, p)
+    assert best is not None
+    _, yaw, point = best
+    yaw = _choose_yaw(env, yaw, [point, place])
+    rot = yaw_rotation(yaw) @ DOWN
+    grasp_offset = point - start
+    bottom_offset = start[2] - lo[2]
+
+    # carry height: above everything the bowl passes over from the escaped spot to the target
+    c0 = mid[:2] + shift[:2]
+    over_top = float(lo[2])
+    for t in np.linspace(0.0, 1.0, 11):
+        hit = _disk_gap(c0 + (place[:2] - c0) * t, radius + 0.01, olo, ohi) < 0
+        if hit.any():
+            over_top = max(over_top, float(obstacles.top[hit].max()))
+    carry_bottom = max(over_top + DRAWER_CLEARANCE, place[2] + 0.05)
+    fixed = lambda e: rot  # noqa: E731
+    state: dict[str, Any] = {}
+
+    def grasp_pt(e: Any) -> np.ndarray:
+        return body_pos(e, obj) + grasp_offset
+
+    def entry(e: Any) -> np.ndarray:
+        return grasp_pt(e) + np.array([0.0, 0.0, 0.015])
+
+    # the open hand goes over at a height that clears what lies between it and the grasp (the drawer)
+    here = eef_pos(env)[:2]
+    pad = float(np.abs(PALM[0][1]))
+    over_hand = float(top + 0.04)
+    for t in np.linspace(0.0, 1.0, 11):
+        c = here + (point[:2] - here) * t
+        hit = _disk_gap(c, pad, olo, ohi) < 0
+        if hit.any():
+            over_hand = max(over_hand, float(obstacles.top[hit].max()) + 0.025)
+
+    def pre(e: Any) -> np.ndarray:
+        p = entry(e)
+        p[2] = max(p[2] + 0.06, over_hand)
+        return p
+
+    def held(e: Any) -> np.ndarray:
+        if "offset" not in state:
+            state["offset"] = eef_pos(e) - body_pos(e, obj)
+        return np.clip(
+            eef_pos(e) - body_pos(e, obj), state["offset"] - HELD_SLACK, state["offset"] + HELD_SLACK
+        )
+
+    def slide(e: Any) -> np.ndarray:
+        if "anchor" not in state:
+            state["anchor"] = eef_pos(e).copy()
+        return state["anchor"] + shift + np.array([0.0, 0.0, SLIDE_LIFT])
+
+    def lift(e: Any) -> np.ndarray:
+        p = slide(e)
+        p[2] = carry_bottom + bottom_offset + held(e)[2]
+        return p
+
+    def over(e: Any) -> np.ndarray:
+        p = np.asarray(place_target(e), dtype=np.float64) + held(e)
+        p[2] = carry_bottom + bottom_offset + held(e)[2]
+        return p
+
+    def lower(e: Any) -> np.ndarray:
+        t = np.asarray(place_target(e), dtype=np.float64)
+        p = t + held(e)
+        p[2] = t[2] + 0.012 + bottom_offset + held(e)[2]
+        return p
+
+    def retreat(e: Any) -> np.ndarray:
+        if "release" not in state:
+            state["release"] = eef_pos(e).copy()
+        return state["release"] + np.array([0.0, 0.0, 0.08])
+
+    return [
+        Phase(
+            "bowl_above", pre, OPEN, tol=0.0, until=_reached(pre, rot, 0.02, 0.1), rotation=fixed, timeout=70
+        ),
+        Phase("bowl_down", entry, OPEN, tol=0.008, rotation=fixed, timeout=40),
+        Phase("bowl_in", grasp_pt, OPEN, tol=0.006, rotation=fixed, max_speed=0.4, timeout=20),
+        Phase("bowl_grasp", None, CLOSE, until=_gripper_settled(), timeout=14, rotation=fixed),
+        Phase("bowl_slide", slide, CLOSE, tol=0.01, rotation=fixed, max_speed=0.5, timeout=30),
+        Phase("bowl_lift", lift, CLOSE, tol=0.02, rotation=fixed, timeout=40),
+        Phase("bowl_carry", over, CLOSE, tol=0.015, rotation=fixed, timeout=50),
+        Phase("bowl_lower", lower, CLOSE, tol=0.01, rotation=fixed, max_speed=0.6, timeout=35),
+        Phase("bowl_release", None, OPEN, steps=6, rotation=fixed),
+        Phase("bowl_retreat", retreat, OPEN, tol=0.02, rotation=fixed, timeout=30),
     ]
 
 
@@ -295,128 +496,6 @@ def deferred(env: Any, build: Any) -> list[Phase]:
             )
         )
     return out
-
-
-# -- clearing the drawer's way -------------------------------------------------------------------
-
-CLEAR_MARGIN = 0.012  # m between the object and the open drawer's footprint after the push
-CLEAR_OTHERS = 0.002  # m the pushed object keeps from the other objects' boxes (unless already closer)
-
-
-def _box_gap(lo1: np.ndarray, hi1: np.ndarray, lo2: np.ndarray, hi2: np.ndarray) -> float:
-    """Distance between two xy boxes (negative: overlap depth, the smaller of the two axes)."""
-    d = np.maximum(lo2 - hi1, lo1 - hi2)
-    if np.any(d > 0):
-        return float(np.linalg.norm(np.maximum(d, 0.0)))
-    return float(d.max())
-
-
-def plan_clear_push(
-    lo: np.ndarray,
-    hi: np.ndarray,
-    keep_out: tuple[np.ndarray, np.ndarray],
-    others: list[tuple[np.ndarray, np.ndarray]],
-    finger_start: np.ndarray,
-    base: np.ndarray,
-) -> tuple[np.ndarray, float] | None:
-    """(unit direction, distance) of the shortest straight push (xy) that takes the box [lo, hi] at
-    least CLEAR_MARGIN away from `keep_out` without running into `others`, the pushing finger staying
-    within reach; None when it is clear already or no push works."""
-    if _box_gap(lo, hi, *keep_out) >= CLEAR_MARGIN:
-        return None
-    best: tuple[float, int, np.ndarray, float] | None = None
-    for k, deg in enumerate(range(0, 360, 15)):
-        a = np.deg2rad(deg)
-        u = np.array([np.cos(a), np.sin(a)])
-        for d in np.arange(0.01, 0.121, 0.005):
-            if _box_gap(lo + u * d, hi + u * d, *keep_out) < CLEAR_MARGIN:
-                continue
-            ok = np.linalg.norm(finger_start + u * d - base) <= PUSH_REACH
-            for olo, ohi in others:
-                g0 = _box_gap(lo, hi, olo, ohi)
-                for t in np.linspace(0.0, d, 6)[1:]:
-                    if _box_gap(lo + u * t, hi + u * t, olo, ohi) < min(CLEAR_OTHERS, g0):
-                        ok = False
-            if ok and (best is None or (float(d), k) < best[:2]):
-                best = (float(d), k, u, float(d))
-            break  # the shortest distance for this direction
-    return None if best is None else (best[2], best[3])
-
-
-def clear_drawer_path(env: Any, obj: str, jid: int) -> list[Phase]:
-    """Before opening: if the open drawer would reach over `obj` (a bowl under it cannot be grasped nor
-    lifted), push `obj` out of its footprint with the closed fingers on the inside of its wall."""
-    d = Drawer(env, jid)
-    dlo, dhi = geo.bodies_bounds(env, geo.subtree_bodies(env, d.body))
-    shift = d.open_dir * (d.qpos(env) - DRAWER_TARGET_QPOS)
-    keep_out = (np.minimum(dlo, dlo + shift)[:2], np.maximum(dhi, dhi + shift)[:2])
-    root = env.problem.obj_body_id[obj]
-    lo, hi = geo.bodies_bounds(env, geo.subtree_bodies(env, root))
-    others = []
-    for name in list(env.problem.objects_dict) + list(env.problem.fixtures_dict):
-        if name == obj or "table" in name or name not in env.problem.obj_body_id:
-            continue
-        bodies = geo.subtree_bodies(env, env.problem.obj_body_id[name])
-        if d.body in bodies:  # the cabinet itself
-            continue
-        olo, ohi = geo.bodies_bounds(env, bodies)
-        if np.all(np.isfinite(olo)):
-            others.append((olo[:2], ohi[:2]))
-    center = (lo[:2] + hi[:2]) / 2
-    radius = float(min(hi[0] - lo[0], hi[1] - lo[1]) / 2)
-    reach = radius - 0.012  # finger center from the object's center before it touches the inner wall
-    base = _robot_base_xy(env)
-    plan = plan_clear_push(lo[:2], hi[:2], keep_out, others, center, base)
-    if plan is None:
-        return []
-    u, dist = plan
-    push_z = float(lo[2]) + 0.03  # the fingertips ~2 cm above the floor, against the wall
-    top = float(hi[2])
-    start_xy = center.copy()
-    down = geo.down_frame()
-    hold = lambda e: down  # noqa: E731
-
-    def center_now(e: Any) -> np.ndarray:
-        blo, bhi = geo.bodies_bounds(e, geo.subtree_bodies(e, root))
-        return (blo[:2] + bhi[:2]) / 2
-
-    def contact(e: Any) -> np.ndarray:
-        c = center_now(e) - u * reach
-        return np.array([c[0], c[1], push_z])
-
-    def above(e: Any) -> np.ndarray:
-        return np.array([*(start_xy - u * reach), top + 0.05])
-
-    def push(e: Any) -> np.ndarray:
-        return contact(e) + np.array([*(u * 0.025), 0.0])
-
-    def pushed(e: Any) -> bool:
-        return float((center_now(e) - start_xy) @ u) >= dist
-
-    return [
-        Phase(
-            "clear_above", above, CLOSE, tol=0.0, until=_reached(above, down, 0.015), rotation=hold, timeout=60
-        ),
-        Phase(
-            "clear_down",
-            contact,
-            CLOSE,
-            tol=0.0,
-            until=lambda e: eef_pos(e)[2] < push_z + 0.012,
-            rotation=hold,
-            max_speed=0.6,
-            timeout=30,
-        ),
-        Phase("clear_push", push, CLOSE, tol=0.0, until=pushed, rotation=hold, max_speed=0.4, timeout=40),
-        Phase(
-            "clear_up",
-            latched(lambda e: eef_pos(e) + [0, 0, 0.06]),
-            CLOSE,
-            tol=0.02,
-            rotation=hold,
-            timeout=20,
-        ),
-    ]
 
 
 def latched(fn: Any) -> Any:

@@ -289,7 +289,11 @@ def pick_and_place(
                 top = _scene_top(
                     e, {obj}, np.minimum(here[:2], t[:2]) - 0.06, np.maximum(here[:2], t[:2]) + 0.06
                 )
-                state["carry"] = max(top + CLEARANCE, t[2] + release_height + 0.03, state["lo"][2] + 0.05)
+                carry = max(top + CLEARANCE, t[2] + release_height + 0.03, state["lo"][2] + 0.05)
+                # the palm (wider than the object) must pass over everything on the way as well
+                off = held_offset(e)
+                palm_top = _path_top(e, obj, eef_pos(e), t + off, plan(e)["grasp"]["yaw"])
+                state["carry"] = max(carry, palm_top + 0.01 - PALM[0][2] - state["bottom_offset"] - off[2])
         return state["carry"]
 
     def lift(e: Any) -> np.ndarray:
@@ -328,12 +332,34 @@ def pick_and_place(
         ),
         Phase("descend", grasp_point, OPEN, tol=0.006, rotation=rotation, max_speed=0.6, timeout=40),
         Phase("grasp", None, CLOSE, until=_gripper_settled(), timeout=16, rotation=rotation),
-        Phase("lift", lift, CLOSE, tol=0.02, rotation=rotation, timeout=60),
-        Phase("carry", above_target, CLOSE, tol=0.015, rotation=rotation, timeout=80),
+        Phase("lift", lift, CLOSE, tol=0.02, until=_stalled(lift, 0.04), rotation=rotation, timeout=60),
+        Phase(
+            "carry",
+            above_target,
+            CLOSE,
+            tol=0.015,
+            until=_stalled(above_target, 0.03),
+            rotation=rotation,
+            timeout=80,
+        ),
         Phase("lower", lower, CLOSE, tol=0.01, rotation=rotation, max_speed=0.6, timeout=40),
         Phase("release", None, OPEN, steps=6, rotation=rotation),
         Phase("retreat", retreat, OPEN, tol=0.02, rotation=rotation, timeout=30),
     ]
+
+
+def _path_top(env: Any, obj: str, start: np.ndarray, end: np.ndarray, yaw: float) -> float:
+    """Highest obstacle (not `obj`) under the palm's footprint along the straight eef path."""
+    obstacles = Obstacles([b for name in _others(env, {obj}) for b in geom_boxes(env, name)])
+    frame = _gripper_frame(yaw)
+    half = np.array([(PALM[1][0] - PALM[0][0]) / 2, (PALM[1][1] - PALM[0][1]) / 2, 5.0])
+    top = -np.inf
+    for f in np.linspace(0.0, 1.0, 9):
+        center = start + f * (end - start)
+        hit = obstacles.overlapping(np.array([center[0], center[1], 0.0]), frame, half)
+        if hit.any():
+            top = max(top, float(obstacles.top[hit].max()))
+    return top
 
 
 def _reached(
@@ -345,6 +371,22 @@ def _reached(
         if np.linalg.norm(target(env) - eef_pos(env)) >= tol:
             return False
         return float(np.linalg.norm(rotation_error(quat_xyzw_to_mat(eef_quat(env)), rot(env)))) < rot_tol
+
+    return until
+
+
+def _stalled(target: Callable[[Any], np.ndarray], tol: float, steps: int = 3) -> Callable[[Any], bool]:
+    """`until`: the eef is within `tol` of `target(env)` but has stopped getting closer (it moved
+    less than 2 mm per step for `steps` steps), e.g. at the edge of the arm's reach."""
+    state: dict[str, Any] = {"last": None, "n": 0}
+
+    def until(env: Any) -> bool:
+        p = eef_pos(env)
+        last, state["last"] = state["last"], p
+        slow = last is not None and np.linalg.norm(p - last) < 0.002
+        near = np.linalg.norm(target(env) - p) < tol
+        state["n"] = state["n"] + 1 if slow and near else 0
+        return state["n"] >= steps
 
     return until
 
@@ -382,9 +424,7 @@ def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.nd
             for inset in (0.0, 0.006):  # the eef a little inside the wall brings the outer finger in
                 r = radius - inset
                 p = np.array([mid[0] + u[0] * r, mid[1] + u[1] * r, top - BOWL_GRASP_DEPTH])
-                candidates.append(
-                    (a - np.pi / 2, p, inset + 0.001 * u[0] + 0.002 * _half_turn(a - np.pi / 2 - now))
-                )
+                candidates.append((a - np.pi / 2, p, inset + 0.001 * u[0]))
     else:
         pts = collision_points(env, obj)[:, :2]
         z = max(lo[2] + MIN_EEF_ABOVE_BOTTOM, min(top - TOP_GRASP_DEPTH, (lo[2] + top) / 2))

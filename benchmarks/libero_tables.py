@@ -1,0 +1,87 @@
+"""Markdown tables for benchmarks/README.md from the LIBERO result files (nothing typed by hand).
+
+    python benchmarks/libero_tables.py
+
+Reads results/libero_experts.json (bench_libero_experts.py), results/libero_env.json
+(bench_libero_env.py), results/libero/<name>/eval.json (vlaforge eval --out) and
+results/libero_language_*.json (bench_libero_language.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _wilson(k: int, n: int) -> str:
+    from vlaforge.eval.stats import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    return f"{100 * k / max(1, n):.1f} % ({100 * lo:.0f}–{100 * hi:.0f})"
+
+
+def experts() -> None:
+    path = RESULTS / "libero_experts.json"
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())["tasks"]
+    suites: dict[str, list[dict]] = {}
+    for task, row in data.items():
+        if row["split"] == "eval":
+            suites.setdefault(task.split("/")[0], []).append(row)
+    print("| suite | task | expert success (official initial states) |\n|---|---|---|")
+    for suite, rows in sorted(suites.items()):
+        for r in rows:
+            print(f"| {suite} | {r['task'].split('/')[1]} | {r['successes']}/{r['episodes']} |")
+        k, n = sum(r["successes"] for r in rows), sum(r["episodes"] for r in rows)
+        print(f"| **{suite}** | **{len(rows)} tasks** | **{_wilson(k, n)}** |")
+    print()
+
+
+def env_speed() -> None:
+    path = RESULTS / "libero_env.json"
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    print(f"`{data['command']}` — task {data['task']}, 1-min load {data['load_1min']:.2f}\n")
+    print("| configuration | ms per control step | env build (s) |\n|---|---:|---:|")
+    for name, r in data["rows"].items():
+        build = f"{r['build_s']:.1f}" if "build_s" in r else ""
+        print(f"| {name} | {r['step_ms']:.1f} | {build} |")
+    print()
+
+
+def evals() -> None:
+    for path in sorted((RESULTS / "libero").glob("*/eval.json")):
+        data = json.loads(path.read_text())
+        tasks = data["tasks"]
+        print(f"**{path.parent.name}** — {data['config'].get('policy')}, "
+              f"{data['config']['episodes']} episodes per task (official initial states "
+              f"{data['config']['seeds'][0]}–{data['config']['seeds'][1]})\n")  # fmt: skip
+        print("| task | success |\n|---|---|")
+        k = n = 0
+        for name, t in tasks.items():
+            print(f"| {name.split('/')[1]} | {t['successes']}/{t['episodes']} |")
+            k, n = k + t["successes"], n + t["episodes"]
+        print(f"| **mean** | **{_wilson(k, n)}** |\n")
+
+
+def language() -> None:
+    for path in sorted(RESULTS.glob("libero_language_*.json")):
+        data = json.loads(path.read_text())
+        print(f"`{data['command']}`\n")
+        print("| condition | success (own goal) | did the instructed task instead |\n|---|---|---|")
+        for cond, r in data["conditions"].items():
+            other = r.get("did_instructed_task")
+            other_s = _wilson(other, r["episodes"]) if other is not None else ""
+            print(f"| {cond} | {_wilson(r['successes'], r['episodes'])} | {other_s} |")
+        print()
+
+
+if __name__ == "__main__":
+    experts()
+    env_speed()
+    evals()
+    language()
