@@ -321,6 +321,7 @@ def pick_and_place(
         return state["release"] + np.array([0.0, 0.0, 0.08])
 
     return [
+        Phase("settle", None, OPEN, until=_at_rest(obj), timeout=40),
         Phase(
             "approach",
             pre_grasp,
@@ -371,6 +372,20 @@ def _reached(
         if np.linalg.norm(target(env) - eef_pos(env)) >= tol:
             return False
         return float(np.linalg.norm(rotation_error(quat_xyzw_to_mat(eef_quat(env)), rot(env)))) < rot_tol
+
+    return until
+
+
+def _at_rest(obj: str) -> Callable[[Any], bool]:
+    """`until`: `obj` is not moving (some sampled layouts drop it from above its support)."""
+
+    def until(env: Any) -> bool:
+        joints = getattr(env.problem.get_object(obj), "joints", None) or []
+        for joint in joints:
+            qvel = np.asarray(env.sim.data.get_joint_qvel(joint))
+            if np.linalg.norm(qvel[:3]) > 0.02:
+                return False
+        return True
 
     return until
 
