@@ -22,20 +22,13 @@ import numpy as np  # noqa: E402
 
 from vlaforge.envs.configs import N_CONFIGS, config_fingerprint, split_seed, task_configs  # noqa: E402
 from vlaforge.envs.instructions import instruction_for_seed  # noqa: E402
-from vlaforge.envs.render import CameraRenderer  # noqa: E402
+from vlaforge.envs.render import CameraRenderer, image_size_pair  # noqa: E402
 from vlaforge.envs.tasks import canonical_task  # noqa: E402
 from vlaforge.types import Observation  # noqa: E402
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
 DEFAULT_CAMERAS = ("corner", "gripper")
-
-
-def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s >= 16 for s in size):
-        raise ValueError(f"image_size must be an int or (height, width) of ints >= 16, got {image_size!r}")
-    return int(size[0]), int(size[1])
 
 
 class MetaWorldEnv:
@@ -65,7 +58,7 @@ class MetaWorldEnv:
         self.split = split
         self._configs = task_configs(self.task, split)  # validates split
         self.benchmark_seed = split_seed(split)
-        size = _image_size(image_size)
+        size = image_size_pair(image_size)
         cameras = list(cameras)
         if len(set(cameras)) != len(cameras):
             raise ValueError(f"cameras has duplicates: {cameras}")

@@ -60,6 +60,14 @@ CAMERAS: dict[str, CameraDef] = {
 }
 
 
+def image_size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """An env's `image_size` argument (N or (height, width), each >= 16) as (height, width)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s >= 16 for s in size):
+        raise ValueError(f"image_size must be an int or (height, width) of ints >= 16, got {image_size!r}")
+    return int(size[0]), int(size[1])
+
+
 def _gl_context(width: int, height: int) -> Any:
     """A GL context for the backend named by MUJOCO_GL (egl | osmesa | glfw), made current."""
     backend = os.environ.get("MUJOCO_GL", "egl").strip().lower() or "egl"

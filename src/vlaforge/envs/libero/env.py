@@ -51,7 +51,7 @@ from vlaforge.envs.libero.suites import (  # noqa: E402
     max_steps_for,
     quiet_robosuite,
 )
-from vlaforge.envs.render import CameraDef, CameraRenderer  # noqa: E402
+from vlaforge.envs.render import CameraDef, CameraRenderer, image_size_pair  # noqa: E402
 from vlaforge.types import Observation  # noqa: E402
 
 CAMERAS: dict[str, CameraDef] = {
@@ -120,13 +120,6 @@ def _control_env_class() -> Any:
     return ControlEnv
 
 
-def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s >= 16 for s in size):
-        raise ValueError(f"image_size must be an int or (height, width) of ints >= 16, got {image_size!r}")
-    return int(size[0]), int(size[1])
-
-
 class LiberoEnv:
     """One LIBERO task as a vlaforge `Env`.
 
@@ -162,7 +155,7 @@ class LiberoEnv:
         self.task = self.spec_task.full_name
         self.suite = self.spec_task.suite
         self.split = split
-        size = _image_size(image_size)
+        size = image_size_pair(image_size)
         cameras = list(cameras)
         unknown = [c for c in cameras if c not in CAMERAS]
         if unknown or not cameras or len(set(cameras)) != len(cameras):
