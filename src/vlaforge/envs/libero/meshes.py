@@ -4,8 +4,8 @@ LIBERO's scenes draw ~250k triangles (a 42k-triangle bowl, a 33k-triangle robot 
 Panda's ~130k) for 128-pixel frames. On llvmpipe (Mesa's CPU rasteriser) the cost is per vertex,
 not per pixel: a 32 px frame costs as much as a 128 px one, ~35-45 ms per camera. Clustering each
 mesh's vertices on a grid over its bounding box (coarse for the arm, finer for what the wrist camera
-sees up close) and dropping the triangles that collapse leaves ~40k triangles and ~8-10 ms per
-camera (`benchmarks/bench_libero_env.py`).
+sees up close) and dropping the triangles that collapse leaves ~55k triangles and ~12 ms per
+camera at 128 px (`benchmarks/bench_libero_env.py`, benchmarks/README.md).
 
 Only a *copy* used by the GL context changes: physics, contacts and poses use the original model.
 Triangle corners keep their original normal and texture-coordinate indices.
