@@ -25,6 +25,7 @@ RESULTS = Path(__file__).parent / "results" / "libero_experts.json"
 def run_task(task: str, episodes: int, split: str, verbose: bool) -> dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from vlaforge.envs.libero.env import LiberoEnv
+    from vlaforge.envs.record import run_expert_episode
 
     env = LiberoEnv(task, split=split, cameras=("image",), image_size=32)
     env.render_images = False
@@ -32,24 +33,13 @@ def run_task(task: str, episodes: int, split: str, verbose: bool) -> dict:
     start = time.perf_counter()
     try:
         for k in range(episodes):
-            env.reset(k)
-            success, steps = False, 0
-            while steps < env.max_steps:
-                _, _, done, info = env.step(env.expert_action())
-                steps += 1
-                if info["success"]:
-                    success = True
-                    break
-                if done:
-                    break
-            outcomes.append(success)
-            lengths.append(steps)
+            result = run_expert_episode(env, k, steps_after_success=0, keep_frames=False)
+            outcomes.append(result.success)
+            lengths.append(result.length)
             phases.append(env._expert.phase if env._expert is not None else "?")
             if verbose:
-                print(
-                    f"{task} seed {k}: {'ok ' if success else 'FAIL'} steps {steps} phase {phases[-1]}",
-                    flush=True,
-                )
+                state = "ok " if result.success else "FAIL"
+                print(f"{task} seed {k}: {state} steps {result.length} phase {phases[-1]}", flush=True)
     finally:
         env.close()
     return {

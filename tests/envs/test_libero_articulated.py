@@ -10,22 +10,14 @@ pytest.importorskip("libero")
 
 def _run(task: str, seeds: tuple[int, ...]) -> list[bool]:
     from vlaforge.envs.libero.env import LiberoEnv
+    from vlaforge.envs.record import run_expert_episode
 
     env = LiberoEnv(task, split="eval", cameras=("image",), image_size=32)
     env.render_images = False
-    outcomes = []
     try:
-        for seed in seeds:
-            env.reset(seed)
-            success = False
-            for _ in range(env.max_steps):
-                _, _, done, info = env.step(env.expert_action())
-                if info["success"]:
-                    success = True
-                    break
-                if done:
-                    break
-            outcomes.append(success)
+        outcomes = [
+            run_expert_episode(env, seed, steps_after_success=0, keep_frames=False).success for seed in seeds
+        ]
     finally:
         env.close()
     return outcomes

@@ -463,11 +463,9 @@ def make_watching_env(
     of the same suite had their goal reached (`episode_outcomes`): the language tests' "did it do the
     instructed task instead?". Module-level, so worker processes can unpickle it."""
     from vlaforge.envs.libero.suites import resolve_libero, suite_of
+    from vlaforge.envs.make import make_env
 
-    options: dict[str, Any] = {"split": split, "instruction": instruction}
-    if cameras is not None:
-        options["cameras"] = tuple(cameras)
-    if image_size is not None:
-        options["image_size"] = image_size
     others = [t for t in resolve_libero(suite_of(task)) if t != get_task(task).full_name]
-    return LiberoEnv(task, watch_tasks=others, **options)
+    return make_env(
+        task, split=split, cameras=cameras, image_size=image_size, instruction=instruction, watch_tasks=others
+    )
