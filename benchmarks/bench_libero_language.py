@@ -50,8 +50,8 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from vlaforge.envs.libero.env import make_watching_env
     from vlaforge.envs.libero.suites import get_task, resolve_libero
+    from vlaforge.envs.make import make_watching_env
     from vlaforge.eval.commands import load_policy
     from vlaforge.eval.rollout import evaluate
     from vlaforge.runtime.executor import ExecutorConfig

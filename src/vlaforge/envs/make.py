@@ -70,3 +70,22 @@ def make_env(
     from vlaforge.envs.metaworld_env import make_env as make_metaworld_env
 
     return make_metaworld_env(task, **options)
+
+
+def make_watching_env(
+    task: str,
+    *,
+    split: str = "eval",
+    cameras: tuple[str, ...] | list[str] | None = None,
+    image_size: int | tuple[int, int] | None = None,
+    instruction: str | None = None,
+) -> Any:
+    """A LIBERO env factory for `evaluate(env_factory=...)` whose episodes also report which *other*
+    tasks of the same suite had their goal reached (`episode_outcomes`): the language tests' "did it
+    do the instructed task instead?". Module-level, so worker processes can unpickle it."""
+    from vlaforge.envs.libero.suites import get_task, resolve_libero, suite_of
+
+    others = [t for t in resolve_libero(suite_of(task)) if t != get_task(task).full_name]
+    return make_env(
+        task, split=split, cameras=cameras, image_size=image_size, instruction=instruction, watch_tasks=others
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from vlaforge.envs.libero.suites import MAX_STEPS, LiberoNotInstalled, get_task, is_libero, resolve_libero
 
-_LAZY = {"LiberoEnv": "vlaforge.envs.libero.env", "make_watching_env": "vlaforge.envs.libero.env"}
+_LAZY = {"LiberoEnv": "vlaforge.envs.libero.env"}
 
 
 def __getattr__(name: str) -> Any:
@@ -29,6 +29,5 @@ __all__ = [
     "LiberoNotInstalled",
     "get_task",
     "is_libero",
-    "make_watching_env",
     "resolve_libero",
 ]

@@ -449,23 +449,3 @@ class LiberoEnv:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self.task}: the environment is closed")
-
-
-def make_watching_env(
-    task: str,
-    *,
-    split: str = "eval",
-    cameras: tuple[str, ...] | list[str] | None = None,
-    image_size: int | tuple[int, int] | None = None,
-    instruction: str | None = None,
-) -> LiberoEnv:
-    """An env factory for `evaluate(env_factory=...)` whose episodes also report which *other* tasks
-    of the same suite had their goal reached (`episode_outcomes`): the language tests' "did it do the
-    instructed task instead?". Module-level, so worker processes can unpickle it."""
-    from vlaforge.envs.libero.suites import resolve_libero, suite_of
-    from vlaforge.envs.make import make_env
-
-    others = [t for t in resolve_libero(suite_of(task)) if t != get_task(task).full_name]
-    return make_env(
-        task, split=split, cameras=cameras, image_size=image_size, instruction=instruction, watch_tasks=others
-    )
