@@ -210,3 +210,23 @@ def test_fast_physics_follows_robosuites_step(env):
         env.physics = saved
     assert np.abs(ends["fast"][0] - ends["robosuite"][0]).max() < 1e-8
     np.testing.assert_allclose(ends["fast"][1], ends["robosuite"][1], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sampled_layouts_keep_objects_on_fixtures():
+    """A bowl that starts on the cabinet (LIBERO-Spatial) rests there in sampled layouts too; LIBERO's
+    own soft reset drops it from a metre above (the fixture's offset counted twice)."""
+    import mujoco
+
+    with LiberoEnv("libero_spatial/3", split="train", cameras=("image",), image_size=32) as env:
+        env.render_images = False
+        model, data = env.sim.model._model, env.sim.data._data
+        top = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "wooden_cabinet_1_top_side")
+        bowl = model.jnt_qposadr[
+            mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, "akita_black_bowl_2_joint0")
+        ]
+        for seed in (0, 1):
+            env.reset(seed=seed)
+            assert abs(data.qpos[bowl + 2] - data.site_xpos[top][2]) < 0.02  # on the cabinet, not fallen
+            assert np.abs(data.qvel[9:]).max() < 0.05  # every object at rest after settling
+            assert env._layout_is_at_rest()
