@@ -1,6 +1,9 @@
 """Does the policy follow language? LIBERO's language tests on the same policy and initial states.
 
     python benchmarks/bench_libero_language.py runs/libero-goal --suite libero_goal --episodes 10 --workers 2
+    # fewer episodes where the policy must fail, and "right" taken from `vlaforge eval` of the same states:
+    python benchmarks/bench_libero_language.py runs/libero-goal --episodes 10 --episodes-for swapped=5,empty=5 \
+        --right-from runs/libero-goal/eval/eval.json
 
 Conditions (each on official initial states 0 .. episodes-1 of every task of the suite):
   right     the task's own instruction
@@ -34,12 +37,51 @@ def _rate(successes: int, n: int) -> str:
     return f"{100 * successes / max(1, n):.1f} % ({100 * lo:.1f}–{100 * hi:.1f}), {successes}/{n}"
 
 
+def _right_from_eval(
+    path: Path, run: str, tasks: list[str], n: int, language: dict[str, str], ap: argparse.ArgumentParser
+) -> dict:
+    """The 'right' condition read from `vlaforge eval` of the same run, tasks and initial states."""
+    if not path.is_file():
+        ap.error(f"--right-from: no such file {path}")
+    data = json.loads(path.read_text())
+    config = data.get("config", {})
+    if Path(config.get("policy", "")).resolve() != Path(run).resolve():
+        ap.error(f"--right-from: {path} evaluated {config.get('policy')!r}, not {run!r}")
+    if config.get("split") != "eval" or config.get("seeds") != [0, n - 1] or config.get("instructions"):
+        ap.error(f"--right-from: {path} is not official states 0-{n - 1} with the tasks' own instructions")
+    missing = [t for t in tasks if t not in data["tasks"]]
+    if missing:
+        ap.error(f"--right-from: {path} lacks {', '.join(missing)}")
+    per_task = {
+        t: {
+            "told": language[t],
+            "successes": data["tasks"][t]["successes"],
+            "did_instructed_task": None,
+            "episodes": data["tasks"][t]["episodes"],
+        }
+        for t in tasks
+    }
+    return {
+        "successes": sum(v["successes"] for v in per_task.values()),
+        "episodes": sum(v["episodes"] for v in per_task.values()),
+        "did_instructed_task": None,
+        "from": str(path),
+        "tasks": per_task,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="training run or checkpoint directory")
     ap.add_argument("--suite", default="libero_goal", help="libero_goal or libero_spatial (or another)")
     ap.add_argument("--episodes", type=int, default=10, help="official initial states per task")
+    ap.add_argument("--episodes-for", default="", help="per-condition counts, e.g. swapped=5,empty=5")
     ap.add_argument("--conditions", default="right,swapped,empty,lan")
+    ap.add_argument(
+        "--right-from",
+        default=None,
+        help="eval.json of `vlaforge eval RUN --suite SUITE` on the same initial states: the 'right' condition",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
         "--execute", type=int, default=None, help="actions executed per chunk (default: policy's)"
@@ -61,11 +103,22 @@ def main() -> int:
     tasks = resolve_libero(args.suite)
     language = {t: get_task(t).instruction for t in tasks}
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    episodes = {c: args.episodes for c in conditions}
+    for item in [x for x in args.episodes_for.split(",") if x.strip()]:
+        cond, _, count = item.partition("=")
+        if cond.strip() not in episodes or not count.strip().isdigit():
+            ap.error(f"--episodes-for: expected CONDITION=N for one of {', '.join(conditions)}, got {item!r}")
+        episodes[cond.strip()] = int(count)
     results: dict[str, dict] = {}
     started = time.perf_counter()
     for cond in conditions:
         if cond not in ("right", "swapped", "empty", "lan"):
             ap.error(f"unknown condition {cond!r}")
+        if cond == "right" and args.right_from:
+            results[cond] = _right_from_eval(
+                Path(args.right_from), args.run, tasks, episodes[cond], language, ap
+            )
+            continue
         cond_tasks, instructions = tasks, None
         told: dict[str, str] = {t: t for t in tasks}  # task -> the task whose instruction it is given
         if cond == "swapped":
@@ -76,11 +129,11 @@ def main() -> int:
         elif cond == "lan":
             cond_tasks = resolve_libero(args.suite + "_lan")
             told = {t: t for t in cond_tasks}
-        print(f"== {cond}: {len(cond_tasks)} tasks x {args.episodes} episodes", flush=True)
+        print(f"== {cond}: {len(cond_tasks)} tasks x {episodes[cond]} episodes", flush=True)
         report = evaluate(
             factory,
             cond_tasks,
-            episodes=args.episodes,
+            episodes=episodes[cond],
             split="eval",
             instructions=instructions,
             executor=executor,
@@ -111,8 +164,8 @@ def main() -> int:
             else None,
             "tasks": per_task,
         }
-    print(f"\n{args.run} on {args.suite}, official initial states 0-{args.episodes - 1} of every task "
-          f"({time.perf_counter() - started:.0f} s)\n")  # fmt: skip
+    print(f"\n{args.run} on {args.suite}, official initial states 0-(N-1) of every task, N per condition "
+          f"{episodes} ({time.perf_counter() - started:.0f} s)\n")  # fmt: skip
     print("| condition | success (own goal) | did the instructed task instead |\n|---|---|---|")
     for cond, r in results.items():
         other = _rate(r["did_instructed_task"], r["episodes"]) if r["did_instructed_task"] is not None else ""
@@ -120,7 +173,7 @@ def main() -> int:
     out = Path(args.out) if args.out else RESULTS / f"libero_language_{args.suite}_{Path(args.run).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"command": "python " + " ".join(sys.argv), "run": args.run, "suite": args.suite,
-               "episodes_per_task": args.episodes, "conditions": results}  # fmt: skip
+               "episodes_per_task": episodes, "conditions": results}  # fmt: skip
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0
