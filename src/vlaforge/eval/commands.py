@@ -134,7 +134,7 @@ def _full_task_keys(instructions: dict[str, str], tasks: list[str]) -> dict[str,
 def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.eval.expert import ExpertPolicy
-    from vlaforge.eval.report import markdown_table
+    from vlaforge.eval.results import markdown_table
     from vlaforge.eval.rollout import evaluate
     from vlaforge.runtime.executor import ExecutorConfig
 
