@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.bench.embodiment import build_recipe_policy, example_observations
 from vlaforge.bench.stages import STAGES, StagedPredictor
-from vlaforge.models.recipes import make_policy
+from vlaforge.policies.recipes import make_policy
 
 
 def _policies():

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.eval.commands import load_policy
-from vlaforge.models.recipes import make_policy
+from vlaforge.policies.recipes import make_policy
 
 
 def test_int8_policy_is_quantized_and_close_to_fp32(tmp_path):
@@ -26,7 +26,7 @@ def test_int8_policy_is_quantized_and_close_to_fp32(tmp_path):
 
 
 def test_int8_refuses_policies_it_does_not_cover(tmp_path, monkeypatch):
-    import vlaforge.models.policy as policy_module
+    import vlaforge.policies.octo.policy as policy_module
 
     class NotOcto:
         pass
@@ -46,7 +46,7 @@ def test_int8_refuses_policies_it_does_not_cover(tmp_path, monkeypatch):
 
 def test_compile_refuses_what_it_cannot_compile(monkeypatch):
     import vlaforge.bench.fastpaths as fastpaths
-    import vlaforge.models.policy as policy_module
+    import vlaforge.policies.octo.policy as policy_module
 
     class NotOcto:
         device = torch.device("cpu")

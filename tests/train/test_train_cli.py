@@ -8,7 +8,7 @@ import torch
 
 from vlaforge.cli import main
 from vlaforge.data import write_synthetic_dataset
-from vlaforge.models.policy import Policy
+from vlaforge.policies.octo.policy import Policy
 
 SMALL = json.dumps(
     {

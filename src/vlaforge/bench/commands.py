@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.bench.roofline import measure_matmul_throughput
     from vlaforge.bench.runner import LM_HEADS, bench_policy
     from vlaforge.info import machine_info
-    from vlaforge.models.recipes import all_recipe_names, is_vla_recipe
+    from vlaforge.policies.recipes import all_recipe_names, is_vla_recipe
 
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit(

@@ -18,10 +18,10 @@ import torch
 
 from vlaforge.bench.lm_stages import lm_family, lm_module
 from vlaforge.models.heads.samplers import DDIMSampler
-from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
-from vlaforge.models.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import get_recipe, is_vla_recipe, make_policy
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
+from vlaforge.policies.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
+from vlaforge.policies.recipes import get_recipe, is_vla_recipe, make_policy
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
 
 CAMERAS = ("corner", "gripper")

@@ -50,7 +50,7 @@ from torch import nn
 
 from vlaforge.bench.lm_stages import LMStagedPredictor, lm_family, lm_predict_batch
 from vlaforge.bench.stages import StagedPredictor, _eval_mode
-from vlaforge.models.policy import Policy
+from vlaforge.policies.octo.policy import Policy
 from vlaforge.types import Observation
 
 # (observations, generator) -> (actions (H, A) float32, seconds per stage or None)

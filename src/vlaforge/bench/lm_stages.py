@@ -58,9 +58,9 @@ def lm_family(policy: Any) -> str | None:
     label = getattr(type(policy), "policy_class", None)
     if label is None:
         return None
-    from vlaforge.models.pi0.fast_policy import Pi0FastPolicy
-    from vlaforge.models.pi0.policy import Pi0Policy
-    from vlaforge.models.vla.policy import VLAPolicy
+    from vlaforge.policies.pi0.fast_policy import Pi0FastPolicy
+    from vlaforge.policies.pi0.policy import Pi0Policy
+    from vlaforge.policies.vla.policy import VLAPolicy
 
     if isinstance(policy, Pi0FastPolicy):
         return "pi0-fast"

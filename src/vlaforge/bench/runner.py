@@ -29,7 +29,7 @@ from vlaforge.bench.lm_stages import FAMILY_STAGES, LMStagedPredictor, lm_family
 from vlaforge.bench.measure import measure_memory, summarize_ms, time_interleaved
 from vlaforge.bench.roofline import MatmulThroughput, roofline_multiple
 from vlaforge.bench.stages import STAGES, StagedPredictor
-from vlaforge.models.policy import Policy, count_tokens
+from vlaforge.policies.octo.policy import Policy, count_tokens
 
 # The action head of each LM family, in the report's model label (octo-tiny/diffusion, pi0-tiny/flow).
 LM_HEADS = {"pi0": "flow", "vla": "tokens", "oft": "mlp", "pi0-fast": "fast"}

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.models.policy import Policy
 from vlaforge.models.transformer import KVCache
+from vlaforge.policies.octo.policy import Policy
 from vlaforge.types import ACTION_KEY, Observation
 
 STAGES = ("tokenize", "transformer", "head", "rest")

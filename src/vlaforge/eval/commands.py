@@ -28,7 +28,7 @@ def load_policy(
     blocks and head net, `fastpaths.compiled_copy`) and make one warm-up call, so the compilation
     (10-60 s on a CPU) happens here and not at the first request. May be combined with bf16.
     """
-    from vlaforge.models.policy import Policy
+    from vlaforge.policies.octo.policy import Policy
 
     if int8 and bf16:
         raise SystemExit("--int8 and --bf16 are two different fast paths: choose one")

@@ -30,10 +30,10 @@ def run_training(
     data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
     with `weights`; state/action padded to the largest, statistics kept per dataset).
     cotrain: {"vl": VL_DIR, "robot_fraction": f}: RT-2 co-training of a VLA token recipe with a
-    vision-language directory (`vlaforge.models.vla.cotrain`); one robot dataset, no --init-from.
+    vision-language directory (`vlaforge.data.cotrain`); one robot dataset, no --init-from.
     """
     from vlaforge.data import Dataset, MixtureDataset
-    from vlaforge.models.recipes import get_recipe, make_mixture_policy, make_policy
+    from vlaforge.policies.recipes import get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import (
         apply_finetune_setup,
@@ -58,7 +58,7 @@ def run_training(
     if cotrain:
         _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
         from vlaforge.data.vision_language import VisionLanguageDataset
-        from vlaforge.models.vla.cotrain import make_cotraining_policy
+        from vlaforge.policies.vla.recipes import make_cotraining_policy
 
         overrides = {k: v for k, v in model_kw.items() if v is not None}
         policy = make_cotraining_policy(
@@ -112,7 +112,8 @@ def run_training(
 
 def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None, progress: bool = True):
     """Continue a run from its newest readable checkpoint (only budget/logging fields may change)."""
-    from vlaforge.models.policy import CheckpointError, Policy
+    from vlaforge.errors import CheckpointError
+    from vlaforge.policies.octo.policy import Policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import apply_finetune_setup
     from vlaforge.train.trainer import latest_checkpoint, train
@@ -164,7 +165,7 @@ def parse_data(data: str | Path, weights: list[float] | None) -> tuple[list[str]
 
 
 def _check_cotrain(recipe: str, mixture: bool, ft: dict, robot_fraction: float) -> None:
-    from vlaforge.models.vla.recipes import VLA_RECIPES
+    from vlaforge.policies.vla.recipes import VLA_RECIPES
 
     if not 0.0 < robot_fraction < 1.0:
         raise SystemExit(f"--robot-fraction {robot_fraction}: must be in (0, 1), e.g. 0.66 (RT-2)")
@@ -181,10 +182,15 @@ def _check_cotrain(recipe: str, mixture: bool, ft: dict, robot_fraction: float) 
 
 
 def _cotraining_data(policy, robot, cotrain: dict, seed: int):
-    """The robot dataset with the vision-language records mixed in (`vla.cotrain.CoTrainingDataset`)."""
-    from vlaforge.models.vla.cotrain import cotraining_dataset_for
+    """The robot dataset with the vision-language records mixed in (`data.cotrain.CoTrainingDataset`),
+    their images on `policy`'s main camera (its other cameras see zeros)."""
+    from vlaforge.data.cotrain import CoTrainingDataset
+    from vlaforge.data.vision_language import VisionLanguageDataset
+    from vlaforge.policies.embodiment import main_camera
 
-    return cotraining_dataset_for(policy, robot, cotrain["vl"], cotrain["robot_fraction"], seed)
+    camera = main_camera(policy.camera_names)
+    vl = VisionLanguageDataset(cotrain["vl"])
+    return CoTrainingDataset(robot, vl, cotrain["robot_fraction"], seed, camera=camera)
 
 
 def _training_data(roots, names, weights, history: int, chunk: int, cfg, progress: bool):
