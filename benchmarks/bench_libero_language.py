@@ -52,8 +52,8 @@ def main() -> int:
 
     from vlaforge.envs.libero.env import make_watching_env
     from vlaforge.envs.libero.suites import get_task, resolve_libero
-    from vlaforge.eval.commands import load_policy
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import load_policy
     from vlaforge.runtime.executor import ExecutorConfig
 
     factory = functools.partial(load_policy, args.run)

@@ -57,7 +57,7 @@ from common import (
 
 from vlaforge.bench.embodiment import metaworld_embodiment, parameter_counts
 from vlaforge.bench.flops import count_stage_flops
-from vlaforge.bench.stages import StagedPredictor, StageTimer
+from vlaforge.inference.prefix_cache import StagedPredictor, StageTimer
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.recipes import make_policy
 from vlaforge.types import Observation
@@ -274,7 +274,7 @@ def fast_path_calls(policy: Policy, observations: list[Observation], names: list
     int8 dynamic quantization of the transformer and head Linears (`fastpaths.int8_copy`), both, bf16
     autocast, and the transformer's weights cast to bf16 once (`fastpaths.bf16_copy`), alone and with the
     prefix cache."""
-    from vlaforge.bench.fastpaths import bf16_copy, int8_copy
+    from vlaforge.inference.fastpaths import bf16_copy, int8_copy
 
     def obs(i: int) -> list[Observation]:
         return [observations[i % len(observations)]]

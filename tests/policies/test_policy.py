@@ -90,7 +90,7 @@ def test_cast_for_inference_runs_the_transformer_in_bf16():
     assert actions.dtype == ref.dtype and np.isfinite(actions).all()
     assert np.abs(actions - ref).max() < 0.05 * max(1.0, np.abs(ref).max())  # bf16 rounding only
     # the task-prefix cache stores bf16 keys/values and gives the same chunk as the plain cast call
-    from vlaforge.bench.stages import StagedPredictor
+    from vlaforge.inference.prefix_cache import StagedPredictor
 
     staged, _ = StagedPredictor(policy, prefix_cache=True).predict(_obs(ds))
     np.testing.assert_allclose(staged, actions, atol=1e-2)

@@ -12,7 +12,7 @@ from typing import Any
 
 from vlaforge.bench.fastpaths import BASELINE
 from vlaforge.bench.flops import format_flops
-from vlaforge.bench.stages import STAGES
+from vlaforge.inference.prefix_cache import STAGES
 from vlaforge.info import json_safe
 
 SCHEMA = 1

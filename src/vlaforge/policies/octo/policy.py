@@ -141,8 +141,8 @@ class Policy(PolicyMethods, nn.Module):
     def encode(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
         """Run encoders + transformer; returns head features (B, D).
 
-        The steps are methods of their own so that `vlaforge.bench.stages.StagedPredictor` can time
-        them separately (and run the transformer with a cached task prefix) on this very code.
+        The steps are methods of their own so that `inference.prefix_cache.StagedPredictor` can time them
+        separately (and run the transformer with a cached task prefix) on this very code.
         """
         c = self.config
         obs = self.observation_tokens(batch, train=train)  # (B, T, n_obs, D)

@@ -1,4 +1,5 @@
-"""`vlaforge eval/serve --int8 | --bf16`: the policy used is the quantized / bf16 one, close to fp32."""
+"""`load_policy` (`vlaforge eval/serve --int8 | --bf16 | --compile`): the policy used is the quantized / bf16 /
+compiled one, close to fp32; what does not apply is an exception (the CLIs print it as one line)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 from torch.utils.data import default_collate
 
 from tests.policies.policy_fakes import TINY, TinyDataset
-from vlaforge.eval.commands import load_policy
+from vlaforge.inference import PathUnavailable
+from vlaforge.inference.load import load_policy
 from vlaforge.policies.recipes import make_policy
 
 
@@ -32,31 +34,31 @@ def test_int8_refuses_policies_it_does_not_cover(tmp_path, monkeypatch):
         pass
 
     monkeypatch.setattr(policy_module.Policy, "load", staticmethod(lambda path, **kw: NotOcto()))
-    with pytest.raises(SystemExit, match="--int8 covers the octo-family"):
+    with pytest.raises(PathUnavailable, match="int8 covers the octo-family"):
         load_policy("somewhere", int8=True)
-    with pytest.raises(SystemExit, match="--bf16 covers the octo-family"):
+    with pytest.raises(PathUnavailable, match="bf16 covers the octo-family"):
         load_policy("somewhere", bf16=True)
-    with pytest.raises(SystemExit, match="choose one"):
+    with pytest.raises(ValueError, match="choose one"):
         load_policy("somewhere", int8=True, bf16=True)
-    with pytest.raises(SystemExit, match="CPU only"):
+    with pytest.raises(ValueError, match="CPU only"):
         load_policy("somewhere", int8=True, map_location="cuda")
-    with pytest.raises(SystemExit, match="does not combine"):
+    with pytest.raises(ValueError, match="does not combine"):
         load_policy("somewhere", int8=True, compile=True)
 
 
 def test_compile_refuses_what_it_cannot_compile(monkeypatch):
-    import vlaforge.bench.fastpaths as fastpaths
+    import vlaforge.inference.load as load_module
     import vlaforge.policies.octo.policy as policy_module
 
     class NotOcto:
         device = torch.device("cpu")
 
     monkeypatch.setattr(policy_module.Policy, "load", staticmethod(lambda path, **kw: NotOcto()))
-    monkeypatch.setattr(fastpaths, "compile_toolchain_problem", lambda device: None)
-    with pytest.raises(SystemExit, match="--compile covers the octo-family"):
+    monkeypatch.setattr(load_module, "compile_toolchain_problem", lambda device: None)
+    with pytest.raises(PathUnavailable, match="compile covers the octo-family"):
         load_policy("somewhere", compile=True)
-    monkeypatch.setattr(fastpaths, "compile_toolchain_problem", lambda device: "no C++ compiler")
-    with pytest.raises(SystemExit, match="--compile: no C\\+\\+ compiler"):
+    monkeypatch.setattr(load_module, "compile_toolchain_problem", lambda device: "no C++ compiler")
+    with pytest.raises(PathUnavailable, match="compile: no C\\+\\+ compiler"):
         load_policy("somewhere", compile=True)
 
 
@@ -113,3 +115,18 @@ def test_serve_command_loads_the_fast_path(tmp_path, monkeypatch, flags):
     assert any("quantized" in k for k in kinds) == (flags == ["--int8"])
     with pytest.raises(SystemExit):  # one fast path at a time
         p.parse_args(["serve", str(run), "--bf16", "--int8"])
+
+
+def test_cli_turns_load_errors_into_one_line(tmp_path):
+    """A checkpoint that cannot be read, or a fast path that does not apply: `vlaforge serve` / `eval` exit
+    with one line naming the problem, not a traceback."""
+    from vlaforge.cli import main
+
+    run = make_policy("octo-tiny", TinyDataset(), head="l1", **TINY).save(tmp_path / "policy")
+    with pytest.raises(SystemExit, match=r"^vlaforge serve: .*int8 runs on the CPU only"):
+        main(["serve", str(run), "--int8", "--device", "cuda"])
+    (tmp_path / "broken").mkdir()
+    with pytest.raises(SystemExit, match=r"^vlaforge serve: .*holds no policy"):
+        main(["serve", str(tmp_path / "broken")])
+    with pytest.raises(SystemExit, match=r"^vlaforge eval: int8 and bf16 are two different fast paths"):
+        main(["eval", str(run), "--int8", "--bf16", "--no-progress"])

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from tests.policies.policy_fakes import TINY, TinyDataset
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations
-from vlaforge.bench.stages import STAGES, StagedPredictor
+from vlaforge.bench.embodiment import build_recipe_policy
+from vlaforge.inference.load import example_observations
+from vlaforge.inference.prefix_cache import STAGES, StagedPredictor
 from vlaforge.policies.recipes import make_policy
 
 

@@ -1,4 +1,4 @@
-"""`Policy.predict`, stage by stage: timers between the stages, and the task-prefix KV cache.
+"""Octo's task-prefix KV cache, and `Policy.predict` stage by stage (timers between the stages).
 
 `Policy.predict` is observations_to_batch -> encode (image stems, state and text encoders, one
 transformer pass) -> head.sample (all denoising / integration steps) -> unnormalize. A profiler
@@ -22,6 +22,9 @@ mask) and every later call runs the transformer on the observation and readout t
 the task through `BlockTransformer(..., past_kv=...)`. The instruction is fixed for a whole episode,
 so in a robot loop every call after the first is a cache hit. The cache belongs to frozen weights:
 call `clear_cache()` after changing the policy's weights.
+
+A deployable fast path (this is `inference/`); `vlaforge bench` times it (and every stage of the plain
+call) through the same class, so what it measures is what ships.
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ class StagedPredictor:
         timer: something else to mark the stages with (`flops.count_stage_flops` counts FLOPs per stage).
         """
         timer = timer or StageTimer(self.policy.device)
-        with torch.inference_mode(), _eval_mode(self.policy):
+        with torch.inference_mode(), eval_mode(self.policy):
             batch = self.policy.observations_to_batch(observations)
             timer.mark("rest")
             actions = self._run(batch, steps, generator, timer)  # (1, H, A)
@@ -129,7 +132,7 @@ class StagedPredictor:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Like `Policy.predict_batch` (a batch as `observations_to_batch` builds it): -> (B, H, A), seconds."""
         timer = StageTimer(self.policy.device)
-        with torch.inference_mode(), _eval_mode(self.policy):
+        with torch.inference_mode(), eval_mode(self.policy):
             actions = self._run(batch, steps, generator, timer)
         return actions, timer.total()
 
@@ -192,7 +195,7 @@ class StagedPredictor:
         return entry
 
 
-class _eval_mode:
+class eval_mode:
     """Eval mode for the duration of a call, restoring the previous mode (as `predict_batch` does)."""
 
     def __init__(self, module: torch.nn.Module):
