@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from vlaforge.data import Dataset
-from vlaforge.models.pi0.fast_tokenizer import FastTokenizer
+from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fast_tokenizer.json"
 

@@ -141,8 +141,8 @@ def pretrain(args: argparse.Namespace, command: str) -> Path:
 
 def finetune(args: argparse.Namespace, command: str) -> None:
     from vlaforge.envs import resolve_tasks
-    from vlaforge.eval.commands import load_policy
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import load_policy
     from vlaforge.info import machine_info
     from vlaforge.train.commands import run_training
 

@@ -51,8 +51,9 @@ from vlaforge.bench.embodiment import (
     parameter_counts,
 )
 from vlaforge.bench.measure import cpu_flags, summarize_ms, time_interleaved
-from vlaforge.models.policy import Policy, count_tokens
-from vlaforge.models.recipes import RECIPES, make_policy
+from vlaforge.policies.octo.policy import Policy, count_tokens
+from vlaforge.policies.octo.recipes import RECIPES
+from vlaforge.policies.recipes import make_policy
 from vlaforge.types import ACTION_KEY, Observation
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference_cpu.json"

@@ -53,8 +53,8 @@ def checkpoint_dir(run: Path, step: int) -> Path:
 
 
 def evaluate_checkpoint(policy_dir: Path, tasks: list[str], episodes: int, out_dir: Path) -> dict[str, Any]:
-    from vlaforge.eval.commands import load_policy
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import load_policy
 
     t0 = time.perf_counter()
     report = evaluate(

@@ -94,8 +94,8 @@ def main() -> int:
 
     from vlaforge.envs.libero.suites import get_task, resolve_libero
     from vlaforge.envs.make import make_watching_env
-    from vlaforge.eval.commands import load_policy
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import load_policy
     from vlaforge.runtime.executor import ExecutorConfig
 
     factory = functools.partial(load_policy, args.run)

@@ -91,8 +91,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     from bench_inference import build_policy
     from bench_train import make_stepper, synthetic_batch
 
-    from vlaforge.models.config import PolicyConfig
-    from vlaforge.models.recipes import get_recipe
+    from vlaforge.policies.octo.config import PolicyConfig
+    from vlaforge.policies.recipes import get_recipe
 
     torch.set_num_threads(spec["threads"])
     recipe, precision, ckpt = spec["recipe"], spec["precision"], spec["grad_checkpointing"]
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench_inference import command_line, write_record
 
-    from vlaforge.models.recipes import RECIPES
+    from vlaforge.policies.octo.recipes import RECIPES
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]

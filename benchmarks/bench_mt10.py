@@ -66,8 +66,9 @@ def main() -> int:
     args = p.parse_args()
 
     from vlaforge.envs import resolve_tasks
-    from vlaforge.eval.commands import load_instructions, load_policy
+    from vlaforge.eval.commands import load_instructions
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import load_policy
     from vlaforge.info import machine_info
     from vlaforge.train.commands import run_training
 

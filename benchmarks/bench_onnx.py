@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations, sampler_steps
+from vlaforge.bench.embodiment import build_recipe_policy, sampler_steps
 from vlaforge.export.onnx import OnnxPolicy
 from vlaforge.export.onnx_export import export_onnx
+from vlaforge.inference.load import example_observations
 
 RESULTS = Path(__file__).resolve().parent / "results" / "onnx.json"
 PATHS = ("torch 1", "torch 2", "ort 1", "ort 2")

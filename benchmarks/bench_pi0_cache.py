@@ -39,8 +39,8 @@ import torch
 
 from vlaforge.bench.flops import count_flops
 from vlaforge.models.lm import KVCache
-from vlaforge.models.pi0 import make_pi0_policy
-from vlaforge.models.pi0.policy import Pi0Policy
+from vlaforge.policies.pi0 import make_pi0_policy
+from vlaforge.policies.pi0.policy import Pi0Policy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pi0_cache.json"
 TASKS = ["push the red block to the goal", "open the top drawer"]

@@ -49,8 +49,9 @@ from bench_inference import (
 )
 from torch.utils.data import DataLoader, RandomSampler
 
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import RECIPES, get_recipe, make_policy
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.octo.recipes import RECIPES
+from vlaforge.policies.recipes import get_recipe, make_policy
 from vlaforge.train.ema import EMA
 from vlaforge.train.trainer import make_optimizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.models.recipes import make_policy
-from vlaforge.models.vla.policy import VLAPolicy
-from vlaforge.models.vla.recipes import VLA_RECIPES
+from vlaforge.policies.recipes import make_policy
+from vlaforge.policies.vla.policy import VLAPolicy
+from vlaforge.policies.vla.recipes import VLA_RECIPES
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vla_decode.json"
 TASKS = ["push the red block to the goal", "open the top drawer"]

@@ -57,9 +57,9 @@ from common import (
 
 from vlaforge.bench.embodiment import metaworld_embodiment, parameter_counts
 from vlaforge.bench.flops import count_stage_flops
-from vlaforge.bench.stages import StagedPredictor, StageTimer
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import make_policy
+from vlaforge.inference.prefix_cache import StagedPredictor, StageTimer
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.recipes import make_policy
 from vlaforge.types import Observation
 
 BASE_RECIPE = "octo-tiny"  # encoders (64x64 resize, conv stem), history 1, chunk 4; width/depth are matched
@@ -274,7 +274,7 @@ def fast_path_calls(policy: Policy, observations: list[Observation], names: list
     int8 dynamic quantization of the transformer and head Linears (`fastpaths.int8_copy`), both, bf16
     autocast, and the transformer's weights cast to bf16 once (`fastpaths.bf16_copy`), alone and with the
     prefix cache."""
-    from vlaforge.bench.fastpaths import bf16_copy, int8_copy
+    from vlaforge.inference.fastpaths import bf16_copy, int8_copy
 
     def obs(i: int) -> list[Observation]:
         return [observations[i % len(observations)]]
@@ -355,7 +355,7 @@ def train_batch(batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
 
 def task_train(spec: dict[str, Any]) -> dict[str, Any]:
     """Both variants in one process, alternating step by step so load hits them alike."""
-    from vlaforge.models.recipes import get_recipe
+    from vlaforge.policies.recipes import get_recipe
     from vlaforge.train.ema import EMA
     from vlaforge.train.trainer import make_optimizer
 

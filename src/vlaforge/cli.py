@@ -21,7 +21,7 @@ COMMAND_MODULES = [
     "vlaforge.serve.commands",  # serve
     "vlaforge.bench.commands",  # bench
     "vlaforge.export.commands",  # export (ONNX)
-    "vlaforge.models.commands",  # convert-openvla | convert-pi0
+    "vlaforge.convert.commands",  # convert-openvla | convert-pi0
     "vlaforge.quickstart",  # quickstart
     "vlaforge.info",  # info
 ]

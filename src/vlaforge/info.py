@@ -1,10 +1,13 @@
-"""`vlaforge info`: versions and the machine, for bug reports and benchmark tables."""
+"""`vlaforge info`: versions and the machine, for bug reports and benchmark tables; `json_safe` for the
+result files that embed them (eval.json, bench-<version>.json)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+from typing import Any
 
 
 def machine_info() -> dict[str, str]:
@@ -29,6 +32,18 @@ def machine_info() -> dict[str, str]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
     }
     return info
+
+
+def json_safe(x: Any) -> Any:
+    """JSON has no NaN/Inf (a failed benchmark path's timings, an empty task's rate): replace them by
+    null, recursively through dicts, lists and tuples."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    return x
 
 
 def _run(args: argparse.Namespace) -> int:

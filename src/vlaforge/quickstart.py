@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"[3/3] evaluating on {args.eval_episodes} unseen layouts per task")
     t = time.perf_counter()
-    from vlaforge.eval.commands import load_policy
+    from vlaforge.inference.load import load_policy
 
     report = evaluate(
         functools.partial(load_policy, str(run)),  # picklable: each eval worker loads its own copy

@@ -17,6 +17,9 @@ import numpy as np
 IMAGE_PREFIX = "observation.images."
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+# RT-2 co-training batches (data/cotrain.py): True on the vision-language rows, and their target text.
+IS_VL_KEY = "is_vl"
+VL_TARGET_KEY = "vl_target"
 
 
 @dataclass
@@ -126,7 +129,7 @@ class PolicySpec:
 
 @runtime_checkable
 class PolicyLike(Protocol):
-    """Anything that can act: a trained `vlaforge.models.policy.Policy`, a scripted expert, a remote client.
+    """Anything that can act: a trained `vlaforge.policies.octo.policy.Policy`, a scripted expert, a remote client.
 
     `predict` takes the last `spec.history` observations (oldest first; a single Observation is
     accepted when history == 1) and returns an ActionChunk in robot units.

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from vlaforge.bench import fastpaths
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations
+from vlaforge.bench.embodiment import build_recipe_policy
 from vlaforge.bench.runner import bench_policy
+from vlaforge.inference.load import example_observations
 
 
 def _gen(i: int) -> torch.Generator:

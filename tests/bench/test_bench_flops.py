@@ -2,9 +2,10 @@
 
 import torch
 
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations
+from vlaforge.bench.embodiment import build_recipe_policy
 from vlaforge.bench.flops import count_flops, count_stage_flops, format_flops
-from vlaforge.bench.stages import StagedPredictor
+from vlaforge.inference.load import example_observations
+from vlaforge.inference.prefix_cache import StagedPredictor
 
 
 def test_linear_flops_are_exact():

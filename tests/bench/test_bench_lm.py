@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from vlaforge.bench import fastpaths
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations, parameter_counts
+from vlaforge.bench.embodiment import build_recipe_policy, parameter_counts
 from vlaforge.bench.flops import count_flops, count_stage_flops
-from vlaforge.bench.lm_stages import FAMILY_STAGES, LMStagedPredictor, lm_family
+from vlaforge.bench.lm_stages import FAMILY_STAGES, LMStagedPredictor
 from vlaforge.bench.roofline import MatmulThroughput
 from vlaforge.bench.runner import bench_policy
 from vlaforge.cli import main
+from vlaforge.inference.fastpaths import lm_family
+from vlaforge.inference.load import example_observations
 
 LM_RECIPES = {
     "pi0-tiny": "pi0",

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from vlaforge.bench import fastpaths
-from vlaforge.bench.embodiment import build_recipe_policy, example_observations
+from vlaforge.bench.embodiment import build_recipe_policy
 from vlaforge.bench.lm_stages import LMStagedPredictor, compiled_decoding
 from vlaforge.bench.runner import bench_policy
+from vlaforge.inference.load import example_observations
 
 # inductor builds C++ kernels at the first call: minutes on a loaded 2-core machine, past the
 # suite's 300 s per-test timeout.

@@ -9,6 +9,7 @@ import pytest
 from eval_fakes import ConstantPolicy, make_fake_env
 
 import vlaforge.envs
+import vlaforge.inference.load
 from vlaforge.cli import main
 from vlaforge.eval import commands
 
@@ -45,7 +46,7 @@ def test_eval_run_dir_with_execute_and_instructions(fake_envs, tmp_path, monkeyp
         loaded.append(path)
         return ConstantPolicy(history=2, chunk=4)
 
-    monkeypatch.setattr(commands, "load_policy", fake_load)
+    monkeypatch.setattr(vlaforge.inference.load, "load_policy", fake_load)
     instr = tmp_path / "instructions.json"
     instr.write_text(json.dumps({"reach-easy": "nudge the block"}))
     rc = main(["eval", str(run_dir), "--tasks", "reach-easy", "--episodes", "2", "--execute", "2",

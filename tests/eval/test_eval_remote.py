@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.models.policy_fakes import TINY, _stats
+from tests.policies.policy_fakes import TINY, _stats
 from vlaforge.eval.rollout import evaluate
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def test_metaworld_eval_through_the_server_matches_in_process():
     pytest.importorskip("metaworld")
     import torch
 
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
     from vlaforge.serve.client import PolicyClient, RemotePolicy
     from vlaforge.serve.server import PolicyServer
 
@@ -62,7 +62,7 @@ def test_rtc_evaluation_runs_through_the_server():
     pytest.importorskip("metaworld")
     import torch
 
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
     from vlaforge.runtime.executor import ExecutorConfig
     from vlaforge.serve.client import PolicyClient, RemotePolicy
     from vlaforge.serve.server import PolicyServer

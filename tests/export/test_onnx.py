@@ -17,15 +17,15 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 pytest.importorskip("onnxscript", reason="onnxscript is not installed (pip install 'vlaforge[export]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install 'vlaforge[export]')")
 
-from tests.models.policy_fakes import TINY, TinyDataset  # noqa: E402
+from tests.policies.policy_fakes import TINY, TinyDataset  # noqa: E402
 from vlaforge.cli import main  # noqa: E402
 from vlaforge.export import ExportError  # noqa: E402
 from vlaforge.export.onnx import META_FILE, NOISE, OnnxPolicy, encode_words  # noqa: E402
 from vlaforge.export.onnx_export import export_onnx, random_observations  # noqa: E402
 from vlaforge.models.heads.samplers import DDIMSampler, DDPMSampler  # noqa: E402
 from vlaforge.models.heads.schedules import CosineSchedule  # noqa: E402
-from vlaforge.models.policy import Policy  # noqa: E402
-from vlaforge.models.recipes import make_policy  # noqa: E402
+from vlaforge.policies.octo.policy import Policy  # noqa: E402
+from vlaforge.policies.recipes import make_policy  # noqa: E402
 from vlaforge.types import IMAGE_PREFIX, STATE_KEY, PolicyLike  # noqa: E402
 
 TOL = 1e-4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.eval.rollout import rollout
 from vlaforge.runtime import ChunkExecutor, ExecutorConfig, aligned_prefix, rtc_predict, rtc_weights
 from vlaforge.types import ActionChunk
@@ -65,7 +65,7 @@ def test_executor_rtc_mode_replans_every_half_chunk_and_hands_out_the_aligned_pr
 @pytest.fixture(scope="module")
 def flow_policy():
     torch.manual_seed(0)
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
 
     return make_policy(
         "octo-tiny", TinyDataset(), head="flow", head_kwargs={"hidden_dim": 16, "num_blocks": 1}, **TINY
@@ -95,7 +95,7 @@ def test_rtc_predict_on_a_real_policy_weights_zero_is_predict_and_weights_one_is
 
 
 def test_rtc_predict_rejects_a_head_that_cannot_inpaint():
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
 
     l1 = make_policy("octo-tiny", TinyDataset(), head="l1", **TINY).eval()
     with pytest.raises(TypeError, match="flow or diffusion head"):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.types import Observation
 
 
 def tiny_policy():
     import torch
 
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
 
     torch.manual_seed(0)
     return make_policy("octo-tiny", TinyDataset(), head="l1", **TINY).eval()

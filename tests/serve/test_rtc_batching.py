@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from tests.serve.serve_fakes import make_obs, obs_message
 from vlaforge.runtime.rtc import predict_rtc, rtc_weights
 from vlaforge.serve.client import PolicyClient, RemotePolicy, ServerError
@@ -20,7 +20,7 @@ from vlaforge_client import ActionChunkBroker
 def flow_server():
     import torch
 
-    from vlaforge.models.recipes import make_policy
+    from vlaforge.policies.recipes import make_policy
 
     torch.manual_seed(0)
     policy = make_policy("octo-tiny", TinyDataset(), head="flow", **TINY).eval()

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from tests.models.policy_fakes import TINY, TinyDataset
-from vlaforge.models.recipes import make_policy
+from tests.policies.policy_fakes import TINY, TinyDataset
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import train
 

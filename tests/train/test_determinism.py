@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 import vlaforge.train.trainer as trainer
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.cli import main
 from vlaforge.data import write_synthetic_dataset
-from vlaforge.models.recipes import make_policy
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.commands import run_training
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.sampler import StepSeededDataset, sample_seed

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from tests.models.policy_fakes import TINY, TinyDataset
-from vlaforge.models.policy import CheckpointError, Policy
-from vlaforge.models.recipes import make_policy
+from tests.policies.policy_fakes import TINY, TinyDataset
+from vlaforge.errors import CheckpointError
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.finetune import (
     LoRAConfig,
     ShapeChange,

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.cli import main as cli_main
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import make_policy
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.finetune import apply_lora, export_state_dict, lora_layers, merge_lora
 from vlaforge.train.fsdp import optimizer_state_by_index, optimizer_state_by_name, parameter_names

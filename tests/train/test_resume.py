@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.models.policy_fakes import TINY, TinyDataset
+from tests.policies.policy_fakes import TINY, TinyDataset
 from vlaforge.data import write_synthetic_dataset
-from vlaforge.models.policy import CheckpointError
-from vlaforge.models.recipes import make_policy
+from vlaforge.errors import CheckpointError
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.commands import resume_training, run_training
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.sampler import StepBatchSampler

@@ -8,7 +8,7 @@ import torch
 
 from vlaforge.cli import main
 from vlaforge.data import write_synthetic_dataset
-from vlaforge.models.policy import Policy
+from vlaforge.policies.octo.policy import Policy
 
 SMALL = json.dumps(
     {
@@ -203,3 +203,21 @@ def test_mixture_of_two_embodiments_trains_and_resumes(tmp_path):
     assert sorted(policy.config.datasets) == ["arm4", "arm7"]
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 0
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 3
+
+
+def test_run_training_refuses_bad_setups_with_value_errors(tmp_path):
+    """The library raises (the CLI prints one line): nothing exits the interpreter, nothing is read first."""
+    from vlaforge.train.commands import check_training_setup, run_training
+
+    with pytest.raises(ValueError, match="are not unique"):
+        check_training_setup("octo-tiny", "a=x,a=y")
+    with pytest.raises(ValueError, match="--weights has 1 values for 2 datasets"):
+        check_training_setup("octo-tiny", "x,y", weights=[1.0])
+    with pytest.raises(ValueError, match="--init-from with several --data"):
+        check_training_setup("octo-tiny", "x,y", finetune={"init_from": "somewhere"})
+    missing = tmp_path / "no-such-dataset"
+    with pytest.raises(ValueError, match="'octo-tiny' is not one"):
+        run_training("octo-tiny", missing, tmp_path / "run", cotrain={"vl": missing, "robot_fraction": 0.5})
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit, match="^vlaforge train: .*are not unique"):
+        main(["train", "--data", "a=x,a=y", "--out", str(tmp_path / "run")])

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from tests.models.policy_fakes import TINY, TinyDataset
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import make_policy
+from tests.policies.policy_fakes import TINY, TinyDataset
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.recipes import make_policy
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import TrainingError, train
 

@@ -81,13 +81,13 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.bench import embodiment
     from vlaforge.bench.fastpaths import parse_paths
-    from vlaforge.bench.lm_stages import lm_family
     from vlaforge.bench.measure import cpu_flags
     from vlaforge.bench.report import SCHEMA, default_out_path, model_label, plot, render_tables, write_json
     from vlaforge.bench.roofline import measure_matmul_throughput
     from vlaforge.bench.runner import LM_HEADS, bench_policy
+    from vlaforge.inference.fastpaths import lm_family
     from vlaforge.info import machine_info
-    from vlaforge.models.recipes import all_recipe_names, is_vla_recipe
+    from vlaforge.policies.recipes import all_recipe_names, is_vla_recipe
 
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit(

@@ -16,21 +16,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.bench.lm_stages import lm_family, lm_module
+from vlaforge.bench.lm_stages import lm_module
+from vlaforge.inference.fastpaths import lm_family
+from vlaforge.inference.load import WARMUP_INSTRUCTION
 from vlaforge.models.heads.samplers import DDIMSampler
-from vlaforge.models.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
-from vlaforge.models.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import get_recipe, is_vla_recipe, make_policy
-from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
+from vlaforge.policies.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
+from vlaforge.policies.recipes import get_recipe, is_vla_recipe, make_policy
+from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
 CAMERAS = ("corner", "gripper")
 IMAGE_SIZE = 128
 STATE_DIM = 4
 ACTION_DIM = 4
 FPS = 80.0
-TASKS = ("reach the goal position", "open the drawer", "push the puck to the goal")
-INSTRUCTION = TASKS[1]
+TASKS = ("reach the goal position", WARMUP_INSTRUCTION, "push the puck to the goal")
+INSTRUCTION = WARMUP_INSTRUCTION  # what `inference.load.example_observations` asks by default
 
 
 def metaworld_embodiment(image_size: int = IMAGE_SIZE) -> SimpleNamespace:
@@ -121,22 +123,6 @@ def load_checkpoint_policy(path: str | Path) -> Policy:
             "single-dataset policies (the stage breakdown and prefix cache do not handle per-sample statistics)"
         )
     return policy.eval()
-
-
-def example_observations(policy: Policy, seed: int = 0, instruction: str = INSTRUCTION) -> list[Observation]:
-    """`history` observations (oldest first) with random images and states, sized from the policy's spec."""
-    spec = policy.spec
-    rng = np.random.default_rng(seed)
-    return [
-        Observation(
-            images={
-                cam: rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for cam, (h, w) in spec.cameras.items()
-            },
-            state=rng.uniform(-0.5, 0.5, spec.state_dim).astype(np.float32),
-            instruction=instruction,
-        )
-        for _ in range(spec.history)
-    ]
 
 
 def parameter_counts(policy: Policy) -> dict[str, int]:

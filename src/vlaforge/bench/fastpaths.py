@@ -1,8 +1,10 @@
-"""Inference fast paths: each one is a different way to run the same policy call.
+"""Inference fast paths as `vlaforge bench` times them: each one is a different way to run the same call.
 
 Every path returns the action chunk (H, A) in robot units for the same observations and generator,
 so `vlaforge bench` can check it against the plain path run by run and report latency side by side.
-docs/performance.md says when each one is worth it.
+docs/performance.md says when each one is worth it. The paths that ship (bf16 weights, compile, int8,
+the prefix cache) are `vlaforge.inference`'s, which `load_policy` applies for eval and serve; this module
+only wraps them for timing (and adds the autocast and LM-policy variants that exist for comparison).
 
     inference_mode  the plain path and the reference: `Policy.predict` (under torch.inference_mode)
     bf16            the same call under autocast(bfloat16): matmuls and convs in bf16, the rest fp32
@@ -12,7 +14,7 @@ docs/performance.md says when each one is worth it.
                     network; the Python around them (mask building, the sampler loop) stays eager
     int8            dynamic int8 quantization of the transformer's and the head's nn.Linear layers
                     (weights int8 ahead of time, activations quantized per call); CPU only
-    prefix-cache    the task block's keys/values computed once per instruction (stages.StagedPredictor)
+    prefix-cache    the task block's keys/values computed once per instruction (inference.prefix_cache)
 
 The pretrained-LM policies (π0, π0-FAST, OpenVLA / RT-2, OFT; `lm_stages.lm_family`) run the same
 paths on their own `predict_batch`, each path changing one thing against the reference:
@@ -48,9 +50,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.bench.lm_stages import LMStagedPredictor, lm_family, lm_predict_batch
-from vlaforge.bench.stages import StagedPredictor, _eval_mode
-from vlaforge.models.policy import Policy
+from vlaforge.bench.lm_stages import LMStagedPredictor, lm_predict_batch
+from vlaforge.inference.fastpaths import (
+    PathUnavailable,
+    bf16_copy,
+    compile_toolchain_problem,
+    compiled_copy,
+    int8_copy,
+    lm_family,
+)
+from vlaforge.inference.prefix_cache import StagedPredictor, eval_mode
+from vlaforge.policies.octo.policy import Policy
 from vlaforge.types import Observation
 
 # (observations, generator) -> (actions (H, A) float32, seconds per stage or None)
@@ -87,10 +97,6 @@ PATHS: dict[str, FastPathSpec] = {
     )
 }
 BASELINE = "inference_mode"
-
-
-class PathUnavailable(Exception):
-    """The fast path does not apply to this policy or device (a reason, not a failure)."""
 
 
 @dataclass
@@ -134,58 +140,10 @@ def _plain(policy: Policy, steps: int | None, bf16: bool = False) -> PredictFn:
     return run
 
 
-def compiled_copy(policy: Policy) -> Policy:
-    """A deep copy whose conv stems, transformer blocks and head network are `torch.compile`d.
-
-    Blocks are compiled one by one rather than the whole `BlockTransformer`, whose mask check reads a
-    tensor value (a graph break) and whose cache arguments vary; the blocks all share one code object,
-    so inductor compiles it once for all layers (static shapes: a robot loop calls with one shape).
-    """
-    c = copy.deepcopy(policy)
-    for cam in c.camera_names:
-        c.image_encoders[cam] = torch.compile(c.image_encoders[cam], dynamic=False)
-    for i in range(len(c.transformer.blocks)):
-        c.transformer.blocks[i] = torch.compile(c.transformer.blocks[i], dynamic=False)
-    for attr in ("net", "mlp"):  # diffusion / flow / l1: net; binned: mlp
-        sub = getattr(c.head, attr, None)
-        if isinstance(sub, nn.Module):
-            setattr(c.head, attr, torch.compile(sub, dynamic=False))
-    return c
-
-
-def bf16_copy(policy: Any) -> Any:
-    """A deep copy cast by its `cast_for_inference(torch.bfloat16)` (Octo `Policy`, π0 / π0.5)."""
-    return copy.deepcopy(policy).cast_for_inference(torch.bfloat16).eval()
-
-
 def _bf16_note(device: torch.device) -> str:
     if device.type == "cpu" and not _cpu_has_native_bf16():
         return "no avx512_bf16/amx on this CPU: bf16 matmuls are emulated"
     return ""
-
-
-INT8_SCOPES = ("transformer.", "head.")
-
-
-def int8_copy(policy: Policy) -> Policy:
-    """A copy whose nn.Linear layers in the transformer and the head are dynamically quantized to int8.
-
-    Those hold nearly all the Linear FLOPs. The encoders stay fp32: `StateEncoder` reads its
-    projection's `weight.dtype`, which a quantized Linear does not have (its weight is packed), and
-    its 4 -> D projection costs nothing anyway.
-    """
-    from torch.ao.quantization import quantize_dynamic
-
-    names = {
-        name
-        for name, m in policy.named_modules()
-        if isinstance(m, nn.Linear) and name.startswith(INT8_SCOPES)
-    }
-    with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated in favour of torchao (not a dependency); it still works.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return quantize_dynamic(copy.deepcopy(policy), names, dtype=torch.qint8)
 
 
 def prepare_path(
@@ -302,35 +260,6 @@ LM_COMPILE_REASONS = {
 }
 
 
-def compile_toolchain_problem(device: torch.device) -> str | None:
-    """Why inductor cannot build kernels for `device` here (no C++ compiler on CPU, no Triton on CUDA),
-    or None. Checked up front so the bench reports a reason instead of a traceback from the first call."""
-    if device.type == "cpu":
-        try:
-            from torch._inductor.cpp_builder import get_cpp_compiler
-        except ImportError:  # a torch without this helper: let the first call tell
-            return None
-        try:
-            get_cpp_compiler()
-        except Exception as e:  # inductor raises InvalidCxxCompiler (or OSError) when none is found
-            return (
-                f"torch.compile on CPU needs a C++ compiler and inductor found none ({_first_line(e)}); "
-                "install g++ or set CXX"
-            )
-        return None
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            return "torch.compile on CUDA needs Triton, which is not installed"
-    return None
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"
-
-
 def lm_compile_unavailable(policy: Any) -> str | None:
     """Why the `compile` path does not apply to this LM policy on its device, or None when it does."""
     family = lm_family(policy)
@@ -426,7 +355,7 @@ def _prepare_pi0_compiled(
     def fn(obs: Sequence[Observation], gen: torch.Generator | None) -> tuple[np.ndarray, None]:
         policy.compile_sampling()
         try:
-            with torch.inference_mode(), _eval_mode(policy):
+            with torch.inference_mode(), eval_mode(policy):
                 return cached(obs, gen)
         finally:
             policy.compile_sampling(False)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from vlaforge.bench.stages import STAGES, StagedPredictor, StageTimer
+from vlaforge.inference.prefix_cache import STAGES, StagedPredictor, StageTimer
 from vlaforge.types import Observation
 
 _aten = torch.ops.aten

@@ -1,8 +1,8 @@
 """Stage timing of the pretrained-LM policies (π0, π0-FAST, OpenVLA / RT-2, OpenVLA-OFT) by hooks.
 
-`stages.StagedPredictor` re-implements Octo's predict step by step. The LM policies' inference is
+`inference.prefix_cache.StagedPredictor` re-implements Octo's predict step by step. The LM policies' inference is
 longer (prompt fitting, KV-cache bookkeeping, greedy decoding, Euler integration) and lives in
-`models/` that the bench must not fork, so here the policy's own `predict_batch` runs unchanged and
+`policies/` that the bench must not fork, so here the policy's own `predict_batch` runs unchanged and
 forward hooks on its top-level sub-modules mark the stage boundaries. The actions are therefore the
 policy's own by construction (tests/bench still checks them against `predict_batch`).
 
@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.bench.stages import StageTimer, _eval_mode
+from vlaforge.inference.fastpaths import lm_family
+from vlaforge.inference.prefix_cache import StageTimer, eval_mode
 from vlaforge.types import Observation
 
 # family -> (stages in report order, the LM attribute, (first call stage, later calls stage), glue stage)
@@ -51,24 +52,6 @@ _LM_CALLS = {"pi0": ("backbone", "expert"), "vla": ("prefix", "decode"), "oft": 
 # What runs between and after LM calls: π0's Euler glue belongs to the integration steps.
 _AFTER_LM = {"pi0": "expert", "vla": "rest", "oft": "rest", "pi0-fast": "rest"}
 _VISION_MODULES = ("vision_tower", "film", "projector")
-
-
-def lm_family(policy: Any) -> str | None:
-    """'pi0' | 'pi0-fast' | 'vla' | 'oft' for the pretrained-LM policy classes, None for Octo `Policy`."""
-    label = getattr(type(policy), "policy_class", None)
-    if label is None:
-        return None
-    from vlaforge.models.pi0.fast_policy import Pi0FastPolicy
-    from vlaforge.models.pi0.policy import Pi0Policy
-    from vlaforge.models.vla.policy import VLAPolicy
-
-    if isinstance(policy, Pi0FastPolicy):
-        return "pi0-fast"
-    if isinstance(policy, Pi0Policy):
-        return "pi0"
-    if isinstance(policy, VLAPolicy):
-        return "oft" if policy.config.variant == "oft" else "vla"
-    raise ValueError(f"vlaforge bench: no stage layout for policy class {type(policy).__name__}")
 
 
 def lm_module(policy: Any, family: str) -> nn.Module:
@@ -221,7 +204,7 @@ class LMStagedPredictor:
         hooks = _StageHooks(p, self.family, timer, use_cache=self.use_cache)
         compiled = compiled_decoding(p) if self.compile_decoding else contextlib.nullcontext()
         try:
-            with torch.inference_mode(), _eval_mode(p), compiled:
+            with torch.inference_mode(), eval_mode(p), compiled:
                 batch = p.observations_to_batch(observations)
                 timer.mark("rest")
                 actions = lm_predict_batch(

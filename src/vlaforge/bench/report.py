@@ -12,10 +12,8 @@ from typing import Any
 
 from vlaforge.bench.fastpaths import BASELINE
 from vlaforge.bench.flops import format_flops
-from vlaforge.bench.stages import STAGES
-
-# JSON has no NaN/Inf (a failed path's timings): the eval reports' converter, shared rather than copied.
-from vlaforge.eval.report import _finite_or_none
+from vlaforge.inference.prefix_cache import STAGES
+from vlaforge.info import json_safe
 
 SCHEMA = 1
 RESULTS_DIR = Path("benchmarks") / "results"
@@ -29,7 +27,7 @@ def default_out_path(version: str) -> Path:
 def write_json(report: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_none(report), indent=2) + "\n")
+    tmp.write_text(json.dumps(json_safe(report), indent=2) + "\n")
     tmp.replace(path)  # a reader never sees half a file
     return path
 

@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.bench.embodiment import example_observations, parameter_counts, sampler_steps
-from vlaforge.bench.fastpaths import BASELINE, PATHS, PathUnavailable, PreparedPath, lm_plain, prepare_path
+from vlaforge.bench.embodiment import parameter_counts, sampler_steps
+from vlaforge.bench.fastpaths import BASELINE, PATHS, PreparedPath, lm_plain, prepare_path
 from vlaforge.bench.flops import count_flops, count_stage_flops
-from vlaforge.bench.lm_stages import FAMILY_STAGES, LMStagedPredictor, lm_family, lm_model_shape
+from vlaforge.bench.lm_stages import FAMILY_STAGES, LMStagedPredictor, lm_model_shape
 from vlaforge.bench.measure import measure_memory, summarize_ms, time_interleaved
 from vlaforge.bench.roofline import MatmulThroughput, roofline_multiple
-from vlaforge.bench.stages import STAGES, StagedPredictor
-from vlaforge.models.policy import Policy, count_tokens
+from vlaforge.inference.fastpaths import PathUnavailable, lm_family
+from vlaforge.inference.load import example_observations
+from vlaforge.inference.prefix_cache import STAGES, StagedPredictor
+from vlaforge.policies.octo.policy import Policy, count_tokens
 
 # The action head of each LM family, in the report's model label (octo-tiny/diffusion, pi0-tiny/flow).
 LM_HEADS = {"pi0": "flow", "vla": "tokens", "oft": "mlp", "pi0-fast": "fast"}

@@ -1,5 +1,8 @@
-"""`vlaforge dataset info PATH`, `vlaforge dataset convert SRC DST --to v2.1|v3.0` and
-`vlaforge dataset add-subtasks PATH` (per-frame subtask labels for a Meta-World recording)."""
+"""`vlaforge dataset info PATH`, `vlaforge dataset convert SRC DST --to v2.1|v3.0`, `vlaforge dataset merge`.
+
+`vlaforge dataset add-subtasks PATH` (per-frame subtask labels for a Meta-World recording) joins this group
+from envs/commands.py through `dataset_subcommands`: it replays episodes in the simulator, and `data` knows
+no env."""
 
 from __future__ import annotations
 
@@ -58,28 +61,10 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_subtasks(args: argparse.Namespace) -> int:
-    from vlaforge.data.errors import DatasetError
-    from vlaforge.data.subtasks import add_subtasks
-
-    try:
-        report = add_subtasks(
-            args.path,
-            source="columns" if args.from_columns else "auto",
-            task=args.task,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except (DatasetError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(report.table())
-    if report.fallbacks:
-        print(f"\n{len(report.fallbacks)} episode(s) labelled from the stored columns:", file=sys.stderr)
-        for line in report.fallbacks[:5]:
-            print(f"  {line}", file=sys.stderr)
-    print(f"\nwrote subtask labels to {report.root}")
-    return 0
+def dataset_subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The sub-commands of the `vlaforge dataset` parser that `register` built, for areas above `data` to
+    add theirs to."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,25 +99,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     merge.add_argument("--out", required=True, help="merged dataset root (v3.0)")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     merge.set_defaults(func=_merge)
-
-    subtasks = dsub.add_parser(
-        "add-subtasks",
-        help="label every frame of a Meta-World recording with its subtask (reach / grasp / act phase)",
-        description="Derive per-frame subtask texts ('reach the puck', 'grasp the puck', 'push the puck to the "
-        "goal') from the scripted expert's phases and store them in the dataset (subtask_index column + "
-        "meta/subtasks.parquet), atomically. Episodes are replayed in the simulator from the seeds in "
-        "<PATH>.record_summary.json when possible (true object positions), else labelled from the stored "
-        "state and action.",
-    )
-    subtasks.add_argument("path", help="dataset root (a `vlaforge record` output)")
-    subtasks.add_argument(
-        "--from-columns", action="store_true", help="do not replay: use the stored state and action only"
-    )
-    subtasks.add_argument(
-        "--task",
-        default=None,
-        help="Meta-World task of every episode (default: from the summary/instructions)",
-    )
-    subtasks.add_argument("--overwrite", action="store_true", help="relabel a dataset that has labels")
-    subtasks.add_argument("--quiet", action="store_true", help="no progress bar")
-    subtasks.set_defaults(func=_add_subtasks)

@@ -95,6 +95,11 @@ class Dataset(torch.utils.data.Dataset):
         self._cache_paths: dict[str, Path] = {}
         self._cache: dict[str, np.ndarray] = {}
 
+    def actions_only(self, chunk: int) -> Dataset:
+        """This recording opened for its action windows alone: history 1, `chunk` actions per item and no
+        camera, so no video is decoded (what fitting an action tokenizer, e.g. π0-FAST's, reads)."""
+        return Dataset(self.root, history=1, chunk=chunk, cameras=[])
+
     # ------------------------------------------------------------------------------------ properties
 
     @property

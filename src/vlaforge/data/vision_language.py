@@ -12,7 +12,7 @@ hub-free format for that second stream::
 Blank lines are skipped. Every record is checked when the directory is opened (JSON, keys, types, the
 image file or npz key exists), so a bad line fails at start-up with its line number, not mid-run.
 Images are decoded on access with PyAV (already a dependency for video; no PIL needed) and returned
-at their own size: :class:`~vlaforge.models.vla.cotrain.CoTrainingDataset` resizes them to the
+at their own size: :class:`~vlaforge.data.cotrain.CoTrainingDataset` resizes them to the
 policy's camera.
 """
 

@@ -1,10 +1,13 @@
-"""`vlaforge record`: scripted-expert demonstrations -> a LeRobot dataset; `vlaforge libero list`."""
+"""`vlaforge record`: scripted-expert demonstrations -> a LeRobot dataset; `vlaforge libero list`;
+`vlaforge dataset add-subtasks` (Meta-World phase labels, added to data/commands.py's `dataset` group)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from vlaforge.data.commands import dataset_subcommands
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -56,7 +59,7 @@ def _record(args: argparse.Namespace) -> int:
         f"to {root} in {summary['wall_time_s']:.0f} s; summary: {summary_path(root)}"
     )
     if "subtasks" in summary:
-        from vlaforge.data.subtasks import PhaseSummary, format_phase_table
+        from vlaforge.envs.subtasks import PhaseSummary, format_phase_table
 
         print(format_phase_table({t: PhaseSummary.from_json(s) for t, s in summary["subtasks"].items()}))
     if summary["incomplete_tasks"]:
@@ -93,6 +96,55 @@ def _libero_list(args: argparse.Namespace) -> int:
     for t in tasks:
         print(f'  {t.index:>2}  {args.suite}/{t.name}\n      "{t.instruction}"')
     return 0
+
+
+def _add_subtasks(args: argparse.Namespace) -> int:
+    from vlaforge.data.errors import DatasetError
+    from vlaforge.envs.subtasks import add_subtasks
+
+    try:
+        report = add_subtasks(
+            args.path,
+            source="columns" if args.from_columns else "auto",
+            task=args.task,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.table())
+    if report.fallbacks:
+        print(f"\n{len(report.fallbacks)} episode(s) labelled from the stored columns:", file=sys.stderr)
+        for line in report.fallbacks[:5]:
+            print(f"  {line}", file=sys.stderr)
+    print(f"\nwrote subtask labels to {report.root}")
+    return 0
+
+
+def _register_add_subtasks(dsub: argparse._SubParsersAction) -> None:
+    """`vlaforge dataset add-subtasks` (in the `dataset` group of data/commands.py)."""
+    subtasks = dsub.add_parser(
+        "add-subtasks",
+        help="label every frame of a Meta-World recording with its subtask (reach / grasp / act phase)",
+        description="Derive per-frame subtask texts ('reach the puck', 'grasp the puck', 'push the puck to the "
+        "goal') from the scripted expert's phases and store them in the dataset (subtask_index column + "
+        "meta/subtasks.parquet), atomically. Episodes are replayed in the simulator from the seeds in "
+        "<PATH>.record_summary.json when possible (true object positions), else labelled from the stored "
+        "state and action.",
+    )
+    subtasks.add_argument("path", help="dataset root (a `vlaforge record` output)")
+    subtasks.add_argument(
+        "--from-columns", action="store_true", help="do not replay: use the stored state and action only"
+    )
+    subtasks.add_argument(
+        "--task",
+        default=None,
+        help="Meta-World task of every episode (default: from the summary/instructions)",
+    )
+    subtasks.add_argument("--overwrite", action="store_true", help="relabel a dataset that has labels")
+    subtasks.add_argument("--quiet", action="store_true", help="no progress bar")
+    subtasks.set_defaults(func=_add_subtasks)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -156,3 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_record)
+
+    dataset = sub.choices.get("dataset")  # built by data/commands.py, registered before this module
+    if dataset is not None:
+        _register_add_subtasks(dataset_subcommands(dataset))

@@ -15,7 +15,7 @@ A summary (attempts, failures, seeds and layouts used per task) is written next 
 `<out>.record_summary.json`; nothing is added inside the dataset directory.
 
 `subtasks=True` (`vlaforge record --subtasks`) also labels every frame with the expert's phase ("reach the
-puck", "grasp the puck", "push the puck to the goal"; see `vlaforge.data.subtasks`), derived from the true
+puck", "grasp the puck", "push the puck to the goal"; see `vlaforge.envs.subtasks`), derived from the true
 object positions the recorder sees; the summary then lists each task's phases and their share of frames.
 """
 
@@ -56,7 +56,7 @@ class RecordConfig:
     max_attempts_factor: int = 3
     split: str = "train"
     max_episode_steps: int | None = None  # None: the env's limit (500)
-    subtasks: bool = False  # label frames with the expert's phase (vlaforge.data.subtasks)
+    subtasks: bool = False  # label frames with the expert's phase (vlaforge.envs.subtasks)
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -434,7 +434,7 @@ def record(
     summary's "subtasks" entry gives each task's phases and their mean share of frames.
     """
     from vlaforge.data import DatasetWriter
-    from vlaforge.data.subtasks import PhaseSummary, episode_subtasks
+    from vlaforge.envs.subtasks import PhaseSummary, episode_subtasks
 
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     config = RecordConfig(

@@ -15,80 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-def load_policy(
-    path: str, int8: bool = False, bf16: bool = False, map_location: str = "cpu", compile: bool = False
-) -> Any:
-    """Load a trained policy (module-level so that worker processes can unpickle the factory).
-
-    int8: dynamically quantize the Linear layers of the transformer and the head to int8 (the CPU
-    fast path of `vlaforge bench`), to measure what it costs in success on the same seeds.
-    bf16: cast the transformer's weights to bfloat16 (`cast_for_inference`: Octo-style policies, π0 /
-    π0.5), the fast path on CPUs with AMX / AVX512-BF16 and on GPUs.
-    compile: torch.compile the per-chunk networks (π0 / π0.5: `compile_sampling()`; Octo-style: stems,
-    blocks and head net, `fastpaths.compiled_copy`) and make one warm-up call, so the compilation
-    (10-60 s on a CPU) happens here and not at the first request. May be combined with bf16.
-    """
-    from vlaforge.models.policy import Policy
-
-    if int8 and bf16:
-        raise SystemExit("--int8 and --bf16 are two different fast paths: choose one")
-    if int8 and compile:
-        raise SystemExit("--compile does not combine with --int8 (dynamically quantized layers): choose one")
-    if int8 and str(map_location) != "cpu":
-        raise SystemExit(f"--int8 runs on the CPU only (dynamic quantization), not on {map_location}")
-    policy = Policy.load(path, map_location=map_location)
-    if int8:
-        from vlaforge.bench.fastpaths import int8_copy
-
-        if not hasattr(policy, "transformer") or not hasattr(policy, "head"):
-            raise SystemExit(f"--int8 covers the octo-family recipes (transformer + head); {path} is not one")
-        policy = int8_copy(policy)
-    if bf16:
-        if not hasattr(policy, "cast_for_inference"):
-            raise SystemExit(
-                f"--bf16 covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__}"
-            )
-        import torch
-
-        policy = policy.cast_for_inference(torch.bfloat16)
-    if compile:
-        policy = _compiled(policy, path)
-    return policy
-
-
-def _compiled(policy: Any, path: str) -> Any:
-    """`load_policy(compile=True)`: the compiled policy after warm-up calls (plain and RTC; see there)."""
-    import numpy as np
-
-    from vlaforge.bench.embodiment import example_observations
-    from vlaforge.bench.fastpaths import compile_toolchain_problem, compiled_copy
-    from vlaforge.bench.lm_stages import lm_family
-    from vlaforge.runtime.rtc import predict_rtc, supports_rtc
-
-    problem = compile_toolchain_problem(policy.device)
-    if problem is not None:
-        raise SystemExit(f"--compile: {problem}")
-    family = lm_family(policy)
-    if family == "pi0":
-        policy.compile_sampling()
-    elif family is None and hasattr(policy, "head"):
-        policy = compiled_copy(policy)
-    else:
-        raise SystemExit(
-            f"--compile covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__} "
-            "(token decoders: `vlaforge bench --paths compile` times their compiled decode step)"
-        )
-    policy.eval()
-    obs = example_observations(policy)
-    policy.predict(obs)  # compiles now, for batch 1
-    if supports_rtc(policy):  # RTC's guided sampling (autograd through the velocity) is another graph
-        spec = policy.spec
-        predict_rtc(
-            policy, obs, np.zeros((spec.chunk, spec.action_dim), np.float32), np.linspace(1, 0, spec.chunk)
-        )
-    return policy
-
-
 def load_instructions(path: str | Path) -> dict[str, str]:
     """Read a JSON object {task: instruction} used to override the environments' instructions."""
     p = Path(path)
@@ -134,8 +60,9 @@ def _full_task_keys(instructions: dict[str, str], tasks: list[str]) -> dict[str,
 def _run(args: argparse.Namespace) -> int:
     from vlaforge import __version__
     from vlaforge.eval.expert import ExpertPolicy
-    from vlaforge.eval.report import markdown_table
+    from vlaforge.eval.results import markdown_table
     from vlaforge.eval.rollout import evaluate
+    from vlaforge.inference.load import check_fast_paths, load_policy
     from vlaforge.runtime.executor import ExecutorConfig
 
     if args.rtc and args.ensemble:
@@ -161,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         if not Path(args.run_dir).exists():
             raise SystemExit(f"vlaforge eval: run directory {args.run_dir} does not exist")
         fast = {k: True for k in ("int8", "bf16", "compile") if getattr(args, k)}
+        try:
+            check_fast_paths(**fast)  # before any env or worker starts; the policy's own checks run at load
+        except ValueError as e:
+            raise SystemExit(f"vlaforge eval: {e}") from None
         factory = functools.partial(load_policy, args.run_dir, **fast)
         name = str(args.run_dir) + "".join(f" ({k})" for k in fast)
         out = Path(args.out or Path(args.run_dir) / "eval")
@@ -208,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
             metadata={"policy": name, "vlaforge": __version__},
             safety=safety,
         )
-    except (ValueError, LiberoNotInstalled) as e:  # a user's mismatch: one line, not a traceback
+    except (ValueError, LiberoNotInstalled) as e:  # a user's mismatch or a bad checkpoint: one line
         raise SystemExit(f"vlaforge eval: {e}") from None
     print()
     print(markdown_table(report))

@@ -1,4 +1,5 @@
-"""What an evaluation produces: one `EpisodeResult` per rollout, summarised into an `EvalReport`.
+"""What an evaluation produces: one `EpisodeResult` per rollout, summarised into an `EvalReport`,
+and its markdown view (`markdown_table`: eval.md and the console table).
 
 Plain dataclasses so that results cross process boundaries (pickling, workers) and serialise to
 JSON without custom encoders.
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vlaforge.eval.stats import percentile, wilson_interval
+from vlaforge.runtime.safety import KINDS
 
 
 @dataclass
@@ -151,9 +153,7 @@ class EvalReport:
         return float(self.overall()["mean_success"])
 
     def to_markdown(self) -> str:
-        """The eval.md table (see `vlaforge.eval.report.markdown_table`)."""
-        from vlaforge.eval.report import markdown_table
-
+        """The eval.md table (`markdown_table`)."""
         return markdown_table(self)
 
     def overall(self) -> dict[str, Any]:
@@ -218,3 +218,72 @@ class EvalReport:
             "config": self.config,
             "episodes": [e.to_json() for e in self.episodes],
         }
+
+
+def pct(x: float) -> str:
+    """A rate in [0, 1] as a percentage with one decimal."""
+    return f"{100 * x:.1f}%"
+
+
+def markdown_table(report: EvalReport) -> str:
+    """The per-task table with an overall row, plus a line on policy latency."""
+    conf = int(round(100 * report.confidence))
+    cfg = report.config
+    lines = []
+    title = cfg.get("policy", "policy")
+    lines.append(f"# Evaluation of {title}")
+    lines.append("")
+    seeds = cfg.get("seeds", ["?", "?"])
+    lines.append(
+        f"split `{cfg.get('split', '?')}`, {cfg.get('episodes', '?')} episodes per task "
+        f"(seeds {seeds[0]}–{seeds[1]}), executor `{cfg.get('executor_label', '?')}`"
+    )
+    lines.append("")
+    lines.append(f"| task | success | rate | {conf}% CI | mean len | median len | instruction |")
+    lines.append("|---|---:|---:|---:|---:|---:|---|")
+    for t in report.tasks:
+        instr = t.instruction.replace("|", "\\|")
+        if len(t.instructions) > 1:
+            instr += f" (+{len(t.instructions) - 1} more)"
+        lines.append(
+            f"| {t.task} | {t.successes}/{t.episodes} | {pct(t.rate)} | {pct(t.wilson_lo)}–{pct(t.wilson_hi)} "
+            f"| {t.mean_length:.1f} | {t.median_length:.1f} | {instr} |"
+        )
+    o = report.overall()
+    lines.append(
+        f"| **mean** | {o['successes']}/{o['episodes']} | **{pct(o['mean_success'])}** "
+        f"| {pct(o['wilson_lo'])}–{pct(o['wilson_hi'])} | | | |"
+    )
+    lat = report.latency()
+    if lat["calls"]:
+        lines.append("")
+        lines.append(
+            f"Policy latency: median {lat['median_ms']:.3g} ms, p90 {lat['p90_ms']:.3g} ms over {lat['calls']} calls; "
+            f"{lat['actions_per_call']:.1f} actions per call → up to {lat['max_control_hz']:.0f} Hz control "
+            f"(the env runs at {lat['env_fps']:g} Hz)."
+        )
+    lines.extend(safety_table(report))
+    return "\n".join(lines) + "\n"
+
+
+def safety_table(report: EvalReport) -> list[str]:
+    """Lines of the SafetyFilter section (empty when evaluated without one): per task, steps the filter
+    changed, episodes it touched, and the count of each intervention kind."""
+    total = report.safety()
+    if total is None:
+        return []
+    kinds = [k for k in KINDS if total.get(k)]  # only the kinds that happened, to keep the table narrow
+    lines = ["", "## Safety filter", ""]
+    if not total["steps_changed"]:
+        lines.append(f"No interventions in {total['steps']} filtered steps ({total['episodes']} episodes).")
+        return lines
+    lines.append("| task | steps changed | episodes changed | " + " | ".join(kinds) + " |")
+    lines.append("|---|---:|---:|" + "---:|" * len(kinds))
+    rows = [(t.task, t.safety) for t in report.tasks if t.safety is not None] + [("**all**", total)]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {s['steps_changed']}/{s['steps']} | {s['episodes_changed']}/{s['episodes']} | "
+            + " | ".join(str(s.get(k, 0)) for k in kinds)
+            + " |"
+        )
+    return lines

@@ -33,8 +33,8 @@ def read_instructions(path: str) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from vlaforge.errors import CheckpointError
     from vlaforge.export import ExportError
-    from vlaforge.models.policy import CheckpointError
 
     try:
         from vlaforge.export.onnx_export import export_onnx

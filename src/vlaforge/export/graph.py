@@ -32,8 +32,8 @@ from torch import nn
 from vlaforge.export import ExportError
 from vlaforge.export.onnx import ACTION_OUTPUT, NOISE, TEXT_FEATURES, TEXT_IDS, TEXT_MASK, TensorSpec
 from vlaforge.models.heads.samplers import DDIMSampler, DDPMSampler, EulerSampler
-from vlaforge.models.policy import Policy
-from vlaforge.models.recipes import RECIPES
+from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.octo.recipes import RECIPES
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
 BATCH = "B"  # the dynamic batch axis in TensorSpec shapes

@@ -41,7 +41,7 @@ from vlaforge.export.onnx import (
     TEXT_FEATURES_FILE,
     OnnxPolicy,
 )
-from vlaforge.models.policy import Policy
+from vlaforge.policies.octo.policy import Policy
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, Observation
 
 OPSET = 18

@@ -9,7 +9,7 @@ import os
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vlaforge.eval.commands import load_policy
+    from vlaforge.inference.load import load_policy
     from vlaforge.serve.server import PolicyServer
 
     logging.basicConfig(
@@ -24,9 +24,12 @@ def _serve(args: argparse.Namespace) -> int:
             safety = load_limits(args.safety)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
-    policy = load_policy(
-        args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device, compile=args.compile
-    )
+    try:
+        policy = load_policy(
+            args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device, compile=args.compile
+        )
+    except ValueError as e:  # a bad checkpoint, or a fast path that does not apply: one line
+        raise SystemExit(f"vlaforge serve: {e}") from None
     try:
         server = PolicyServer(
             policy,

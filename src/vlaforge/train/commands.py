@@ -30,14 +30,13 @@ def run_training(
     data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
     with `weights`; state/action padded to the largest, statistics kept per dataset).
     cotrain: {"vl": VL_DIR, "robot_fraction": f}: RT-2 co-training of a VLA token recipe with a
-    vision-language directory (`vlaforge.models.vla.cotrain`); one robot dataset, no --init-from.
+    vision-language directory (`vlaforge.data.cotrain`); one robot dataset, no --init-from.
     """
     from vlaforge.data import Dataset, MixtureDataset
-    from vlaforge.models.recipes import get_recipe, make_mixture_policy, make_policy
+    from vlaforge.policies.recipes import get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import (
         apply_finetune_setup,
-        check_finetune_setup,
         finetune_policy,
         lora_preset,
         parameter_table,
@@ -45,20 +44,17 @@ def run_training(
     from vlaforge.train.trainer import seed_everything, train
 
     r = get_recipe(recipe)
+    check_training_setup(recipe, data, finetune=finetune, weights=weights, cotrain=cotrain)
     roots, names, mix_weights = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
-    check_finetune_setup(ft)  # before anything is built or read
     model_kw = {**(model_overrides or {}), "head": head, "language": language}
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
     mixture = len(roots) > 1 or weights is not None
-    if mixture and ft.get("init_from"):
-        raise SystemExit("--init-from with several --data is not supported yet")
     # Before anything random is built: the initial weights (and LoRA adapters) are a function of the seed.
     seed_everything(cfg.seed)
     if cotrain:
-        _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
         from vlaforge.data.vision_language import VisionLanguageDataset
-        from vlaforge.models.vla.cotrain import make_cotraining_policy
+        from vlaforge.policies.vla.recipes import make_cotraining_policy
 
         overrides = {k: v for k, v in model_kw.items() if v is not None}
         policy = make_cotraining_policy(
@@ -112,7 +108,8 @@ def run_training(
 
 def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None, progress: bool = True):
     """Continue a run from its newest readable checkpoint (only budget/logging fields may change)."""
-    from vlaforge.models.policy import CheckpointError, Policy
+    from vlaforge.errors import CheckpointError
+    from vlaforge.policies.octo.policy import Policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import apply_finetune_setup
     from vlaforge.train.trainer import latest_checkpoint, train
@@ -157,34 +154,62 @@ def parse_data(data: str | Path, weights: list[float] | None) -> tuple[list[str]
         roots.append(path)
         names.append(name)
     if len(set(names)) != len(names):
-        raise SystemExit(f"dataset names {names} are not unique; name them with --data name=path,...")
+        raise ValueError(f"dataset names {names} are not unique; name them with --data name=path,...")
     if weights is not None and len(weights) != len(roots):
-        raise SystemExit(f"--weights has {len(weights)} values for {len(roots)} datasets")
+        raise ValueError(f"--weights has {len(weights)} values for {len(roots)} datasets")
     return roots, names, (dict(zip(names, weights)) if weights is not None else None)
 
 
+def check_training_setup(
+    recipe: str,
+    data: str | Path,
+    *,
+    finetune: dict | None = None,
+    weights: list[float] | None = None,
+    cotrain: dict | None = None,
+) -> None:
+    """What `run_training` refuses before reading any data (a ValueError naming the option): unknown or
+    repeated dataset names, weights that do not match them, fine-tuning options that do not combine, a
+    mixture with --init-from, co-training outside a VLA token recipe."""
+    from vlaforge.train.finetune import check_finetune_setup
+
+    roots, _, _ = parse_data(data, weights)
+    ft = {k: v for k, v in (finetune or {}).items() if v}
+    check_finetune_setup(ft)
+    mixture = len(roots) > 1 or weights is not None
+    if mixture and ft.get("init_from"):
+        raise ValueError("--init-from with several --data is not supported yet")
+    if cotrain:
+        _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
+
+
 def _check_cotrain(recipe: str, mixture: bool, ft: dict, robot_fraction: float) -> None:
-    from vlaforge.models.vla.recipes import VLA_RECIPES
+    from vlaforge.policies.vla.recipes import VLA_RECIPES
 
     if not 0.0 < robot_fraction < 1.0:
-        raise SystemExit(f"--robot-fraction {robot_fraction}: must be in (0, 1), e.g. 0.66 (RT-2)")
+        raise ValueError(f"--robot-fraction {robot_fraction}: must be in (0, 1), e.g. 0.66 (RT-2)")
     token_recipes = [n for n, r in VLA_RECIPES.items() if r.model.get("variant") != "oft"]
     if recipe not in token_recipes:
-        raise SystemExit(
+        raise ValueError(
             f"--cotrain-vl mixes vision-language batches into a VLA recipe with an LM loss "
             f"({', '.join(token_recipes)}); '{recipe}' is not one"
         )
     if mixture:
-        raise SystemExit("--cotrain-vl takes one robot --data (the VLA recipes do not train on mixtures)")
+        raise ValueError("--cotrain-vl takes one robot --data (the VLA recipes do not train on mixtures)")
     if ft.get("init_from"):
-        raise SystemExit("--cotrain-vl with --init-from is not supported yet")
+        raise ValueError("--cotrain-vl with --init-from is not supported yet")
 
 
 def _cotraining_data(policy, robot, cotrain: dict, seed: int):
-    """The robot dataset with the vision-language records mixed in (`vla.cotrain.CoTrainingDataset`)."""
-    from vlaforge.models.vla.cotrain import cotraining_dataset_for
+    """The robot dataset with the vision-language records mixed in (`data.cotrain.CoTrainingDataset`),
+    their images on `policy`'s main camera (its other cameras see zeros)."""
+    from vlaforge.data.cotrain import CoTrainingDataset
+    from vlaforge.data.vision_language import VisionLanguageDataset
+    from vlaforge.policies.embodiment import main_camera
 
-    return cotraining_dataset_for(policy, robot, cotrain["vl"], cotrain["robot_fraction"], seed)
+    camera = main_camera(policy.camera_names)
+    vl = VisionLanguageDataset(cotrain["vl"])
+    return CoTrainingDataset(robot, vl, cotrain["robot_fraction"], seed, camera=camera)
 
 
 def _training_data(roots, names, weights, history: int, chunk: int, cfg, progress: bool):
@@ -204,7 +229,6 @@ def _training_data(roots, names, weights, history: int, chunk: int, cfg, progres
 
 def _run(args: argparse.Namespace) -> int:
     from vlaforge.train import distributed
-    from vlaforge.train.finetune import check_finetune_setup
 
     main = distributed.current().is_main  # under torchrun only rank 0 prints
     if args.parallel == "fsdp":
@@ -268,8 +292,10 @@ def _run(args: argparse.Namespace) -> int:
         "train_only": args.train_only,
         "lora": lora,
     }
+    weights = [float(x) for x in args.weights.split(",")] if args.weights else None
+    cotrain = _cotrain_arg(args)
     try:  # e.g. --train-only with --lora-rank: refused before any data is read
-        check_finetune_setup(finetune)
+        check_training_setup(args.recipe, args.data, finetune=finetune, weights=weights, cotrain=cotrain)
     except ValueError as e:
         raise SystemExit(f"vlaforge train: {e}") from None
     _, res = run_training(
@@ -281,8 +307,8 @@ def _run(args: argparse.Namespace) -> int:
         train_overrides=train_kw,
         model_overrides=model_kw,
         finetune=finetune,
-        weights=[float(x) for x in args.weights.split(",")] if args.weights else None,
-        cotrain=_cotrain_arg(args),
+        weights=weights,
+        cotrain=cotrain,
         progress=main,
     )
     if main:

@@ -51,9 +51,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from vlaforge.models.config import PolicyConfig
+from vlaforge.errors import CheckpointError
 from vlaforge.models.encoders import LanguageEncoder, WordTokenizer
-from vlaforge.models.policy import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, Policy, resolve_checkpoint
+from vlaforge.policies.base import CONFIG_FILE, WEIGHTS_FILE, resolve_checkpoint
+from vlaforge.policies.octo.config import PolicyConfig
+from vlaforge.policies.octo.policy import Policy
 
 # Fields of PolicyConfig that describe the robot (taken from the new dataset when fine-tuning);
 # every other field describes the architecture and is taken from the pretrained checkpoint.
@@ -262,7 +264,9 @@ def finetune_policy(
     to repeat the pretraining flags. ``overrides`` change PolicyConfig fields on top (e.g. a new
     ``head``, which then needs ``allow_unknown`` for the old head's weights).
     """
-    from vlaforge.models.recipes import config_from_dataset, policy_from_config, task_texts
+    from vlaforge.policies.embodiment import task_texts
+    from vlaforge.policies.octo.recipes import policy_from_config
+    from vlaforge.policies.recipes import config_from_dataset
 
     d = resolve_checkpoint(checkpoint)
     try:

@@ -30,7 +30,9 @@ import safetensors.torch
 import torch
 from torch.utils.data import DataLoader
 
-from vlaforge.models.policy import CheckpointError, Policy, resolve_checkpoint
+from vlaforge.errors import CheckpointError
+from vlaforge.policies.base import resolve_checkpoint
+from vlaforge.policies.octo.policy import Policy
 from vlaforge.train import distributed, fsdp
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.models.lm.hf_models import save_hf, tiny_hf_lm
+from vlaforge.errors import CheckpointError
 from vlaforge.models.lm import LMCheckpointError, load_hf_checkpoint
-from vlaforge.models.policy import CheckpointError
 
 
 @pytest.fixture

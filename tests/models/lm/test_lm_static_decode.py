@@ -147,7 +147,8 @@ def test_compiled_decoding_equals_eager_with_one_graph(family):
 @pytest.mark.timeout(COMPILE_TIMEOUT_S)
 def test_compiled_decoding_on_a_token_vla_policy():
     """rt2-tiny (constrained action tokens, prefix-LM prompt): compiled decode == the eager KV cache."""
-    from vlaforge.bench.embodiment import build_recipe_policy, example_observations
+    from vlaforge.bench.embodiment import build_recipe_policy
+    from vlaforge.inference.load import example_observations
 
     policy = build_recipe_policy("rt2-tiny", image_size=32, seed=0)
     with torch.no_grad():  # larger LM weights than the init, so the chosen bins are far from tied

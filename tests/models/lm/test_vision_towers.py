@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlaforge.models.policy import CheckpointError
+from vlaforge.errors import CheckpointError
 from vlaforge.models.vision import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -39,9 +39,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from vlaforge.errors import CheckpointError
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.lm.decoder import DecoderLM
-from vlaforge.models.policy import CheckpointError
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"

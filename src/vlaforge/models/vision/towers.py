@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlaforge.models.policy import CheckpointError
+from vlaforge.errors import CheckpointError
 from vlaforge.models.vision.preprocess import (
     ImagePreprocess,
     dinov2_preprocess,

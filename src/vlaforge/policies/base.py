@@ -1,0 +1,202 @@
+"""What every policy family shares: the checkpoint files, the loader's class table, the common methods.
+
+A checkpoint directory (no pickle) is::
+
+    config.json                 {"policy_class": ..., "config": ..., "normalization": ..., ...}
+    model.safetensors           the weights
+    normalization.safetensors   the normalizer's statistics
+
+`write_policy_files` / `policy_dir` / `read_policy_tensors` read and write that layout for every class.
+``"policy_class"`` names the class that reads the checkpoint: each family registers its classes here
+(`register_policy_class`) where it defines them, and `octo.Policy.load` hands a checkpoint to the class
+it names (`checkpoint_class`); a config without the entry is the Octo layout. The families import this
+module, never the reverse, so the table is filled by importing them: `vlaforge.policies` imports all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vlaforge.errors import CheckpointError
+from vlaforge.transforms.normalize import Normalizer
+from vlaforge.types import ACTION_KEY, ActionChunk, Observation, PolicySpec
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+NORM_FILE = "normalization.safetensors"
+
+ClassT = TypeVar("ClassT", bound=type)
+_CHECKPOINT_CLASSES: dict[str, type] = {}
+
+
+def register_policy_class(cls: ClassT) -> ClassT:
+    """Class decorator: checkpoints whose config.json says ``"policy_class": cls.policy_class`` load as `cls`."""
+    name = cls.policy_class  # type: ignore[attr-defined]
+    known = _CHECKPOINT_CLASSES.setdefault(name, cls)
+    if known is not cls:
+        raise ValueError(f"policy_class {name!r} is registered twice ({known.__name__}, {cls.__name__})")
+    return cls
+
+
+def checkpoint_class(meta: Any) -> type | None:
+    """The registered class that reads a checkpoint's config.json `meta`; None without ``"policy_class"``
+    (the Octo layout, `octo.Policy`). An unknown name is a CheckpointError naming the known ones."""
+    name = meta.get("policy_class") if isinstance(meta, dict) else None
+    if name is None:
+        return None
+    if name not in _CHECKPOINT_CLASSES:
+        raise CheckpointError(
+            f"unknown policy_class {name!r}; this vlaforge reads {sorted(_CHECKPOINT_CLASSES)} "
+            "(and the Octo layout, which has none)"
+        )
+    return _CHECKPOINT_CLASSES[name]
+
+
+class PolicyMethods:
+    """What every policy class (`octo.Policy`, `vla.VLAPolicy`, `pi0.Pi0Policy`) does the same way.
+
+    A plain mixin (listed before `nn.Module`), like `policies.config.ConfigMethods`: the classes share their
+    public contract (`PolicyLike` plus `loss` / `predict_batch` / `observations_to_batch`), not their
+    module trees, so there is no common `nn.Module` base. Each class provides `config` (with `spec`
+    and `fps`), `loss`, `observations_to_batch` and `predict_batch`; everything below is built on them.
+    """
+
+    config: Any  # PolicyConfig | VLAConfig | Pi0Config
+    training: bool
+
+    @property
+    def spec(self) -> PolicySpec:
+        return self.config.spec
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        params = self.parameters()  # type: ignore[attr-defined]
+        return sum(p.numel() for p in params if p.requires_grad or not trainable_only)
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss; `forward` so that DistributedDataParallel's hooks run around it."""
+        return self.loss(batch)  # type: ignore[attr-defined]
+
+    def predict(
+        self,
+        observations: Observation | Sequence[Observation],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ActionChunk:
+        """The next action chunk (H, A) in robot units for the latest observation(s).
+
+        dataset: for a policy trained on a mixture, whose statistics and action size to use.
+        steps / generator: sampler steps and random source of the sampling heads (ignored by the
+        deterministic ones).
+        """
+        batch = self.observations_to_batch(observations, dataset=dataset)  # type: ignore[attr-defined]
+        predict_batch = self.predict_batch  # type: ignore[attr-defined]
+        actions = predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (B, H, A)
+        return first_chunk(actions, self.config.fps)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) for one inference call; the previous train/eval mode comes back
+        afterwards, also on error, so predicting in the middle of training changes nothing."""
+        was_training = self.training
+        self.eval()  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            self.train(was_training)  # type: ignore[attr-defined]
+
+
+def reject_dataset(dataset: str | None) -> None:
+    """A single-dataset policy was asked for a dataset's statistics: an error (there is nothing to choose)."""
+    if dataset is not None:
+        raise ValueError(f"dataset='{dataset}': this policy was trained on a single dataset; omit it")
+
+
+def action_chunk_targets(
+    batch: dict[str, Any], chunk: int, action_dim: int, device: torch.device
+) -> torch.Tensor:
+    """`batch["action"]`, validated, as float (B, H, A) on `device` (a (B, A) batch is one step, H = 1)."""
+    if ACTION_KEY not in batch:
+        raise KeyError(f"batch is missing '{ACTION_KEY}' (have {sorted(batch)})")
+    actions = batch[ACTION_KEY].to(device).float()
+    if not bool(torch.isfinite(actions).all()):
+        raise ValueError(f"batch['{ACTION_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+    if actions.dim() == 2:  # (B, A) -> (B, 1, A)
+        actions = actions.unsqueeze(1)
+    if actions.shape[1:] != (chunk, action_dim):
+        raise ValueError(f"'{ACTION_KEY}': expected (B, {chunk}, {action_dim}), got {tuple(actions.shape)}")
+    return actions  # (B, H, A)
+
+
+def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:
+    """The first sample of a (B, H, A) batch as an `ActionChunk` (with `info`); non-finite actions are an error.
+
+    `predict` of every policy ends here: a NaN must stop the robot loop, not reach the motors.
+    """
+    out = actions[0].cpu().numpy().astype(np.float32)  # (H, A)
+    if not np.all(np.isfinite(out)):
+        raise FloatingPointError("policy produced non-finite actions; refusing to return them")
+    return ActionChunk(out, control_hz=fps, info=dict(info))
+
+
+def write_policy_files(
+    directory: str | Path, meta: dict[str, Any], weights: dict[str, torch.Tensor], normalizer: Normalizer
+) -> Path:
+    """The checkpoint layout every policy class shares (no pickle): `meta` as config.json, `weights` as
+    model.safetensors, the normalizer's statistics as normalization.safetensors."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(d / WEIGHTS_FILE))
+    save_file(normalizer.state_dict(), str(d / NORM_FILE))
+    return d
+
+
+def policy_dir(path: str | Path) -> Path:
+    """`resolve_checkpoint(path)`, checked to hold all three files of `write_policy_files`."""
+    d = resolve_checkpoint(path)
+    for name in (CONFIG_FILE, WEIGHTS_FILE, NORM_FILE):
+        if not (d / name).is_file():
+            raise CheckpointError(f"checkpoint {d} is incomplete: missing {name}")
+    return d
+
+
+def read_policy_tensors(
+    d: Path, meta: dict[str, Any], map_location: str | torch.device
+) -> tuple[Normalizer, dict[str, torch.Tensor]]:
+    """The normalizer (described in `meta["normalization"]`) and the raw weights of a policy directory."""
+    try:
+        norm = Normalizer.from_state(meta["normalization"], load_file(str(d / NORM_FILE)))
+        weights = load_file(str(d / WEIGHTS_FILE), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error types for truncated files
+        raise CheckpointError(f"could not read weights in {d}: {e} (is the file truncated?)") from e
+    return norm, weights
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """Accept a policy directory, a run directory (-> run/policy or its latest checkpoint)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint path {p} does not exist")
+    if (p / CONFIG_FILE).is_file():
+        return p
+    if (p / "policy" / CONFIG_FILE).is_file():
+        return p / "policy"
+    ckpts = sorted(
+        (c for c in (p / "checkpoints").glob("*") if (c / "policy" / CONFIG_FILE).is_file()),
+        key=lambda c: int(c.name) if c.name.isdigit() else -1,
+    )
+    if ckpts:
+        return ckpts[-1] / "policy"
+    raise CheckpointError(
+        f"{p} holds no policy: expected {CONFIG_FILE} there, in {p}/policy, or in {p}/checkpoints/<step>/policy"
+    )
