@@ -40,12 +40,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "bench": {"inference", "policies", "models", "runtime", "data", "transforms"},
     "train": {"eval", "inference", "policies", "models", "envs", "runtime", "data", "transforms"},
 }
-# Known cycles being fixed elsewhere, as sorted tuples of the files in them.
-KNOWN_CYCLES = {
-    # envs/make.py picks the simulator and envs/libero/env.py calls back into make_env: being untangled
-    # in envs/ (the Meta-World / LIBERO entry point), remove this entry with that fix.
-    ("vlaforge.envs.libero.env", "vlaforge.envs.make"),
-}
+# Known cycles being fixed elsewhere, as sorted tuples of the files in them (none today).
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def module_name(path: Path) -> str:
