@@ -61,11 +61,17 @@ def _right_from_eval(
         }
         for t in tasks
     }
+    return {**_condition(per_task, count_instructed=False), "from": str(path)}
+
+
+def _condition(per_task: dict[str, dict], count_instructed: bool) -> dict:
+    """One condition's totals over its tasks (and the tasks themselves)."""
     return {
         "successes": sum(v["successes"] for v in per_task.values()),
         "episodes": sum(v["episodes"] for v in per_task.values()),
-        "did_instructed_task": None,
-        "from": str(path),
+        "did_instructed_task": sum(v["did_instructed_task"] or 0 for v in per_task.values())
+        if count_instructed
+        else None,
         "tasks": per_task,
     }
 
@@ -155,15 +161,7 @@ def main() -> int:
                 "did_instructed_task": did_other if told[task] != task else None,
                 "episodes": len(eps),
             }
-        n = sum(v["episodes"] for v in per_task.values())
-        results[cond] = {
-            "successes": sum(v["successes"] for v in per_task.values()),
-            "episodes": n,
-            "did_instructed_task": sum(v["did_instructed_task"] or 0 for v in per_task.values())
-            if cond == "swapped"
-            else None,
-            "tasks": per_task,
-        }
+        results[cond] = _condition(per_task, count_instructed=cond == "swapped")
     print(f"\n{args.run} on {args.suite}, official initial states 0-(N-1) of every task, N per condition "
           f"{episodes} ({time.perf_counter() - started:.0f} s)\n")  # fmt: skip
     print("| condition | success (own goal) | did the instructed task instead |\n|---|---|---|")

@@ -435,15 +435,14 @@ class LiberoEnv:
         """After settling, no object still moves faster than 5 cm/s, and none lies 15 cm below the
         lowest object of every official state (those are recorded before settling, a few cm above
         their support): now and then a sampled layout knocks an object off the table."""
+        import mujoco
+
         model, data = self.sim.model._model, self.sim.data._data
-        free = list(np.flatnonzero(model.jnt_type == 0))  # free joints: the movable objects
-        heights = [model.jnt_qposadr[j] + 2 for j in free]
-        floor = self._init_states[:, [1 + h for h in heights]].min() - 0.15
-        for j, h in zip(free, heights):
-            v = model.jnt_dofadr[j]
-            if np.linalg.norm(data.qvel[v : v + 3]) > 0.05 or data.qpos[h] < floor:
-                return False
-        return True
+        free = np.flatnonzero(model.jnt_type == mujoco.mjtJoint.mjJNT_FREE)  # the movable objects
+        heights = model.jnt_qposadr[free] + 2  # z of each object in qpos
+        floor = self._init_states[:, 1 + heights].min() - 0.15  # state = (time, qpos, qvel)
+        speeds = [np.linalg.norm(data.qvel[v : v + 3]) for v in model.jnt_dofadr[free]]
+        return bool(max(speeds, default=0.0) <= 0.05 and (data.qpos[heights] >= floor).all())
 
     @property
     def _places_on_fixtures(self) -> bool:
