@@ -9,7 +9,10 @@ Conditions (each on official initial states 0 .. episodes-1 of every task of the
   right     the task's own instruction
   swapped   task i is told task (i+1) mod n's instruction. A policy that follows language must fail
             its own goal here; on LIBERO-Goal (ten goals, one scene) we also count how often it did
-            the *instructed* task instead (that task's BDDL goal reached in this scene)
+            the *instructed* task instead (that task's BDDL goal reached in this scene). On
+            LIBERO-Spatial every task's goal is "black bowl 1 on the plate" (the instruction says
+            which bowl that is): there we count the own goal reached with the *other* black bowl
+            (every condition), the mistake of a policy that reads the spatial description wrong
   empty     the instruction is ""
   lan       the LIBERO-PRO paraphrase suite `<suite>_lan` (reworded instructions, same scenes)
 
@@ -66,12 +69,16 @@ def _right_from_eval(
 
 def _condition(per_task: dict[str, dict], count_instructed: bool) -> dict:
     """One condition's totals over its tasks (and the tasks themselves)."""
+
+    def total(key: str) -> int | None:
+        counted = [v[key] for v in per_task.values() if v.get(key) is not None]
+        return sum(counted) if counted else None
+
     return {
         "successes": sum(v["successes"] for v in per_task.values()),
         "episodes": sum(v["episodes"] for v in per_task.values()),
-        "did_instructed_task": sum(v["did_instructed_task"] or 0 for v in per_task.values())
-        if count_instructed
-        else None,
+        "did_instructed_task": total("did_instructed_task") if count_instructed else None,
+        "did_with_other_object": total("did_with_other_object"),
         "tasks": per_task,
     }
 
@@ -152,22 +159,32 @@ def main() -> int:
         for task in cond_tasks:
             eps = [e for e in report.episodes if e.task == task]
             other = told[task].replace("_lan/", "/")
-            did_other = sum(
-                1 for e in eps if told[task] != task and other in (e.outcomes or {}).get("goals_reached", [])
-            )
+            watched = set((eps[0].outcomes or {}).get("goals_watched", [])) if eps else set()
+            reached = [set((e.outcomes or {}).get("goals_reached", [])) for e in eps]
+            # the instructed task is told apart only where its goal differs from this task's (not on Spatial)
+            countable = told[task] != task and other in watched
             per_task[task] = {
                 "told": language.get(told[task], get_task(task).instruction) if cond != "empty" else "",
                 "successes": sum(e.success for e in eps),
-                "did_instructed_task": did_other if told[task] != task else None,
+                "did_instructed_task": sum(other in r for r in reached) if countable else None,
+                "did_with_other_object": sum(any(g.startswith(task + ":") for g in r) for r in reached)
+                if any(g.startswith(task + ":") for g in watched)
+                else None,
                 "episodes": len(eps),
             }
         results[cond] = _condition(per_task, count_instructed=cond == "swapped")
     print(f"\n{args.run} on {args.suite}, official initial states 0-(N-1) of every task, N per condition "
           f"{episodes} ({time.perf_counter() - started:.0f} s)\n")  # fmt: skip
-    print("| condition | success (own goal) | did the instructed task instead |\n|---|---|---|")
+    print(
+        "| condition | success (own goal) | did the instructed task instead | own goal with the other object |"
+    )
+    print("|---|---|---|---|")
     for cond, r in results.items():
-        other = _rate(r["did_instructed_task"], r["episodes"]) if r["did_instructed_task"] is not None else ""
-        print(f"| {cond} | {_rate(r['successes'], r['episodes'])} | {other} |")
+        cells = [
+            _rate(r[key], r["episodes"]) if r.get(key) is not None else "n/a"
+            for key in ("did_instructed_task", "did_with_other_object")
+        ]
+        print(f"| {cond} | {_rate(r['successes'], r['episodes'])} | {cells[0]} | {cells[1]} |")
     out = Path(args.out) if args.out else RESULTS / f"libero_language_{args.suite}_{Path(args.run).name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"command": "python " + " ".join(sys.argv), "run": args.run, "suite": args.suite,

@@ -6,6 +6,8 @@ own renderer builds a second one and is marked slow.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -185,10 +187,27 @@ def test_watched_goals_report_other_tasks(env):
     try:
         env.reset(seed=0)
         env.step(np.zeros(7))
-        assert env.episode_outcomes() == {"goals_reached": []}  # nothing done yet
+        assert env.episode_outcomes() == {"goals_reached": [], "goals_watched": sorted(others)}
     finally:
         env._watched = saved
     assert env.episode_outcomes() is None
+
+
+def test_twin_goals_swap_one_object_for_another_of_its_kind():
+    """LIBERO-Spatial: the goal "bowl 1 on the plate" reached with bowl 2 is the spatial-language mistake."""
+    scene = SimpleNamespace(
+        task="libero_spatial/x",
+        problem=SimpleNamespace(
+            objects_dict=dict.fromkeys(["akita_black_bowl_1", "akita_black_bowl_2", "plate_1"])
+        ),
+    )
+    goal = [["on", "akita_black_bowl_1", "plate_1"]]
+    assert LiberoEnv._twin_goals(scene, goal) == {
+        "libero_spatial/x:akita_black_bowl_1->akita_black_bowl_2": [["on", "akita_black_bowl_2", "plate_1"]]
+    }
+    assert (
+        LiberoEnv._twin_goals(scene, [["open", "wooden_cabinet_1_top_region"]]) == {}
+    )  # fixtures have no twins
 
 
 def test_fast_physics_follows_robosuites_step(env):

@@ -311,12 +311,13 @@ class LiberoEnv:
         return np.clip(np.asarray(self._expert.act(self), dtype=np.float32), -1.0, 1.0)
 
     def episode_outcomes(self) -> dict[str, Any] | None:
-        """With `watch_tasks`: {"goals_reached": the watched tasks whose goal held at some step of this
-        episode}. The language tests give a task another task's instruction and count how often the
-        policy does *that* task instead (LIBERO-Goal: ten goals in one scene)."""
+        """With `watch_tasks`: {"goals_reached": the watched goals that held at some step of this episode,
+        "goals_watched": all of them}. The language tests give a task another task's instruction and count
+        how often the policy does *that* task instead (LIBERO-Goal: ten goals in one scene), or this
+        task's goal with another object of the same kind (``"<task>:<object>-><twin>"``, LIBERO-Spatial)."""
         if not self._watched:
             return None
-        return {"goals_reached": sorted(self._reached)}
+        return {"goals_reached": sorted(self._reached), "goals_watched": sorted(self._watched)}
 
     def check_success(self) -> bool:
         return bool(self._env.check_success())
@@ -458,7 +459,8 @@ class LiberoEnv:
         return bool(np.any(np.all(np.abs(official - current) < LAYOUT_TOLERANCE, axis=1)))
 
     def _watched_goals(self, tasks: tuple[str, ...] | list[str]) -> dict[str, list[list[str]]]:
-        """Other tasks' BDDL goals, checked in this scene every step (objects must exist here)."""
+        """Other tasks' BDDL goals (those that differ from this task's), checked in this scene every step
+        (objects must exist here), and this task's goal reached with the wrong object (`_twin_goals`)."""
         if not tasks:
             return {}
         from libero.libero.envs.bddl_utils import robosuite_parse_problem
@@ -468,6 +470,7 @@ class LiberoEnv:
             | set(self.problem.fixtures_dict)
             | set(self.problem.object_sites_dict)
         )
+        own = self.problem.parsed_problem["goal_state"]
         goals: dict[str, list[list[str]]] = {}
         for task in tasks:
             other = get_task(task)
@@ -477,8 +480,26 @@ class LiberoEnv:
                 raise ValueError(
                     f"watch_tasks: {other.full_name} refers to {missing}, not in the scene of {self.task}"
                 )
-            goals[other.full_name] = goal
+            if (
+                goal != own
+            ):  # LIBERO-Spatial: every task's goal is "bowl 1 on the plate"; nothing to tell apart
+                goals[other.full_name] = goal
+        goals.update(self._twin_goals(own))
         return goals
+
+    def _twin_goals(self, goal: list[list[str]]) -> dict[str, list[list[str]]]:
+        """This task's goal with one object swapped for another of its kind in the scene, keyed
+        ``"<task>:<object>-><twin>"``: LIBERO-Spatial's "put the *other* black bowl on the plate", the
+        mistake a policy makes when it reads the instruction's spatial description wrong (or not at all)."""
+        objects = sorted(self.problem.objects_dict)
+        kind = {name: name.rsplit("_", 1)[0] for name in objects}  # akita_black_bowl_2 -> akita_black_bowl
+        twins: dict[str, list[list[str]]] = {}
+        for arg in sorted({a for pred in goal for a in pred[1:] if a in kind}):
+            for twin in (n for n in objects if n != arg and kind[n] == kind[arg]):
+                twins[f"{self.task}:{arg}->{twin}"] = [
+                    [pred[0], *(twin if a == arg else a for a in pred[1:])] for pred in goal
+                ]
+        return twins
 
     def state_vector(self) -> np.ndarray:
         raw = self.raw_observation
