@@ -72,11 +72,15 @@ def language() -> None:
     for path in sorted(RESULTS.glob("libero_language_*.json")):
         data = json.loads(path.read_text())
         print(f"`{data['command']}`\n")
-        print("| condition | success (own goal) | did the instructed task instead |\n|---|---|---|")
+        keys = ["did_instructed_task", "did_with_other_object"]
+        shown = [k for k in keys if any(r.get(k) is not None for r in data["conditions"].values())]
+        heads = {"did_instructed_task": "did the instructed task instead",
+                 "did_with_other_object": "own goal with the other object"}  # fmt: skip
+        print("| condition | success (own goal) | " + " | ".join(heads[k] for k in shown) + " |")
+        print("|---|---|" + "---|" * len(shown))
         for cond, r in data["conditions"].items():
-            other = r.get("did_instructed_task")
-            other_s = _wilson(other, r["episodes"]) if other is not None else ""
-            print(f"| {cond} | {_wilson(r['successes'], r['episodes'])} | {other_s} |")
+            cells = [_wilson(r[k], r["episodes"]) if r.get(k) is not None else "" for k in shown]
+            print(f"| {cond} | {_wilson(r['successes'], r['episodes'])} | " + " | ".join(cells) + " |")
         print()
 
 
