@@ -114,7 +114,7 @@ def build_recipe_policy(
 def load_checkpoint_policy(path: str | Path) -> Policy:
     """A trained policy (policy directory or run directory); mixtures are refused with the reason."""
     policy = Policy.load(path)
-    if getattr(policy.config, "datasets", None):
+    if policy.config.datasets:  # every family's config has the field
         raise ValueError(
             f"{path}: this policy was trained on a mixture {policy.config.datasets}; vlaforge bench measures "
             "single-dataset policies (the stage breakdown and prefix cache do not handle per-sample statistics)"

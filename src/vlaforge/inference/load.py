@@ -21,8 +21,9 @@ from vlaforge.inference.fastpaths import (
     compiled_copy,
     int8_copy,
 )
+from vlaforge.policies.base import Capabilities
 from vlaforge.policies.octo.policy import Policy
-from vlaforge.policies.registry import family_of
+from vlaforge.policies.registry import capabilities_of
 from vlaforge.runtime.rtc import predict_rtc, supports_rtc
 from vlaforge.types import Observation
 
@@ -56,7 +57,7 @@ def load_policy(
     """
     check_fast_paths(int8=int8, bf16=bf16, compile=compile, map_location=map_location)
     policy = Policy.load(path, map_location=map_location)
-    supports = family_of(policy).capabilities
+    supports = _capabilities(policy)
     if int8:
         if not supports.int8:
             raise PathUnavailable(
@@ -79,7 +80,7 @@ def _compiled(policy: Any, path: str) -> Any:
     problem = compile_toolchain_problem(policy.device)
     if problem is not None:
         raise PathUnavailable(f"compile: {problem}")
-    how = family_of(policy).capabilities.compile
+    how = _capabilities(policy).compile
     if how == "sampling":  # π0 / π0.5: the policy compiles its own per-chunk networks
         policy.compile_sampling()
     elif how == "modules":  # Octo layout: stems, blocks and head network
@@ -98,6 +99,11 @@ def _compiled(policy: Any, path: str) -> Any:
             policy, obs, np.zeros((spec.chunk, spec.action_dim), np.float32), np.linspace(1, 0, spec.chunk)
         )
     return policy
+
+
+def _capabilities(policy: Any) -> Capabilities:
+    """What the policy's family declares; nothing (no fast path) for a policy that declares nothing."""
+    return capabilities_of(policy) or Capabilities()
 
 
 def example_observations(

@@ -68,7 +68,9 @@ def checkpoint_class(meta: Any) -> type | None:
 @dataclass(frozen=True)
 class Capabilities:
     """What a policy family supports: what `inference`, `serve`, `bench` and `train` ask instead of probing.
+    Everything is off by default (a class states what it has).
 
+    chunking: predicts an action chunk (H = config.chunk steps) per call.
     rtc: real-time chunking: "head" (guided sampling through a flow or diffusion head: `runtime.rtc`;
       only when the configured head can inpaint), "own" (the policy's `predict_rtc`), None.
     kv_cache: "task-prefix" (Octo: the task block's keys/values, `inference.prefix_cache`), "prefix"
@@ -86,17 +88,17 @@ class Capabilities:
     batching: `predict_batch` over several observation windows at once (the server's request batching).
     """
 
-    chunking: bool = True
+    chunking: bool = False
     rtc: str | None = None
     kv_cache: str | None = None
     compile: str | None = None
     bf16_weights: bool = False
     int8: bool = False
     lora_preset: Mapping[str, Any] | None = None
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = False
     head_choice: bool = False
     augmentation: bool = False
-    batching: bool = True
+    batching: bool = False
 
 
 class PolicyMethods:

@@ -21,7 +21,14 @@ from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.octo.recipes import Recipe, octo_config_from_dataset, policy_from_config
 from vlaforge.policies.registry import all_recipe_names, recipe_family
 
-__all__ = ["all_recipe_names", "config_from_dataset", "get_recipe", "make_mixture_policy", "make_policy"]
+__all__ = [
+    "all_recipe_names",
+    "config_from_dataset",
+    "family_overrides",
+    "get_recipe",
+    "make_mixture_policy",
+    "make_policy",
+]
 
 
 def get_recipe(name: str) -> Recipe:
@@ -65,10 +72,29 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
     return policy_from_config(cfg, mixture.stats, task_texts(mixture), action_masks=masks)
 
 
+def family_overrides(recipe: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` without the options the recipe's family does not have (`vlaforge train` passes
+    ``head`` and ``augment`` for every recipe): a head asked of a family with one fixed head is a
+    ValueError; ``augment=False`` where there is no augmentation is dropped, ``augment=True`` an error."""
+    family = recipe_family(recipe)
+    out = dict(overrides)
+    if not family.capabilities.head_choice and "head" in out:
+        if out.pop("head") is not None:
+            raise ValueError(
+                f"recipe '{recipe}' has a fixed action head ({family.name}); head= / --head applies to the Octo recipes"
+            )
+    if not family.capabilities.augmentation and "augment" in out:
+        if out.pop("augment"):
+            raise ValueError(
+                f"recipe '{recipe}': image augmentation is not implemented for {family.name} yet"
+            )
+    return out
+
+
 def make_policy(recipe: str, dataset: Any, **overrides: Any) -> Any:
     """Build an untrained policy for `dataset` (statistics, vocabulary and sizes come from it).
 
     overrides: config fields of the recipe's family (None values are ignored), or the builder's own
     options (the pretrained-LM families: ``tokenizer_dir=``, ``camera_names=[...]``).
     """
-    return recipe_family(recipe).build(recipe, dataset, **overrides)
+    return recipe_family(recipe).build(recipe, dataset, **family_overrides(recipe, overrides))

@@ -63,6 +63,9 @@ class Policy(PolicyMethods, nn.Module):
     config_class = PolicyConfig
     layout = "octo"  # the module layout `inference` and `bench` see (`inference.fastpaths.lm_family`)
     capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
         rtc="head",
         kv_cache="task-prefix",
         compile="modules",

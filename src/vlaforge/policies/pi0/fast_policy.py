@@ -258,6 +258,9 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     head_name = "fast"
     # openpi's gemma_2b_lora: the backbone's blocks, rank 16; vision tower and projector train.
     capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
         kv_cache="prefix",
         compile="decoding",
         lora_preset={

@@ -85,6 +85,9 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     # openpi's gemma_2b_lora + gemma_300m_lora: attention and MLP of the backbone's blocks (rank 16) and
     # of the expert's (rank 32); only the LM weights freeze, vision / projector / projections train.
     capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
         rtc="own",
         kv_cache="prefix",
         compile="sampling",

@@ -109,6 +109,9 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
     # OpenVLA's finetune.py (rank 32, alpha min(rank, 16)): every linear layer of the vision tower,
     # projector and LM blocks (peft's "all-linear", not the output head); OFT's own modules train fully.
     capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
         kv_cache="prefix",
         compile="decoding",
         lora_preset={
