@@ -88,10 +88,16 @@ class LMPolicyMethods(PolicyMethods):
     policy_class: ClassVar[str]
     config_class: ClassVar[Any]  # VLAConfig | Pi0Config | Pi0FastConfig
     label: ClassVar[str]
+    layout: ClassVar[str]  # the module layout `inference` and `bench` see (`inference.fastpaths.lm_family`)
+    head_name: ClassVar[str]  # the action head's name (`vlaforge train` prints it next to the recipe)
     normalizer: Normalizer
     tokenizer: PromptTokenizer
     camera_names: list[str]
     device: torch.device
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the backbone's layers in backward (less activation memory, more compute)."""
+        self.lm.gradient_checkpointing = enabled  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ construction
     def _check_parts(self, lm_cfg: LMConfig) -> None:

@@ -59,13 +59,10 @@ HEALTH_PATH = "/healthz"
 
 
 def _batchable(policy: Any) -> bool:
-    """Batched inference needs a vlaforge Policy (observations_to_batch + predict_batch), one dataset."""
-    config = getattr(policy, "config", None)
-    return (
-        callable(getattr(policy, "observations_to_batch", None))
-        and callable(getattr(policy, "predict_batch", None))
-        and not getattr(config, "datasets", None)
-    )
+    """Batched inference: a vlaforge policy that declares it (``capabilities.batching``: its
+    `observations_to_batch` + `predict_batch`), trained on one dataset (a mixture needs a name per request)."""
+    declared = getattr(policy, "capabilities", None)  # vlaforge policies: policies.base.Capabilities
+    return declared is not None and declared.batching and not policy.config.datasets
 
 
 class TimingStats:

@@ -43,6 +43,7 @@ from vlaforge.models.transformer import BlockTransformer
 from vlaforge.policies.base import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    Capabilities,
     PolicyMethods,
     action_chunk_targets,
     checkpoint_class,
@@ -58,6 +59,22 @@ from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Obs
 
 
 class Policy(PolicyMethods, nn.Module):
+    family = "octo"
+    config_class = PolicyConfig
+    layout = "octo"  # the module layout `inference` and `bench` see (`inference.fastpaths.lm_family`)
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        rtc="head",
+        kv_cache="task-prefix",
+        compile="modules",
+        bf16_weights=True,
+        int8=True,
+        head_choice=True,
+        augmentation=True,
+    )
+
     def __init__(self, config: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | None = None):
         super().__init__()
         self.config = config
@@ -110,6 +127,15 @@ class Policy(PolicyMethods, nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @property
+    def head_name(self) -> str:
+        """The action head's name (`vlaforge train` prints it next to the recipe)."""
+        return self.config.head
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the transformer's blocks in backward (less activation memory, more compute)."""
+        self.transformer.gradient_checkpointing = enabled
 
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16) -> Policy:
         """Cast the transformer's weights to ``dtype`` (bf16: the fast path on CPUs with AMX / AVX512-BF16

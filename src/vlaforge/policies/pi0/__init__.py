@@ -23,8 +23,9 @@ from vlaforge.policies.pi0.expert import (
 from vlaforge.policies.pi0.fast_policy import Pi0FastPolicy
 from vlaforge.policies.pi0.pi05_config import Pi05Config
 from vlaforge.policies.pi0.pi05_policy import Pi05Policy
+from vlaforge.policies.pi0.pi05_recipes import make_pi05_policy
 from vlaforge.policies.pi0.policy import Pi0Policy
-from vlaforge.policies.pi0.recipes import PI0_RECIPES, make_pi0_policy, make_pi05_policy
+from vlaforge.policies.pi0.recipes import PI0_RECIPES, make_pi0_policy
 
 __all__ = [
     "PI0_RECIPES",

@@ -56,7 +56,7 @@ from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.lm.generate import GreedyOutput
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.policies.base import first_chunk, register_policy_class, reject_dataset
+from vlaforge.policies.base import Capabilities, first_chunk, register_policy_class, reject_dataset
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.pi0.fast_config import (
     ACTION_PROMPT,
@@ -253,6 +253,23 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = Pi0FastConfig
     label = "π0-FAST"
+    family = POLICY_CLASS
+    layout = "pi0-fast"
+    head_name = "fast"
+    # openpi's gemma_2b_lora: the backbone's blocks, rank 16; vision tower and projector train.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        kv_cache="prefix",
+        compile="decoding",
+        lora_preset={
+            "rank": 16,
+            "alpha": 16.0,
+            "targets": ["lm.layers.*"],
+            "train_also": ["vision_tower.*", "projector.*"],
+        },
+    )
 
     def __init__(
         self,
@@ -298,11 +315,6 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device
-
-    @property
-    def transformer(self) -> DecoderLM:
-        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
-        return self.lm
 
     # ------------------------------------------------------------------ prefix
     def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

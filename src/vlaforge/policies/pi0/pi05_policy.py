@@ -136,6 +136,7 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
     policy_class = POLICY_CLASS
     config_class = Pi05Config
     label = "π0.5"
+    family = POLICY_CLASS  # layout, head, capabilities and LoRA preset: π0's (inherited)
     config: Pi05Config
     fast_tokenizer: FastTokenizer | None  # type: ignore[assignment]  # None: flow inference only
 

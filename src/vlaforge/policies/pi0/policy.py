@@ -50,7 +50,13 @@ from vlaforge.models.heads.schedules import sample_flow_time
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig, load_hf_checkpoint
 from vlaforge.models.prompt import PromptTokenizer
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.policies.base import action_chunk_targets, first_chunk, register_policy_class, reject_dataset
+from vlaforge.policies.base import (
+    Capabilities,
+    action_chunk_targets,
+    first_chunk,
+    register_policy_class,
+    reject_dataset,
+)
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.expert import (
@@ -73,6 +79,32 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = Pi0Config
     label = "π0"
+    family = POLICY_CLASS
+    layout = "pi0"
+    head_name = "flow"
+    # openpi's gemma_2b_lora + gemma_300m_lora: attention and MLP of the backbone's blocks (rank 16) and
+    # of the expert's (rank 32); only the LM weights freeze, vision / projector / projections train.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        rtc="own",
+        kv_cache="prefix",
+        compile="sampling",
+        bf16_weights=True,
+        lora_preset={
+            "rank": 16,
+            "alpha": 16.0,
+            "targets": [
+                f"transformer.{part}.layers.*.{block}.*"
+                for part in ("backbone", "expert")
+                for block in ("attn", "mlp")
+            ],
+            "rank_pattern": {"transformer.expert.*": 32},
+            "alpha_pattern": {"transformer.expert.*": 32.0},
+            "train_also": ["vision_tower.*", "projector.*", "state_proj.*", "action_*", "time_mlp_*"],
+        },
+    )
 
     def __init__(
         self,
@@ -124,6 +156,10 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.action_in_proj.weight.device
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the joint transformer's layers (backbone and expert) in backward."""
+        self.transformer.gradient_checkpointing = enabled
 
     @property
     def backbone(self) -> DecoderLM:

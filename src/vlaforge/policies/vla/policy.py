@@ -48,7 +48,7 @@ from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.prompt import PromptTokenizer
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
-from vlaforge.policies.base import action_chunk_targets, register_policy_class, reject_dataset
+from vlaforge.policies.base import Capabilities, action_chunk_targets, register_policy_class, reject_dataset
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.vla.action_tokenizer import ActionTokenizer
 from vlaforge.policies.vla.config import VLAConfig
@@ -105,6 +105,22 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = VLAConfig
     label = "VLA"
+    family = POLICY_CLASS
+    # OpenVLA's finetune.py (rank 32, alpha min(rank, 16)): every linear layer of the vision tower,
+    # projector and LM blocks (peft's "all-linear", not the output head); OFT's own modules train fully.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        kv_cache="prefix",
+        compile="decoding",
+        lora_preset={
+            "rank": 32,
+            "alpha": 16.0,
+            "targets": ["vision_tower.*", "projector.*", "lm.layers.*"],
+            "train_also": ["action_head.*", "proprio.*", "film.*"],
+        },
+    )
 
     def __init__(
         self,
@@ -161,9 +177,13 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         return self.lm.embed_tokens.weight.device
 
     @property
-    def transformer(self) -> DecoderLM:
-        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
-        return self.lm
+    def layout(self) -> str:  # type: ignore[override]
+        """'oft' (parallel L1 chunk) or 'vla' (token decoding): the module layout `bench` sees."""
+        return "oft" if self.config.variant == "oft" else "vla"
+
+    @property
+    def head_name(self) -> str:  # type: ignore[override]
+        return "l1" if self.config.variant == "oft" else "tokens"
 
     # ------------------------------------------------------------------ prefix
     @staticmethod
