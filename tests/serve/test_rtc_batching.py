@@ -150,7 +150,7 @@ def test_a_bad_window_fails_alone_inside_a_batch(policy):
     out = srv._infer_batch([(good, 0.0, None), (bad, 0.0, None), (good, 0.0, None)])
     assert isinstance(out[1], ValueError) and "history" in str(out[1])
     np.testing.assert_allclose(out[0][0], out[2][0])
-    assert out[0][3] == 2  # two windows shared the forward pass
+    assert out[0][4] == 2  # two windows shared the forward pass
     srv._executor.shutdown()
 
 
