@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "vlaforge": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(args),
         "machine": machine,
         "device": str(device),

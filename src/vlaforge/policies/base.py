@@ -144,9 +144,20 @@ class PolicyMethods:
         deterministic ones).
         """
         batch = self.observations_to_batch(observations, dataset=dataset)  # type: ignore[attr-defined]
-        predict_batch = self.predict_batch  # type: ignore[attr-defined]
-        actions = predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (B, H, A)
-        return first_chunk(actions, self.config.fps)
+        actions, infos = self.predict_batch_info(batch, dataset=dataset, steps=steps, generator=generator)
+        return first_chunk(actions, self.config.fps, **infos[0])
+
+    def predict_batch_info(
+        self, batch: dict[str, Any], **kwargs: Any
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus, per chunk, what its `ActionChunk.info` says (a list of B dicts).
+
+        The families that decode tokens say per chunk whether decoding failed (``decode_failed``,
+        ``decode_error``: see `decode_info`); π0.5 with subtasks adds ``subtask``. The server and the
+        evaluation read these per chunk, so a batch may mix good and failed chunks. Default: no info.
+        """
+        actions = self.predict_batch(batch, **kwargs)  # type: ignore[attr-defined]
+        return actions, [{} for _ in range(actions.shape[0])]
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -180,6 +191,12 @@ def action_chunk_targets(
     if actions.shape[1:] != (chunk, action_dim):
         raise ValueError(f"'{ACTION_KEY}': expected (B, {chunk}, {action_dim}), got {tuple(actions.shape)}")
     return actions  # (B, H, A)
+
+
+def decode_info(error: str | None) -> dict[str, Any]:
+    """The `ActionChunk.info` of a chunk decoded from generated tokens: ``{"decode_failed": False}``, or
+    ``{"decode_failed": True, "decode_error": error}`` when the chunk is a fallback or a repair."""
+    return {"decode_failed": True, "decode_error": error} if error else {"decode_failed": False}
 
 
 def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:

@@ -72,7 +72,7 @@ from vlaforge.models.attention import TokenBlock, apply_key_padding, build_atten
 from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
-from vlaforge.policies.base import first_chunk, register_policy_class
+from vlaforge.policies.base import register_policy_class
 from vlaforge.policies.pi0.expert import ActionExpert, JointTransformer, sincos_time_embedding
 from vlaforge.policies.pi0.fast_policy import FAST_DIR, IGNORE, FastTokenMethods
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
@@ -85,7 +85,6 @@ from vlaforge.policies.pi0.pi05_config import (
 )
 from vlaforge.policies.pi0.policy import Pi0Policy
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ActionChunk, Observation
 
 log = logging.getLogger("vlaforge.pi05")
 POLICY_CLASS = "pi05"
@@ -551,16 +550,11 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
             self._decode_subtasks(prefix, valid, use_cache=use_cache, reserve=0)
         return list(self.last_subtasks)
 
-    def predict(
-        self,
-        observations: Observation | Sequence[Observation],
-        *,
-        dataset: str | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        """One chunk; with ``predict_subtask`` the decoded subtask is ``info["subtask"]``."""
-        batch = self.observations_to_batch(observations, dataset=dataset)
-        actions = self.predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (1, H, A)
-        info = {"subtask": self.last_subtasks[0]} if self.config.predict_subtask else {}
-        return first_chunk(actions, self.config.fps, **info)
+    def predict_batch_info(
+        self, batch: dict[str, Any], **kwargs: Any
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus, with ``predict_subtask``, each chunk's decoded subtask (``info["subtask"]``)."""
+        actions = self.predict_batch(batch, **kwargs)  # (B, H, A); sets last_subtasks
+        if not self.config.predict_subtask:
+            return actions, [{} for _ in range(actions.shape[0])]
+        return actions, [{"subtask": s} for s in self.last_subtasks]
