@@ -125,7 +125,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -158,6 +157,7 @@ from vlaforge.errors import CheckpointError
 from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.prompt import HFPromptTokenizer
+from vlaforge.models.time_embedding import sincos_frequencies
 from vlaforge.policies.lm_recipes import PALIGEMMA_LM, SIGLIP_SO400M
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
@@ -644,8 +644,7 @@ def flip_time_columns(
         )
     half = width // 2
     w = weight.double()
-    fraction = torch.linspace(0.0, 1.0, half, dtype=torch.float64)  # as sincos_time_embedding
-    omega = 2 * math.pi / (min_period * (max_period / min_period) ** fraction)  # (De/2,)
+    omega = sincos_frequencies(width, min_period, max_period, dtype=torch.float64)  # (De/2,)
     c, s = omega.cos()[None], omega.sin()[None]  # (1, De/2)
     w_sin, w_cos = w[:, first : first + half], w[:, first + half : first + width]  # (out, De/2) each
     out = torch.cat(

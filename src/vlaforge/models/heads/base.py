@@ -58,6 +58,16 @@ class ActionHead(nn.Module):
                 f"{type(self).__name__}: features must be (B, {self.feature_dim}), got {tuple(features.shape)}"
             )
 
+    def initial_noise(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The sampling heads' starting point: N(0, I) noise (B, H*A) in the features' dtype and device."""
+        b = features.shape[0]
+        return torch.randn(
+            (b, self.horizon * self.action_dim),
+            generator=generator,
+            device=features.device,
+            dtype=features.dtype,
+        )  # (B, H*A)
+
     def prepare_targets(
         self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:

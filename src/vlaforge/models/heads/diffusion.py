@@ -145,12 +145,7 @@ class DiffusionHead(ActionHead):
             name = "ddim"  # DDPM cannot skip steps; DDIM on the same trained model can
         smp = self._make_sampler(name, steps)
         b = features.shape[0]
-        x = torch.randn(
-            (b, self.horizon * self.action_dim),
-            generator=generator,
-            device=features.device,
-            dtype=features.dtype,
-        )  # (B, H*A) noise
+        x = self.initial_noise(features, generator)  # (B, H*A) noise
         if guide is None:
             x = smp.sample(lambda xt, t: self._eps(xt, t, features), x, generator=generator)  # (B, H*A)
             return x.clamp(-self.max_action, self.max_action).view(b, self.horizon, self.action_dim)
