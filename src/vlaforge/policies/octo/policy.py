@@ -144,15 +144,27 @@ class Policy(PolicyMethods, nn.Module):
         The steps are methods of their own so that `inference.prefix_cache.StagedPredictor` can time them
         separately (and run the transformer with a cached task prefix) on this very code.
         """
-        c = self.config
         obs = self.observation_tokens(batch, train=train)  # (B, T, n_obs, D)
-        B = obs.shape[0]
         text, text_mask = self._text_tokens(batch["task"])  # (B, L, D), (B, L)
-        L = text.shape[1]
+        return self.encode_tokens(text, text_mask, obs)  # (B, D)
+
+    def encode_tokens(
+        self, text: torch.Tensor, text_valid: torch.Tensor, obs: torch.Tensor, *, checked: bool = True
+    ) -> torch.Tensor:
+        """Task tokens (B, L, D) + valid (B, L), observation tokens (B, T, n_obs, D) -> head features (B, D):
+        [task | observations | readouts] through the transformer under `octo_mask`, then `readout_features`.
+
+        The one Octo forward after the encoders (`encode`; the ONNX graph with ``checked=False``: the
+        transformer without its input checks, which read tensor values).
+        """
+        c = self.config
+        B, L = obs.shape[0], text.shape[1]
         x = torch.cat(
             [text, obs.reshape(B, c.history * self.n_obs, c.width), self.readout_tokens(B)], dim=1
         )  # (B, N, D)
-        out = self.transformer(x, self.octo_mask(text_mask))  # (B, N, D)
+        mask = self.octo_mask(text_valid)  # (B, N, N)
+        out = self.transformer(x, mask) if checked else self.transformer.run(x, mask[:, None])  # (B, N, D)
+        assert isinstance(out, torch.Tensor)
         return self.readout_features(out[:, L:])  # (B, D)
 
     def observation_tokens(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
