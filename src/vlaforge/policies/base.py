@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from vlaforge.errors import CheckpointError
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation, PolicySpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -135,6 +135,14 @@ def action_chunk_targets(
     if actions.shape[1:] != (chunk, action_dim):
         raise ValueError(f"'{ACTION_KEY}': expected (B, {chunk}, {action_dim}), got {tuple(actions.shape)}")
     return actions  # (B, H, A)
+
+
+def check_finite_state(state: torch.Tensor) -> torch.Tensor:
+    """The state NaN guard of every policy (Octo's loss, and the current state of the LM policies: π0's
+    state token, π0-FAST / π0.5's state text, OpenVLA-OFT's proprio): `state`, or a ValueError."""
+    if not bool(torch.isfinite(state).all()):
+        raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+    return state
 
 
 def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:

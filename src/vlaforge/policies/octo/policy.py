@@ -45,6 +45,7 @@ from vlaforge.policies.base import (
     WEIGHTS_FILE,
     PolicyMethods,
     action_chunk_targets,
+    check_finite_state,
     checkpoint_class,
     policy_dir,
     read_policy_tensors,
@@ -238,8 +239,7 @@ class Policy(PolicyMethods, nn.Module):
         c = self.config
         if STATE_KEY not in batch:
             raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
-        if not torch.isfinite(batch[STATE_KEY]).all():
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+        check_finite_state(batch[STATE_KEY])
         actions = action_chunk_targets(batch, c.chunk, c.action_dim, self.device)  # (B, H, A)
         names = self._batch_datasets(batch, actions.shape[0])
         actions = self.normalizer.normalize(ACTION_KEY, actions, names)  # (B, H, A)

@@ -178,9 +178,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     def embed_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
         """Normalized, zero-padded state -> one expert token (B, 1, De)."""
         c = self.config
-        state = self.current_state(batch, B)  # (B, S)
-        if not bool(torch.isfinite(state).all()):
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
+        state = self.current_state(batch, B)  # (B, S), finite
         s = self.normalizer.normalize(STATE_KEY, state)  # (B, S)
         s = F.pad(s, (0, c.max_state_dim - c.state_dim))  # (B, 32): padded dims are exactly 0
         return self.state_proj(s.to(self.state_proj.weight.dtype)).unsqueeze(1)  # (B, 1, De)
