@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,16 +96,6 @@ def listing(items: Sequence[str]) -> str:
     shown = list(items[:MAX_LISTED])
     more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
     return "\n    " + "\n    ".join(shown) + more
-
-
-def read_json(file: Path, what: str) -> Any:
-    """``file`` parsed as JSON; a missing or malformed file is a CheckpointError naming it."""
-    if not file.is_file():
-        raise CheckpointError(f"{file}: not found; {what}")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
 
 
 @contextlib.contextmanager

@@ -92,6 +92,7 @@ from vlaforge.convert.common import (
     match_plan,
     parameters_on_meta,
     raise_if_invalid,
+    read_json,
     read_planned,
     same,
     source_index,
@@ -137,12 +138,7 @@ class OpenVLAConversionReport(ConversionReport):
 def read_openvla_config(src: str | Path) -> dict[str, Any]:
     """The source ``config.json`` as a dict, checked to describe a fused DINOv2 + SigLIP OpenVLA."""
     file = Path(src) / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{file}: not found; pass the downloaded openvla/openvla-7b directory")
-    try:
-        cfg = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    cfg = read_json(file, "pass the downloaded openvla/openvla-7b directory")
     for key in ("text_config", "timm_model_ids"):
         if key not in cfg:
             raise CheckpointError(
@@ -202,10 +198,7 @@ def read_norm_stats(src: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
         return stats
     file = Path(src) / STATS_FILE
     if file.is_file():
-        try:
-            return json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+        return read_json(file, "")
     raise CheckpointError(
         f"{Path(src)}: no 'norm_stats' in {CONFIG_FILE} and no {STATS_FILE}; the action statistics are "
         "needed to un-normalize the actions"
