@@ -183,7 +183,10 @@ class BlockTransformer(nn.Module):
         *,
         past_kv: PastKV | None = None,
         return_kv: bool = False,
+        check_mask: bool = True,
     ) -> torch.Tensor | tuple[torch.Tensor, PastKV]:
+        """check_mask=False: take the mask as given, (B|1, N, Nk) bool, without `_prepare_mask`'s checks,
+        which read tensor values (the ONNX graph, `export/graph.py`, runs the transformer this way)."""
         if x.dim() != 3 or x.shape[-1] != self.width:
             raise ValueError(f"x must be (B, N, {self.width}), got {tuple(x.shape)}")
         b, n, _ = x.shape  # (B, N, D)
@@ -194,22 +197,10 @@ class BlockTransformer(nn.Module):
             n_past = past_kv[0][0].shape[2]
             if past_kv[0][0].shape[0] not in (1, b):
                 raise ValueError(f"past_kv batch {past_kv[0][0].shape[0]} does not match x batch {b}")
-        attn_mask = self._prepare_mask(mask.to(x.device), b, n, n_past + n)  # (B|1, 1, N, Np + N)
-        return self.run(x, attn_mask, past_kv=past_kv, return_kv=return_kv)
-
-    def run(
-        self,
-        x: torch.Tensor,
-        attn_mask: torch.Tensor,
-        *,
-        past_kv: PastKV | None = None,
-        return_kv: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, PastKV]:
-        """`forward` after its input checks: x (B, N, D), attn_mask bool (B|1, 1, N, Np + N), already checked.
-
-        The ONNX graph (`export/graph.py`) calls it directly: the checks read tensor values and shapes that
-        a traced graph with a dynamic batch must not depend on.
-        """
+        if check_mask:
+            attn_mask = self._prepare_mask(mask.to(x.device), b, n, n_past + n)  # (B|1, 1, N, Np + N)
+        else:
+            attn_mask = mask[:, None]  # (B|1, 1, N, Nk): broadcast over heads
         out_dtype = x.dtype
         x = x.to(self.dtype)  # a bf16 copy for inference (`Policy.cast_for_inference`) runs in bf16 inside
 

@@ -156,15 +156,14 @@ class Policy(PolicyMethods, nn.Module):
         [task | observations | readouts] through the transformer under `octo_mask`, then `readout_features`.
 
         The one Octo forward after the encoders (`encode`; the ONNX graph with ``checked=False``: the
-        transformer without its input checks, which read tensor values).
+        transformer without its mask checks, which read tensor values).
         """
         c = self.config
         B, L = obs.shape[0], text.shape[1]
         x = torch.cat(
             [text, obs.reshape(B, c.history * self.n_obs, c.width), self.readout_tokens(B)], dim=1
         )  # (B, N, D)
-        mask = self.octo_mask(text_valid)  # (B, N, N)
-        out = self.transformer(x, mask) if checked else self.transformer.run(x, mask[:, None])  # (B, N, D)
+        out = self.transformer(x, self.octo_mask(text_valid), check_mask=checked)  # (B, N, D)
         assert isinstance(out, torch.Tensor)
         return self.readout_features(out[:, L:])  # (B, D)
 
