@@ -31,6 +31,8 @@ from vlaforge.errors import CheckpointError
 from vlaforge.models.lm.checkpoint import LMCheckpointError, weight_files
 
 MAX_LISTED = 25  # entries per category in an error message
+CONFIG_FILE = "config.json"  # a source checkpoint's Hugging Face config
+REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 # --dtype choices of the converter command lines
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 

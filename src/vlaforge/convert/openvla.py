@@ -84,7 +84,9 @@ import torch
 
 from vlaforge.convert.arguments import OPENVLA_HELP, add_openvla_arguments
 from vlaforge.convert.common import (
+    CONFIG_FILE,
     DTYPES,
+    REPORT_FILE,
     ConversionError,
     ConversionReport,
     Rule,
@@ -107,9 +109,7 @@ from vlaforge.policies.vla.recipes import VLA_RECIPES
 from vlaforge.transforms.normalize import FeatureNorm, Normalizer
 from vlaforge.types import ACTION_KEY, STATE_KEY
 
-CONFIG_FILE = "config.json"
 STATS_FILE = "dataset_statistics.json"  # fine-tuned OpenVLA checkpoints keep their statistics here
-REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 LM_PREFIX = "language_model."
 PROJECTOR_PREFIX = "projector."
 # prismatic's HF port: featurizer = timm_model_ids[0], fused_featurizer = timm_model_ids[1]

@@ -139,7 +139,9 @@ from safetensors.torch import load_file
 
 from vlaforge.convert.arguments import PI0_HELP, add_pi0_arguments
 from vlaforge.convert.common import (
+    CONFIG_FILE,
     DTYPES,
+    REPORT_FILE,
     ConversionError,
     ConversionReport,
     Rule,
@@ -167,8 +169,6 @@ from vlaforge.policies.pi0.policy import Pi0Policy
 from vlaforge.transforms.normalize import STAT_NAMES, FeatureNorm, Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
-CONFIG_FILE = "config.json"
-REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 LAYOUTS = ("lerobot", "openpi")
 LEROBOT_PREFIX = "model."  # LeRobot's PI0Policy keeps the π0 module as `self.model`
 PWE = "paligemma_with_expert."
