@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from vlaforge.models.heads.base import ActionHead, check_prefix
+from vlaforge.models.heads.base import RNG, ActionHead, LossAndMetrics, check_prefix
 from vlaforge.models.heads.flow_matching import FlowMatching
 from vlaforge.models.heads.mlp_resnet import TimeConditionedMLP
 from vlaforge.models.heads.samplers import EulerSampler
@@ -70,19 +70,13 @@ class FlowHead(ActionHead):
             horizon * action_dim, feature_dim, time_dim, hidden_dim, num_blocks, dropout
         )
 
-    def loss(
-        self,
-        features: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        actions, fmask = self.prepare_targets(features, actions, mask)  # (B, H, A), (B, H, A)
+    def objective(
+        self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, generator: RNG
+    ) -> LossAndMetrics:
         b = features.shape[0]
         a = actions.reshape(b, -1)  # (B, H*A)
         tau, noise, x_tau = self.flow.interpolate(a, generator)  # (B,), (B, H*A), (B, H*A)
-        loss = self.flow.loss(self.net(x_tau, tau, features), a, noise, fmask.reshape(b, -1))
+        loss = self.flow.loss(self.net(x_tau, tau, features), a, noise, mask.reshape(b, -1))
         return loss, {"loss": float(loss.detach())}
 
     @torch.no_grad()
