@@ -94,13 +94,12 @@ from vlaforge.convert.common import (
     match_plan,
     parameters_on_meta,
     raise_if_invalid,
-    read_json,
     read_planned,
     same,
     source_index,
 )
 from vlaforge.errors import CheckpointError
-from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
+from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf, read_json
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.prompt import TOKENIZER_FILE, HFPromptTokenizer
 from vlaforge.policies.vla.config import VLAConfig

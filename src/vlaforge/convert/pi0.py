@@ -148,7 +148,6 @@ from vlaforge.convert.common import (
     match_plan,
     parameters_on_meta,
     raise_if_invalid,
-    read_json,
     read_planned,
     same,
     source_index,
@@ -156,7 +155,7 @@ from vlaforge.convert.common import (
 from vlaforge.data.errors import DatasetError
 from vlaforge.data.meta import load_meta
 from vlaforge.errors import CheckpointError
-from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
+from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf, read_json
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.prompt import HFPromptTokenizer
 from vlaforge.models.time_embedding import sincos_frequencies
