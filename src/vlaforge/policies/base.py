@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from vlaforge.errors import CheckpointError
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation, PolicySpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -197,6 +197,14 @@ def decode_info(error: str | None) -> dict[str, Any]:
     """The `ActionChunk.info` of a chunk decoded from generated tokens: ``{"decode_failed": False}``, or
     ``{"decode_failed": True, "decode_error": error}`` when the chunk is a fallback or a repair."""
     return {"decode_failed": True, "decode_error": error} if error else {"decode_failed": False}
+
+
+def check_finite_state(state: torch.Tensor) -> torch.Tensor:
+    """The state NaN guard of every policy (Octo's loss, and the current state of the LM policies: π0's
+    state token, π0-FAST / π0.5's state text, OpenVLA-OFT's proprio): `state`, or a ValueError."""
+    if not bool(torch.isfinite(state).all()):
+        raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+    return state
 
 
 def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:

@@ -49,12 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, prefix_lm_blocks
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.lm.generate import GreedyOutput
+from vlaforge.models.lm.loss import per_sample_mean, token_cross_entropy
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
 from vlaforge.models.vision import LinearProjector, VisionTower
 from vlaforge.policies.base import (
@@ -194,9 +194,7 @@ class FastTokenMethods:
         """The cleaned instruction and the state string of each sample."""
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
-        state = self.current_state(batch, len(texts))  # (B, S)
-        if not bool(torch.isfinite(state).all()):
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
+        state = self.current_state(batch, len(texts))  # (B, S), finite
         return [clean_instruction(t) for t in texts], self.state_strings(state)
 
     def prompts(self, batch: dict[str, Any]) -> list[str]:
@@ -393,13 +391,9 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
         h = out.hidden_states[seq.loss_mask]  # (N, D): only the positions that carry loss
         logits = self.lm.compute_logits(h).float()  # (N, V)
         targets = seq.targets[seq.loss_mask]  # (N,)
-        ce = torch.zeros(seq.loss_mask.shape, dtype=logits.dtype, device=logits.device)  # (B, S)
-        ce[seq.loss_mask] = F.cross_entropy(logits, targets, reduction="none")
-        per_sample = ce.sum(1) / seq.loss_mask.sum(1).clamp(min=1)  # (B,)
-        loss = per_sample.mean()
+        ce, hit = token_cross_entropy(logits, targets, seq.loss_mask)  # (B, S), (B, S)
+        loss = per_sample_mean(ce, seq.loss_mask).mean()
         with torch.no_grad():
-            hit = torch.zeros_like(seq.loss_mask)
-            hit[seq.loss_mask] = logits.argmax(-1) == targets
             acc = hit[seq.fast_mask].float().mean()
             n_fast = seq.fast_mask.sum(1).float().mean() - 1  # minus the end token
         return loss, {"loss": float(loss.detach()), "accuracy": float(acc), "fast_tokens": float(n_fast)}
