@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-all lint install system-deps clean
+.PHONY: demo test test-slow test-all lint install system-deps clean
 
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ lint: install
 test: install
 	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/python -m pytest
+
+# The slow suite (marker `slow`: DDP/FSDP equivalence, end-to-end CLI, evaluation through the server, the
+# client's fresh-venv install, compiled paths, the experts in the simulators), run by CI (.ci/run) after
+# `make test`: 44 tests, about 9 minutes on the 2-core machine.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 test-all: install
 	$(BIN)/ruff check src tests benchmarks packages

@@ -99,7 +99,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     head = get_recipe(recipe).model.get("head", PolicyConfig.head)  # the recipe's default action head
     policy = build_policy(recipe, head, seed=0)
     stepper = make_stepper(policy, recipe, ema=True)  # train mode, the trainer's AdamW groups and EMA
-    policy.transformer.gradient_checkpointing = ckpt
+    policy.set_gradient_checkpointing(ckpt)
     cfg = policy.config
     rng = np.random.default_rng(0)
     batches = [synthetic_batch(spec["batch_size"], cfg.history, cfg.chunk, rng) for _ in range(2)]

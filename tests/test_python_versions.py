@@ -2,9 +2,8 @@
 keep running on 3.10 (ROS 2 Humble ships Python 3.10)."""
 
 import ast
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "packages" / "vlaforge-client"
@@ -17,6 +16,12 @@ def _requires_python(pyproject: Path) -> str:
 def test_declared_python_versions():
     assert _requires_python(ROOT / "pyproject.toml") == ">=3.11"
     assert _requires_python(CLIENT / "pyproject.toml") == ">=3.10"
+
+
+def test_ruff_targets_the_declared_minimums():
+    """ruff's pyupgrade rules must not suggest 3.11 syntax to the client, nor hold the package at 3.10."""
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["target-version"] == "py311"
+    assert tomllib.loads((CLIENT / "ruff.toml").read_text())["target-version"] == "py310"
 
 
 def test_client_parses_as_python_310():

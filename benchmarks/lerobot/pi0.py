@@ -26,7 +26,7 @@ import shlex
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             load.append(os.getloadavg()[0])
     result: dict[str, Any] = {
         "schema": 1,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "commands_before": previous.get("commands_before", []) + [previous["command"]]
         if previous and set(now) != set(sides)

@@ -37,7 +37,7 @@ import shlex
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         match = workers["ours"].run({"task": "match", "targets": {f: p["total"] for f, p in params.items()}})
         result: dict[str, Any] = {
             "schema": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": command_line(),
             "versions": {"vlaforge_env": ours_v["versions"], "lerobot_env": their_v["versions"]},
             "machine": ours_v["machine"],

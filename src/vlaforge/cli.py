@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ValueError as e:  # a bad dataset or checkpoint is the user's to fix: one line, not a traceback
+        from vlaforge.data.errors import DatasetError
+        from vlaforge.errors import CheckpointError
+
+        if not isinstance(e, DatasetError | CheckpointError):
+            raise
+        print(f"vlaforge {args.command}: {e}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("libero")
+from tests.extras import require
+
+require("libero", "libero")
 
 
 def _run(task: str, seeds: tuple[int, ...]) -> list[bool]:

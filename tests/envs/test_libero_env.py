@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest.importorskip("libero")
+from tests.extras import require
+
+require("libero", "libero")
 
 from vlaforge.envs import family_of, make_env, resolve_tasks  # noqa: E402
 from vlaforge.envs.libero.env import LazyFrames, LiberoEnv, quat_to_axis_angle  # noqa: E402

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-mujoco = pytest.importorskip("mujoco")
+from tests.extras import require
+
+mujoco = require("mujoco", "sim")
 
 from vlaforge.envs.libero.meshes import decimated_copy  # noqa: E402
 

@@ -6,12 +6,14 @@ import os
 
 import pytest
 
+from tests.extras import require
+
 pytestmark = pytest.mark.slow
 
 
 def _run(task: str, seeds: tuple[int, ...]) -> list[bool]:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    pytest.importorskip("libero", reason="LIBERO is not installed (pip install 'vlaforge[libero]')")
+    require("libero", "libero")
     from vlaforge.envs.libero.env import LiberoEnv
     from vlaforge.envs.record import run_expert_episode
 
@@ -38,7 +40,7 @@ def test_pick_place_expert_succeeds(task: str) -> None:
 
 
 def test_skill_for_ignores_other_predicates() -> None:
-    pytest.importorskip("libero", reason="LIBERO is not installed (pip install 'vlaforge[libero]')")
+    require("libero", "libero")
     from vlaforge.envs.libero.experts import pick_place
 
     assert pick_place.skill_for(None, ["open", "wooden_cabinet_1_top_region"]) is None

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("libero")
+from tests.extras import require
+
+require("libero", "libero")
 
 
 @pytest.mark.slow

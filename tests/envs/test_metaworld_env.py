@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("metaworld")
+from tests.extras import require
+
+require("metaworld", "sim")
 
 from vlaforge.envs.configs import (  # noqa: E402
     N_CONFIGS,

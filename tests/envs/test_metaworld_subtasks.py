@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.extras import require
 from vlaforge.data import Dataset, DatasetError, DatasetWriter
 from vlaforge.data.synthetic import synthetic_episode, synthetic_features
 from vlaforge.envs.subtasks import ACT, GRASP, REACH, add_subtasks, episode_subtasks, segment_phases
@@ -152,7 +153,7 @@ def test_cli_add_subtasks_prints_the_phase_table(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_record_with_subtasks_labels_phases_in_order(tmp_path):
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     from vlaforge.envs.record import record, summary_path
 
     out = record(

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from tests.extras import require
 from vlaforge.envs.record import EpisodeResult, RecordConfig, _collect, summary_path
 from vlaforge.types import ACTION_KEY, STATE_KEY
 
@@ -70,7 +71,7 @@ def test_record_config_validation():
 
 
 def test_expert_episode_is_cut_after_success():
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     from vlaforge.envs.metaworld_env import make_env
     from vlaforge.envs.record import run_expert_episode
 
@@ -92,7 +93,7 @@ def test_expert_episode_is_cut_after_success():
 
 
 def test_record_two_episodes_end_to_end(tmp_path):
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     from vlaforge.data import Dataset
     from vlaforge.envs.instructions import instructions_for
     from vlaforge.envs.record import record
@@ -118,7 +119,7 @@ def test_record_two_episodes_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_worker_count_does_not_change_the_dataset(tmp_path):
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     from vlaforge.data import Dataset
     from vlaforge.envs.record import record
 
@@ -134,7 +135,7 @@ def test_worker_count_does_not_change_the_dataset(tmp_path):
 
 
 def test_record_raises_when_the_expert_always_fails(tmp_path):
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     from vlaforge.envs.record import record
 
     out = tmp_path / "never"

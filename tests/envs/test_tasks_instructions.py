@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.extras import require
 from vlaforge.envs.instructions import (
     HELDOUT_REPHRASINGS,
     INSTRUCTIONS,
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_task_lists_match_metaworld():
-    env_dict = pytest.importorskip("metaworld.env_dict")
+    env_dict = require("metaworld.env_dict", "sim")
     from metaworld.policies import ENV_POLICY_MAP
 
     assert list(MT50) == list(env_dict.ALL_V3_ENVIRONMENTS)

@@ -98,9 +98,10 @@ def make_fake_env(
 
 
 class ConstantPolicy:
-    """Predicts a chunk of H actions all equal to +0.1; records what it was given."""
+    """Predicts a chunk of H actions all equal to +0.1; records what it was given. A chunk for one of
+    `failing_instructions` is flagged ``info["decode_failed"]`` (as π0-FAST flags its fallback chunk)."""
 
-    def __init__(self, history: int = 3, chunk: int = 4) -> None:
+    def __init__(self, history: int = 3, chunk: int = 4, failing_instructions: tuple[str, ...] = ()) -> None:
         self.spec = PolicySpec(
             cameras={"corner": (IMAGE, IMAGE), "gripper": (IMAGE, IMAGE)},
             state_dim=2,
@@ -112,6 +113,7 @@ class ConstantPolicy:
         self.calls: list[list[int]] = []  # step index of each observation given, oldest first
         self.instructions: list[str] = []
         self.generators: list[Any] = []
+        self.failing_instructions = set(failing_instructions)
 
     def predict(self, observations: Observation | list[Observation], **kwargs: Any) -> ActionChunk:
         obs = observations if isinstance(observations, list) else [observations]
@@ -120,4 +122,6 @@ class ConstantPolicy:
         self.instructions.append(obs[-1].instruction)
         self.generators.append(kwargs.get("generator"))
         actions = np.full((self.spec.chunk, self.spec.action_dim), 0.1, dtype=np.float32)  # (H, A)
-        return ActionChunk(actions=actions, control_hz=self.spec.fps)
+        failed = obs[-1].instruction in self.failing_instructions
+        info = {"decode_failed": True, "decode_error": "no_end_token: scripted"} if failed else {}
+        return ActionChunk(actions=actions, control_hz=self.spec.fps, info=info)

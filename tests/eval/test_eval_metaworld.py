@@ -6,15 +6,14 @@ import json
 
 import pytest
 
+from tests.extras import require
 from vlaforge.eval import ExpertPolicy, evaluate
 
 
 @pytest.mark.slow
 def test_expert_solves_reach_on_the_eval_split(tmp_path):
-    pytest.importorskip("metaworld")
-    envs = pytest.importorskip("vlaforge.envs")
-    if not hasattr(envs, "make_env"):
-        pytest.skip("vlaforge.envs.make_env is not available")
+    require("metaworld", "sim")
+    require("vlaforge.envs", "sim")
     report = evaluate(
         ExpertPolicy,
         ["reach-v3"],
@@ -36,7 +35,7 @@ def test_expert_solves_reach_on_the_eval_split(tmp_path):
 def test_short_task_names_resolve_to_full_names(tmp_path):
     """`evaluate(policy, ["reach"])` with the default env factory: the report uses "reach-v3", and an
     instruction given under the short name applies."""
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     report = evaluate(
         ExpertPolicy,
         ["reach"],

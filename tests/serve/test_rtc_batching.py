@@ -1,5 +1,6 @@
 """Real-time chunking over the wire, request batching, and the torch-free client package."""
 
+import os
 import subprocess
 import sys
 import threading
@@ -150,7 +151,7 @@ def test_a_bad_window_fails_alone_inside_a_batch(policy):
     out = srv._infer_batch([(good, 0.0, None), (bad, 0.0, None), (good, 0.0, None)])
     assert isinstance(out[1], ValueError) and "history" in str(out[1])
     np.testing.assert_allclose(out[0][0], out[2][0])
-    assert out[0][3] == 2  # two windows shared the forward pass
+    assert out[0][4] == 2  # two windows shared the forward pass
     srv._executor.shutdown()
 
 
@@ -195,13 +196,18 @@ def test_client_package_installs_alone_into_a_fresh_venv(tmp_path):
         root / "packages" / "vlaforge-client", package, ignore=shutil.ignore_patterns("build", "*.egg-info")
     )
     venv = tmp_path / "venv"
+    clean = {
+        k: v for k, v in os.environ.items() if k != "PYTHONPATH"
+    }  # a checkout on the path is not installed
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, str(package)], check=True, timeout=600)
+    subprocess.run([*pip, str(package)], check=True, timeout=600, env=clean)
     code = (
         "import importlib.util as u, vlaforge_client;"
         "assert u.find_spec('torch') is None and u.find_spec('vlaforge') is None;"
         "print(vlaforge_client.__version__)"
     )
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, env=clean
+    )
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,6 +1,5 @@
 import http.client
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -110,30 +109,38 @@ def test_api_key_required_and_compared(policy):
             assert client.infer(obs_message(make_obs(0)))["actions"].shape == (4, 2)
 
 
-class _SlowPolicy:
-    def __init__(self, policy, delay):
-        self.spec, self.delay, self.inner = policy.spec, delay, policy
+class _BlockedPolicy:
+    """A policy whose forward pass runs until the test releases it."""
+
+    def __init__(self, policy):
+        self.spec, self.inner = policy.spec, policy
+        self.entered, self.release = threading.Event(), threading.Event()
 
     def predict(self, observations):
-        time.sleep(self.delay)
+        self.entered.set()
+        assert self.release.wait(60), "the test never released the forward pass"
         return self.inner.predict(observations)
 
 
 def test_inference_does_not_block_health_checks_or_error_replies(policy):
-    with PolicyServer(_SlowPolicy(policy, 1.0), "127.0.0.1", 0).running_in_thread() as srv:
+    """While a forward pass is running (and cannot finish), health checks and error replies are answered:
+    an ordering check, not a timing one."""
+    blocked = _BlockedPolicy(policy)
+    with PolicyServer(blocked, "127.0.0.1", 0).running_in_thread() as srv:
         slow = threading.Thread(
             target=lambda: PolicyClient("127.0.0.1", srv.port).infer(obs_message(make_obs(0)))
         )
         slow.start()
-        time.sleep(0.2)  # the slow forward pass is now running
-        t0 = time.perf_counter()
+        assert blocked.entered.wait(60)  # the forward pass is now running
         assert _healthz(srv.port) == 200
         ws, _ = _raw(srv.port)
         ws.send(b"\xc1")
         assert "error" in unpack(ws.recv())
         ws.close()
-        assert time.perf_counter() - t0 < 0.5
-        slow.join()
+        assert slow.is_alive() and not blocked.release.is_set()  # answered while inference was still busy
+        blocked.release.set()
+        slow.join(60)
+        assert not slow.is_alive()
 
 
 def test_safety_filter_in_reply(policy):

@@ -86,3 +86,32 @@ def test_non_vector_statistics_are_ignored_and_survive_save_load():
     back = Normalizer.from_state(norm.describe(), norm.state_dict())  # safetensors sorts keys: count first
     t = torch.from_numpy(x)
     assert torch.allclose(back.normalize("observation.state", t), norm.normalize("observation.state", t))
+
+
+@pytest.mark.parametrize("stat", ["std", "q99"])
+def test_non_finite_statistics_are_rejected_by_name(stat):
+    x = np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32)
+    stats = _stats(x)
+    stats[stat][1] = np.nan
+    mode = "mean_std" if stat == "std" else "quantile"
+    with pytest.raises(ValueError, match=rf"'action' {stat} is not finite at dimension\(s\) \[1\]"):
+        Normalizer.from_dataset_stats({"action": stats}, {"action": mode})
+    # a masked-out dimension is never read, and a statistic the mode does not use is not checked
+    Normalizer.from_dataset_stats(
+        {"action": stats}, {"action": mode}, masks={"action": np.array([1, 0, 1], bool)}
+    )
+    Normalizer.from_dataset_stats({"action": stats}, {"action": "min_max"})
+    with pytest.raises(ValueError, match="'action' std is not finite"):  # also when loading a checkpoint
+        Normalizer.from_state(
+            {"action": {"mode": "mean_std"}},
+            {"action/mean": torch.zeros(3), "action/std": torch.tensor([1.0, float("inf"), 1.0])},
+        )
+
+
+@pytest.mark.parametrize("mode", ["mean_std", "quantile", "min_max", "identity"])
+def test_tensors_are_built_on_the_input_device(mode):
+    x = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+    norm = Normalizer.from_dataset_stats({"action": _stats(x)}, {"action": mode})
+    meta = torch.zeros(4, 2, device="meta")  # any device but the CPU the statistics live on
+    assert norm.normalize("action", meta).device == meta.device
+    assert norm.unnormalize("action", meta).device == meta.device

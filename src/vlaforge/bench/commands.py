@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.bench.runner import LM_HEADS, bench_policy
     from vlaforge.inference.fastpaths import lm_family
     from vlaforge.info import machine_info
-    from vlaforge.policies.recipes import all_recipe_names, is_vla_recipe
+    from vlaforge.policies.registry import all_recipe_names, recipe_family
 
     if args.runs < 1 or args.warmup < 0:
         raise SystemExit(
@@ -125,8 +125,10 @@ def _run(args: argparse.Namespace) -> int:
         recipes = _split(args.recipe, all_recipe_names(), "--recipe")
         heads = _split(args.head, HEAD_NAMES, "--head") if args.head else ["diffusion"]
         for recipe in recipes:
-            lm = is_vla_recipe(recipe)  # π0 / π0-FAST / OpenVLA / OFT / RT-2: one fixed action head each
-            for head in [None] if lm else heads:
+            fixed_head = not recipe_family(
+                recipe
+            ).capabilities.head_choice  # π0 / π0-FAST / OpenVLA / OFT / RT-2
+            for head in [None] if fixed_head else heads:
                 models.append(
                     (
                         {"recipe": recipe, "checkpoint": None},
@@ -193,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "vlaforge": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(args),
         "machine": machine,
         "device": str(device),

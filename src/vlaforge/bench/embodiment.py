@@ -21,9 +21,8 @@ from vlaforge.inference.fastpaths import lm_family
 from vlaforge.inference.load import WARMUP_INSTRUCTION
 from vlaforge.models.heads.samplers import DDIMSampler
 from vlaforge.policies.octo.policy import Policy
-from vlaforge.policies.pi0.fast_recipes import PI0_FAST_RECIPES, pi0_fast_config_from_dataset
-from vlaforge.policies.pi0.pi05_recipes import PI05_RECIPES, pi05_config_from_dataset
-from vlaforge.policies.recipes import get_recipe, is_vla_recipe, make_policy
+from vlaforge.policies.recipes import get_recipe, make_policy
+from vlaforge.policies.registry import recipe_family
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
 CAMERAS = ("corner", "gripper")
@@ -87,16 +86,14 @@ def build_recipe_policy(
     head: None keeps the policy default (diffusion). image_size: camera size override (tests and quick
     checks); a recipe that resizes its cameras (octo-tiny: 64x64) resizes to min(its size, image_size).
     """
-    get_recipe(recipe)  # unknown name -> the list of recipes, before anything is built
+    family = recipe_family(recipe)  # unknown name -> the list of recipes, before anything is built
     size = IMAGE_SIZE if image_size is None else image_size
-    if is_vla_recipe(recipe):  # π0 / π0-FAST / OpenVLA / OFT / RT-2: one fixed action head each
+    if not family.capabilities.head_choice:  # π0 / π0-FAST / OpenVLA / OFT / RT-2: one fixed action head each
         if head is not None:
             raise ValueError(f"recipe '{recipe}' has its own action head; --head applies to the Octo recipes")
         dataset = metaworld_embodiment(size)
-        if recipe in PI0_FAST_RECIPES:  # these fit a FAST tokenizer on (chunk, A) action chunks
-            dataset.chunk = pi0_fast_config_from_dataset(recipe, dataset).chunk
-        elif recipe in PI05_RECIPES:
-            dataset.chunk = pi05_config_from_dataset(recipe, dataset).chunk
+        # π0-FAST / π0.5 fit a FAST tokenizer on (chunk, A) action chunks: the recipe's chunk
+        dataset.chunk = get_recipe(recipe).model.get("chunk", family.config_class.chunk)  # type: ignore[attr-defined]
         torch.manual_seed(seed)
         try:
             return make_policy(recipe, dataset).eval()
@@ -117,7 +114,7 @@ def build_recipe_policy(
 def load_checkpoint_policy(path: str | Path) -> Policy:
     """A trained policy (policy directory or run directory); mixtures are refused with the reason."""
     policy = Policy.load(path)
-    if getattr(policy.config, "datasets", None):
+    if policy.config.datasets:  # every family's config has the field
         raise ValueError(
             f"{path}: this policy was trained on a mixture {policy.config.datasets}; vlaforge bench measures "
             "single-dataset policies (the stage breakdown and prefix cache do not handle per-sample statistics)"

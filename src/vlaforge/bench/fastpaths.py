@@ -61,6 +61,7 @@ from vlaforge.inference.fastpaths import (
 )
 from vlaforge.inference.prefix_cache import StagedPredictor, eval_mode
 from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.registry import family_of
 from vlaforge.types import Observation
 
 # (observations, generator) -> (actions (H, A) float32, seconds per stage or None)
@@ -289,7 +290,7 @@ def _prepare_lm(
         fn = lm_plain(policy, steps, use_cache=False, bf16=True)
         note = _bf16_note(device)
     elif name == "bf16-weights":
-        if lm_family(policy) != "pi0":
+        if not family_of(policy).capabilities.bf16_weights:
             raise PathUnavailable(
                 f"bf16-weights: {type(policy).__name__} has no cast_for_inference (use the bf16 autocast path)"
             )
@@ -299,7 +300,7 @@ def _prepare_lm(
         reason = lm_compile_unavailable(policy)
         if reason is not None:
             raise PathUnavailable(reason)
-        if lm_family(policy) == "pi0":
+        if family_of(policy).capabilities.compile == "sampling":  # π0 / π0.5: compile_sampling()
             return _prepare_pi0_compiled(policy, observations, steps=steps, generator=generator, t0=t0)
         # Staged like prefix-cache (the same call with the decode steps compiled), so the two compare
         # stage by stage and carry the same hook overhead. setup_s includes the compilation.

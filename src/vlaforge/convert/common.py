@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,8 @@ from vlaforge.errors import CheckpointError
 from vlaforge.models.lm.checkpoint import LMCheckpointError, weight_files
 
 MAX_LISTED = 25  # entries per category in an error message
+CONFIG_FILE = "config.json"  # a source checkpoint's Hugging Face config
+REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 # --dtype choices of the converter command lines
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -97,16 +98,6 @@ def listing(items: Sequence[str]) -> str:
     shown = list(items[:MAX_LISTED])
     more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
     return "\n    " + "\n    ".join(shown) + more
-
-
-def read_json(file: Path, what: str) -> Any:
-    """``file`` parsed as JSON; a missing or malformed file is a CheckpointError naming it."""
-    if not file.is_file():
-        raise CheckpointError(f"{file}: not found; {what}")
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
 
 
 @contextlib.contextmanager

@@ -84,7 +84,9 @@ import torch
 
 from vlaforge.convert.arguments import OPENVLA_HELP, add_openvla_arguments
 from vlaforge.convert.common import (
+    CONFIG_FILE,
     DTYPES,
+    REPORT_FILE,
     ConversionError,
     ConversionReport,
     Rule,
@@ -97,7 +99,7 @@ from vlaforge.convert.common import (
     source_index,
 )
 from vlaforge.errors import CheckpointError
-from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
+from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf, read_json
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.prompt import TOKENIZER_FILE, HFPromptTokenizer
 from vlaforge.policies.vla.config import VLAConfig
@@ -106,9 +108,7 @@ from vlaforge.policies.vla.recipes import VLA_RECIPES
 from vlaforge.transforms.normalize import FeatureNorm, Normalizer
 from vlaforge.types import ACTION_KEY, STATE_KEY
 
-CONFIG_FILE = "config.json"
 STATS_FILE = "dataset_statistics.json"  # fine-tuned OpenVLA checkpoints keep their statistics here
-REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 LM_PREFIX = "language_model."
 PROJECTOR_PREFIX = "projector."
 # prismatic's HF port: featurizer = timm_model_ids[0], fused_featurizer = timm_model_ids[1]
@@ -137,12 +137,7 @@ class OpenVLAConversionReport(ConversionReport):
 def read_openvla_config(src: str | Path) -> dict[str, Any]:
     """The source ``config.json`` as a dict, checked to describe a fused DINOv2 + SigLIP OpenVLA."""
     file = Path(src) / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{file}: not found; pass the downloaded openvla/openvla-7b directory")
-    try:
-        cfg = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+    cfg = read_json(file, "pass the downloaded openvla/openvla-7b directory")
     for key in ("text_config", "timm_model_ids"):
         if key not in cfg:
             raise CheckpointError(
@@ -202,10 +197,7 @@ def read_norm_stats(src: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
         return stats
     file = Path(src) / STATS_FILE
     if file.is_file():
-        try:
-            return json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{file}: not valid JSON ({e})") from e
+        return read_json(file, "")
     raise CheckpointError(
         f"{Path(src)}: no 'norm_stats' in {CONFIG_FILE} and no {STATS_FILE}; the action statistics are "
         "needed to un-normalize the actions"

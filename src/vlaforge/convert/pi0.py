@@ -125,7 +125,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -140,14 +139,15 @@ from safetensors.torch import load_file
 
 from vlaforge.convert.arguments import PI0_HELP, add_pi0_arguments
 from vlaforge.convert.common import (
+    CONFIG_FILE,
     DTYPES,
+    REPORT_FILE,
     ConversionError,
     ConversionReport,
     Rule,
     match_plan,
     parameters_on_meta,
     raise_if_invalid,
-    read_json,
     read_planned,
     same,
     source_index,
@@ -155,9 +155,10 @@ from vlaforge.convert.common import (
 from vlaforge.data.errors import DatasetError
 from vlaforge.data.meta import load_meta
 from vlaforge.errors import CheckpointError
-from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf
+from vlaforge.models.lm.checkpoint import IGNORED_KEY_SUFFIXES, ours_to_hf, read_json
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.prompt import HFPromptTokenizer
+from vlaforge.models.time_embedding import sincos_frequencies
 from vlaforge.policies.lm_recipes import PALIGEMMA_LM, SIGLIP_SO400M
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
@@ -167,8 +168,6 @@ from vlaforge.policies.pi0.policy import Pi0Policy
 from vlaforge.transforms.normalize import STAT_NAMES, FeatureNorm, Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
-CONFIG_FILE = "config.json"
-REPORT_FILE = "conversion.json"  # provenance written next to the converted policy
 LAYOUTS = ("lerobot", "openpi")
 LEROBOT_PREFIX = "model."  # LeRobot's PI0Policy keeps the π0 module as `self.model`
 PWE = "paligemma_with_expert."
@@ -644,8 +643,7 @@ def flip_time_columns(
         )
     half = width // 2
     w = weight.double()
-    fraction = torch.linspace(0.0, 1.0, half, dtype=torch.float64)  # as sincos_time_embedding
-    omega = 2 * math.pi / (min_period * (max_period / min_period) ** fraction)  # (De/2,)
+    omega = sincos_frequencies(width, min_period, max_period, dtype=torch.float64)  # (De/2,)
     c, s = omega.cos()[None], omega.sin()[None]  # (1, De/2)
     w_sin, w_cos = w[:, first : first + half], w[:, first + half : first + width]  # (out, De/2) each
     out = torch.cat(

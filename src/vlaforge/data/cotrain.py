@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vlaforge.data.vision_language import VisionLanguageDataset
+from vlaforge.transforms.image import resize
 from vlaforge.types import IMAGE_PREFIX, IS_VL_KEY, VL_TARGET_KEY
 
 
@@ -37,8 +37,7 @@ def resize_image(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """uint8 (h, w, 3) -> uint8 (height, width, 3), bilinear with antialiasing (identity if same size)."""
     if tuple(img.shape[:2]) == (height, width):
         return img
-    x = img.permute(2, 0, 1)[None].float()  # (1, 3, h, w)
-    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    x = resize(img.permute(2, 0, 1)[None].float(), (height, width))  # (1, 3, height, width) in [0, 255]
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)  # (height, width, 3)
 
 

@@ -22,6 +22,8 @@ class EpisodeResult:
     """One rollout.
 
     latencies_s: wall time of every `policy.predict` call in this episode, in seconds.
+    decode_failures: how many of those calls returned a chunk flagged ``info["decode_failed"]`` (a
+    token-decoding fallback: π0-FAST, OpenVLA's replaced non-action tokens; executed all the same).
     frames: per step, camera name -> uint8 (Hi, Wi, 3); only when video was recorded (dropped
     once the video is written, so results stay small).
     safety: SafetyFilter interventions of this episode, {"steps_changed": n, <kind>: count, ...}
@@ -37,6 +39,7 @@ class EpisodeResult:
     length: int
     instruction: str
     latencies_s: list[float] = field(default_factory=list)
+    decode_failures: int = 0
     fps: float = 10.0
     frames: list[dict[str, np.ndarray]] | None = None
     video: str | None = None
@@ -51,6 +54,7 @@ class EpisodeResult:
             "length": self.length,
             "instruction": self.instruction,
             "predict_calls": len(self.latencies_s),
+            "decode_failures": self.decode_failures,
             "video": self.video,
         }
         if self.safety is not None:
@@ -92,6 +96,8 @@ class TaskSummary:
     seeds: list[int]
     videos: list[str]
     safety: dict[str, int] | None = None  # `sum_safety` of the task's episodes
+    predict_calls: int = 0  # chunks requested over the task's episodes
+    decode_failures: int = 0  # of which flagged ``decode_failed`` (see `EpisodeResult`)
 
     @classmethod
     def from_episodes(cls, task: str, episodes: list[EpisodeResult], confidence: float) -> TaskSummary:
@@ -116,6 +122,8 @@ class TaskSummary:
             seeds=[e.seed for e in episodes],
             videos=[e.video for e in episodes if e.video],
             safety=sum_safety(episodes),
+            predict_calls=sum(len(e.latencies_s) for e in episodes),
+            decode_failures=sum(e.decode_failures for e in episodes),
         )
 
 
@@ -168,6 +176,7 @@ class EvalReport:
             "wilson_lo": lo,
             "wilson_hi": hi,
             "confidence": self.confidence,
+            "decode_failures": sum(t.decode_failures for t in self.tasks),
         }
 
     def safety(self) -> dict[str, int] | None:
@@ -208,6 +217,8 @@ class EvalReport:
                     "instructions": t.instructions,
                     "seeds": t.seeds,
                     "videos": t.videos,
+                    "predict_calls": t.predict_calls,
+                    "decode_failures": t.decode_failures,
                     **({} if t.safety is None else {"safety": t.safety}),
                 }
                 for t in self.tasks
@@ -261,6 +272,15 @@ def markdown_table(report: EvalReport) -> str:
             f"Policy latency: median {lat['median_ms']:.3g} ms, p90 {lat['p90_ms']:.3g} ms over {lat['calls']} calls; "
             f"{lat['actions_per_call']:.1f} actions per call → up to {lat['max_control_hz']:.0f} Hz control "
             f"(the env runs at {lat['env_fps']:g} Hz)."
+        )
+    if o["decode_failures"]:
+        failed = ", ".join(
+            f"{t.task} {t.decode_failures}/{t.predict_calls}" for t in report.tasks if t.decode_failures
+        )
+        lines.append("")
+        lines.append(
+            f"**Decode failures**: {o['decode_failures']} chunks were token-decoding fallbacks and were "
+            f"executed as such (per task, failed/requested chunks: {failed})."
         )
     lines.extend(safety_table(report))
     return "\n".join(lines) + "\n"

@@ -168,6 +168,7 @@ def rollout(
     generator = _make_generator(seed)
     frames = [_copy_images(obs)] if record_video else None
     latencies: list[float] = []
+    decode_failures = 0  # chunks flagged info["decode_failed"] (π0-FAST fallback, OpenVLA bad tokens)
     success, length = False, 0
     for step in range(limit):
         if executor.needs_new_chunk():
@@ -178,6 +179,7 @@ def rollout(
             else:
                 chunk = predict_rtc(policy, history.observations(), *guide, generator=generator)
             latencies.append(time.perf_counter() - t0)
+            decode_failures += bool((getattr(chunk, "info", None) or {}).get("decode_failed"))
             executor.push(_as_actions(chunk, policy.spec))
         action = executor.next_action()  # (A,)
         if safety_filter is not None:
@@ -205,6 +207,7 @@ def rollout(
         length=length,
         instruction=instruction,
         latencies_s=latencies,
+        decode_failures=decode_failures,
         fps=float(env.fps),
         frames=frames,
         safety=None

@@ -143,21 +143,13 @@ class ExportGraph(nn.Module):
         return [s.name for s in self.inputs]
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        p, c = self.policy, self.policy.config
+        p = self.policy
         x = dict(zip(self.input_names, tensors, strict=True))
         batch = {IMAGE_PREFIX + cam: x[IMAGE_PREFIX + cam] for cam in p.camera_names}
         batch[STATE_KEY] = x[STATE_KEY]
         obs = p.observation_tokens(batch)  # (B, T, n_obs, D): images -> stems, normalized state
-        b = obs.shape[0]
         text = self._text_tokens(x)  # (B, L, D)
-        n_text = text.shape[1]
-        tokens = torch.cat(
-            [text, obs.reshape(b, c.history * p.n_obs, c.width), p.readout_tokens(b)], dim=1
-        )  # (B, N, D)
-        mask = p.octo_mask(x[TEXT_MASK])[:, None]  # (B, 1, N, N): broadcast over heads
-        for block in p.transformer.blocks:  # BlockTransformer.forward without its value checks
-            tokens, _ = block(tokens, mask)  # (B, N, D)
-        features = p.readout_features(p.transformer.ln_f(tokens)[:, n_text:])  # (B, D)
+        features = p.encode_tokens(text, x[TEXT_MASK], obs, checked=False)  # (B, D): Policy.encode's forward
         actions = self._sample(features, x.get(NOISE))  # (B, H, A) normalized
         return p.normalizer.unnormalize(ACTION_KEY, actions.float())  # (B, H, A) robot units
 

@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -314,7 +314,7 @@ def _describe(policy: Policy, graph: ExportGraph, source: Any, opset: int) -> di
         "schema": SCHEMA,
         "format": "onnx",
         "vlaforge": vlaforge.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": None if isinstance(source, Policy) else str(source),
         "recipe": c.recipe,
         "head": c.head,

@@ -13,7 +13,8 @@ what `vlaforge bench` times against the plain call.
     prefix cache  `prefix_cache.StagedPredictor(policy, prefix_cache=True)`: the Octo task block's
                   keys/values computed once per instruction
 
-`lm_family` tells the pretrained-LM policy families apart (they take other paths than the Octo layout).
+Which path applies to a policy is what its class declares (`policies.base.Capabilities`); `lm_family`
+names the module layout of the pretrained-LM policies (they take other paths than the Octo layout).
 A path that does not apply to a policy or device raises `PathUnavailable` (a ValueError: a reason, not
 a failure).
 """
@@ -28,9 +29,6 @@ import torch
 from torch import nn
 
 from vlaforge.policies.octo.policy import Policy
-from vlaforge.policies.pi0.fast_policy import Pi0FastPolicy
-from vlaforge.policies.pi0.policy import Pi0Policy
-from vlaforge.policies.vla.policy import VLAPolicy
 
 
 class PathUnavailable(ValueError):
@@ -38,17 +36,9 @@ class PathUnavailable(ValueError):
 
 
 def lm_family(policy: Any) -> str | None:
-    """'pi0' | 'pi0-fast' | 'vla' | 'oft' for the pretrained-LM policy classes, None for Octo `Policy`."""
-    label = getattr(type(policy), "policy_class", None)
-    if label is None:
-        return None
-    if isinstance(policy, Pi0FastPolicy):
-        return "pi0-fast"
-    if isinstance(policy, Pi0Policy):
-        return "pi0"
-    if isinstance(policy, VLAPolicy):
-        return "oft" if policy.config.variant == "oft" else "vla"
-    raise ValueError(f"no pretrained-LM family for policy class {type(policy).__name__}")
+    """The module layout of a pretrained-LM policy (its ``layout``: 'pi0' for π0 and π0.5, 'pi0-fast',
+    'vla', 'oft'), None for the Octo layout."""
+    return None if policy.layout == "octo" else policy.layout
 
 
 def compiled_copy(policy: Policy) -> Policy:

@@ -20,9 +20,10 @@ from vlaforge.inference.fastpaths import (
     compile_toolchain_problem,
     compiled_copy,
     int8_copy,
-    lm_family,
 )
+from vlaforge.policies.base import Capabilities
 from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.registry import capabilities_of
 from vlaforge.runtime.rtc import predict_rtc, supports_rtc
 from vlaforge.types import Observation
 
@@ -56,14 +57,15 @@ def load_policy(
     """
     check_fast_paths(int8=int8, bf16=bf16, compile=compile, map_location=map_location)
     policy = Policy.load(path, map_location=map_location)
+    supports = _capabilities(policy)
     if int8:
-        if not hasattr(policy, "transformer") or not hasattr(policy, "head"):
+        if not supports.int8:
             raise PathUnavailable(
                 f"int8 covers the octo-family recipes (transformer + head); {path} is not one"
             )
         policy = int8_copy(policy)
     if bf16:
-        if not hasattr(policy, "cast_for_inference"):
+        if not supports.bf16_weights:
             raise PathUnavailable(
                 f"bf16 covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__}"
             )
@@ -78,12 +80,12 @@ def _compiled(policy: Any, path: str) -> Any:
     problem = compile_toolchain_problem(policy.device)
     if problem is not None:
         raise PathUnavailable(f"compile: {problem}")
-    family = lm_family(policy)
-    if family == "pi0":
+    how = _capabilities(policy).compile
+    if how == "sampling":  # π0 / π0.5: the policy compiles its own per-chunk networks
         policy.compile_sampling()
-    elif family is None and hasattr(policy, "head"):
+    elif how == "modules":  # Octo layout: stems, blocks and head network
         policy = compiled_copy(policy)
-    else:
+    else:  # "decoding" (token decoders: timed by the bench only) or None
         raise PathUnavailable(
             f"compile covers the octo-family and π0 / π0.5 recipes; {path} is a {type(policy).__name__} "
             "(token decoders: `vlaforge bench --paths compile` times their compiled decode step)"
@@ -97,6 +99,11 @@ def _compiled(policy: Any, path: str) -> Any:
             policy, obs, np.zeros((spec.chunk, spec.action_dim), np.float32), np.linspace(1, 0, spec.chunk)
         )
     return policy
+
+
+def _capabilities(policy: Any) -> Capabilities:
+    """What the policy's family declares; nothing (no fast path) for a policy that declares nothing."""
+    return capabilities_of(policy) or Capabilities()
 
 
 def example_observations(

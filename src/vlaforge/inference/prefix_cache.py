@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.models.transformer import KVCache
+from vlaforge.models.transformer import PastKV
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.types import ACTION_KEY, Observation
 
@@ -72,7 +72,7 @@ class StageTimer:
 class _TaskPrefix:
     """What the prefix cache keeps per instruction batch."""
 
-    kv: KVCache  # one (k, v) per layer, each (B, heads, L, head_dim)
+    kv: PastKV  # one (k, v) per layer, each (B, heads, L, head_dim)
     suffix_mask: torch.Tensor  # (B, N - L, N) bool: rows of obs + readout queries over all keys
     text_len: int  # L
 

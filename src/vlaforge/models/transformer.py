@@ -10,7 +10,7 @@ and a final LayerNorm. Differences that matter here:
 * ``return_kv`` / ``past_kv`` let a caller run a prefix once and then run only a suffix
   against the cached keys/values (π0's flow steps, autoregressive action decoding).
 
-Cache format: a tuple with one ``(k, v)`` pair per layer, each ``(B, heads, N_past, head_dim)``.
+Cache format (`PastKV`): a tuple with one ``(k, v)`` pair per layer, each ``(B, heads, N_past, head_dim)``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+# Keys/values of earlier tokens: one (k, v) per layer, each (B, heads, N_past, head_dim). Not
+# `models.lm.KVCache` (the LM's preallocated cache object): a plain tuple, as Octo's task prefix needs.
+PastKV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 
 
 class SelfAttention(nn.Module):
@@ -114,7 +116,7 @@ class BlockTransformer(nn.Module):
 
     forward(x (B, N, D), mask (N, Nk) or (B, N, Nk) bool, past_kv=None, return_kv=False)
       -> y (B, N, D)                        if not return_kv
-      -> (y (B, N, D), kv: KVCache)          if return_kv (kv covers past + current tokens)
+      -> (y (B, N, D), kv: PastKV)          if return_kv (kv covers past + current tokens)
 
     Nk = N without a cache, Np + N with a cache of Np tokens (mask columns: cached keys
     first, then the current tokens). Running ``prefix`` with ``return_kv=True`` and then
@@ -179,9 +181,12 @@ class BlockTransformer(nn.Module):
         x: torch.Tensor,
         mask: torch.Tensor,
         *,
-        past_kv: KVCache | None = None,
+        past_kv: PastKV | None = None,
         return_kv: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
+        check_mask: bool = True,
+    ) -> torch.Tensor | tuple[torch.Tensor, PastKV]:
+        """check_mask=False: take the mask as given, (B|1, N, Nk) bool, without `_prepare_mask`'s checks,
+        which read tensor values (the ONNX graph, `export/graph.py`, runs the transformer this way)."""
         if x.dim() != 3 or x.shape[-1] != self.width:
             raise ValueError(f"x must be (B, N, {self.width}), got {tuple(x.shape)}")
         b, n, _ = x.shape  # (B, N, D)
@@ -192,7 +197,10 @@ class BlockTransformer(nn.Module):
             n_past = past_kv[0][0].shape[2]
             if past_kv[0][0].shape[0] not in (1, b):
                 raise ValueError(f"past_kv batch {past_kv[0][0].shape[0]} does not match x batch {b}")
-        attn_mask = self._prepare_mask(mask.to(x.device), b, n, n_past + n)  # (B|1, 1, N, Np + N)
+        if check_mask:
+            attn_mask = self._prepare_mask(mask.to(x.device), b, n, n_past + n)  # (B|1, 1, N, Np + N)
+        else:
+            attn_mask = mask[:, None]  # (B|1, 1, N, Nk): broadcast over heads
         out_dtype = x.dtype
         x = x.to(self.dtype)  # a bf16 copy for inference (`Policy.cast_for_inference`) runs in bf16 inside
 

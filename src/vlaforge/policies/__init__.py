@@ -6,8 +6,9 @@
 
 and what they share: ``base.py`` (checkpoint files, the table of checkpoint classes, common methods),
 ``config.py`` (config methods), ``lm_base.py`` / ``lm_recipes.py`` (the pretrained-LM families'
-plumbing and recipe pieces), ``embodiment.py`` (what a recipe reads from a dataset). ``recipes.py`` is
-the table of every family's recipes (`make_policy`).
+plumbing and recipe pieces), ``embodiment.py`` (what a recipe reads from a dataset). ``registry.py``
+lists the families (config class, policy class, recipes, builder; what each supports is declared by its
+class), ``recipes.py`` is the one recipe lookup over all of them (`make_policy`).
 
 Importing this package imports every family, so each has registered its checkpoint class before a
 checkpoint is read: ``Policy.load(dir)`` returns whichever class the checkpoint names.

@@ -11,15 +11,20 @@ A checkpoint directory (no pickle) is::
 (`register_policy_class`) where it defines them, and `octo.Policy.load` hands a checkpoint to the class
 it names (`checkpoint_class`); a config without the entry is the Octo layout. The families import this
 module, never the reverse, so the table is filled by importing them: `vlaforge.policies` imports all.
+
+Every policy class also declares what it supports (`Capabilities`, a class attribute) and its `family`;
+`policies/registry.py` lists the families (config class, policy class, recipes), and loading, the fast
+paths, serving, benchmarking, LoRA and the trainer ask those instead of testing which class they hold.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -27,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from vlaforge.errors import CheckpointError
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, ActionChunk, Observation, PolicySpec
+from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation, PolicySpec
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -60,6 +65,42 @@ def checkpoint_class(meta: Any) -> type | None:
     return _CHECKPOINT_CLASSES[name]
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a policy family supports: what `inference`, `serve`, `bench` and `train` ask instead of probing.
+    Everything is off by default (a class states what it has).
+
+    chunking: predicts an action chunk (H = config.chunk steps) per call.
+    rtc: real-time chunking: "head" (guided sampling through a flow or diffusion head: `runtime.rtc`;
+      only when the configured head can inpaint), "own" (the policy's `predict_rtc`), None.
+    kv_cache: "task-prefix" (Octo: the task block's keys/values, `inference.prefix_cache`), "prefix"
+      (the policy's own `predict_batch(use_cache=True)`), None.
+    compile: "modules" (`inference.fastpaths.compiled_copy`: stems, blocks, head network), "sampling"
+      (the policy's `compile_sampling()`), "decoding" (the LM's `compile_decoding()`: timed by `vlaforge
+      bench`, not a `load_policy` option), None.
+    bf16_weights: `cast_for_inference(torch.bfloat16)`. int8: `inference.fastpaths.int8_copy` (the
+      Linear layers of ``transformer.`` and ``head.``).
+    lora_preset: the family's published LoRA settings (`train.finetune.LoRAConfig` fields; ``train_also``
+      globs that match no parameter are dropped), None: the user gives them.
+    gradient_checkpointing: `set_gradient_checkpointing` recomputes the backbone's blocks in backward.
+    head_choice / augmentation: the recipe's action head and training-time image augmentation are
+      options (`vlaforge train --head`, `--no-augment`); otherwise the family has one head and no augmentation.
+    batching: `predict_batch` over several observation windows at once (the server's request batching).
+    """
+
+    chunking: bool = False
+    rtc: str | None = None
+    kv_cache: str | None = None
+    compile: str | None = None
+    bf16_weights: bool = False
+    int8: bool = False
+    lora_preset: Mapping[str, Any] | None = None
+    gradient_checkpointing: bool = False
+    head_choice: bool = False
+    augmentation: bool = False
+    batching: bool = False
+
+
 class PolicyMethods:
     """What every policy class (`octo.Policy`, `vla.VLAPolicy`, `pi0.Pi0Policy`) does the same way.
 
@@ -69,6 +110,10 @@ class PolicyMethods:
     and `fps`), `loss`, `observations_to_batch` and `predict_batch`; everything below is built on them.
     """
 
+    family: ClassVar[str]  # its name in `policies.registry.FAMILIES`
+    policy_class: ClassVar[str | None] = None  # config.json's "policy_class" (None: the Octo layout)
+    config_class: ClassVar[Any]
+    capabilities: ClassVar[Capabilities]
     config: Any  # PolicyConfig | VLAConfig | Pi0Config
     training: bool
 
@@ -99,9 +144,20 @@ class PolicyMethods:
         deterministic ones).
         """
         batch = self.observations_to_batch(observations, dataset=dataset)  # type: ignore[attr-defined]
-        predict_batch = self.predict_batch  # type: ignore[attr-defined]
-        actions = predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (B, H, A)
-        return first_chunk(actions, self.config.fps)
+        actions, infos = self.predict_batch_info(batch, dataset=dataset, steps=steps, generator=generator)
+        return first_chunk(actions, self.config.fps, **infos[0])
+
+    def predict_batch_info(
+        self, batch: dict[str, Any], **kwargs: Any
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus, per chunk, what its `ActionChunk.info` says (a list of B dicts).
+
+        The families that decode tokens say per chunk whether decoding failed (``decode_failed``,
+        ``decode_error``: see `decode_info`); π0.5 with subtasks adds ``subtask``. The server and the
+        evaluation read these per chunk, so a batch may mix good and failed chunks. Default: no info.
+        """
+        actions = self.predict_batch(batch, **kwargs)  # type: ignore[attr-defined]
+        return actions, [{} for _ in range(actions.shape[0])]
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -135,6 +191,20 @@ def action_chunk_targets(
     if actions.shape[1:] != (chunk, action_dim):
         raise ValueError(f"'{ACTION_KEY}': expected (B, {chunk}, {action_dim}), got {tuple(actions.shape)}")
     return actions  # (B, H, A)
+
+
+def decode_info(error: str | None) -> dict[str, Any]:
+    """The `ActionChunk.info` of a chunk decoded from generated tokens: ``{"decode_failed": False}``, or
+    ``{"decode_failed": True, "decode_error": error}`` when the chunk is a fallback or a repair."""
+    return {"decode_failed": True, "decode_error": error} if error else {"decode_failed": False}
+
+
+def check_finite_state(state: torch.Tensor) -> torch.Tensor:
+    """The state NaN guard of every policy (Octo's loss, and the current state of the LM policies: π0's
+    state token, π0-FAST / π0.5's state text, OpenVLA-OFT's proprio): `state`, or a ValueError."""
+    if not bool(torch.isfinite(state).all()):
+        raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+    return state
 
 
 def first_chunk(actions: torch.Tensor, fps: float, **info: Any) -> ActionChunk:

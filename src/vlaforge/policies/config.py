@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from vlaforge.models.prompt import PROMPT_OVERFLOW
 from vlaforge.types import PolicySpec
@@ -29,6 +29,9 @@ class ConfigMethods:
     history: int
     fps: float
     unnormalized_action_dims: list[int]
+    # Keys that config.json files of older vlaforge versions hold and this one no longer has: dropped
+    # on loading, so those checkpoints keep loading (e.g. the LM configs' CLI-only `augment` / `head`).
+    retired_fields: ClassVar[tuple[str, ...]] = ()
 
     def _check_unnormalized_dims(self, bad: Callable[[str, str], ValueError]) -> None:
         """Gripper-style indices must address a real action dimension (negative ones count from the end)."""
@@ -61,6 +64,7 @@ class ConfigMethods:
     def from_dict(cls, d: dict[str, Any]) -> Self:
         """Rebuild from `to_dict()` output; unknown keys are an error rather than silently dropped."""
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        d = {k: v for k, v in d.items() if k not in cls.retired_fields}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(

@@ -39,6 +39,7 @@ from vlaforge.policies.base import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     PolicyMethods,
+    check_finite_state,
     policy_dir,
     read_policy_tensors,
     reject_dataset,
@@ -88,10 +89,16 @@ class LMPolicyMethods(PolicyMethods):
     policy_class: ClassVar[str]
     config_class: ClassVar[Any]  # VLAConfig | Pi0Config | Pi0FastConfig
     label: ClassVar[str]
+    layout: ClassVar[str]  # the module layout `inference` and `bench` see (`inference.fastpaths.lm_family`)
+    head_name: ClassVar[str]  # the action head's name (`vlaforge train` prints it next to the recipe)
     normalizer: Normalizer
     tokenizer: PromptTokenizer
     camera_names: list[str]
     device: torch.device
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the backbone's layers in backward (less activation memory, more compute)."""
+        self.lm.gradient_checkpointing = enabled  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ construction
     def _check_parts(self, lm_cfg: LMConfig) -> None:
@@ -132,7 +139,7 @@ class LMPolicyMethods(PolicyMethods):
 
     def current_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
         """The current state, float (B, S) on the policy's device: a (B, T, S) history is cut to its last
-        step."""
+        step. NaN / Inf is an error (`check_finite_state`)."""
         if STATE_KEY not in batch:
             raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
         S = self.config.state_dim
@@ -141,7 +148,7 @@ class LMPolicyMethods(PolicyMethods):
             state = state[:, -1]
         if tuple(state.shape) != (B, S):
             raise ValueError(f"'{STATE_KEY}': expected (B, [T,] {S}), got {tuple(batch[STATE_KEY].shape)}")
-        return state  # (B, S)
+        return check_finite_state(state)  # (B, S)
 
     def camera_tokens(self, batch: dict[str, Any], B: int) -> tuple[torch.Tensor, torch.Tensor]:
         """PaliGemma-style image tokens (π0, π0-FAST): the current frame of every camera through the one

@@ -84,12 +84,24 @@ def supports_prefix(head: Any) -> bool:
     return "prefix" in params and "prefix_weights" in params
 
 
+def rtc_mode(policy: Any) -> str | None:
+    """How a policy runs real-time chunking: "own" (its ``predict_rtc``), "head" (`rtc_predict`: guided
+    sampling through its flow or diffusion head), or None.
+
+    A vlaforge policy class declares it (``capabilities.rtc``; "head" holds when its configured head can
+    inpaint); any other policy (a `RemotePolicy`, a user's) runs RTC if it has ``predict_rtc``.
+    """
+    declared = getattr(policy, "capabilities", None)  # vlaforge policies: policies.base.Capabilities
+    if declared is None:
+        return "own" if callable(getattr(policy, "predict_rtc", None)) else None
+    if declared.rtc == "head":
+        return "head" if supports_prefix(policy.head) else None
+    return declared.rtc  # type: ignore[no-any-return]
+
+
 def supports_rtc(policy: Any) -> bool:
-    """A policy can be run with RTC if it has ``predict_rtc`` or is a vlaforge `Policy` with a prefix head."""
-    if callable(getattr(policy, "predict_rtc", None)):
-        return True
-    needed = ("encode", "normalizer", "observations_to_batch", "head")
-    return all(hasattr(policy, n) for n in needed) and supports_prefix(policy.head)
+    """Whether `predict_rtc(policy, ...)` can run (`rtc_mode` is not None)."""
+    return rtc_mode(policy) is not None
 
 
 def rtc_predict(
@@ -155,10 +167,10 @@ def predict_rtc(
 
     prefix: (H, A) robot-unit previous actions aligned to now; weights: (H,). Returns an ActionChunk (H, A).
     """
-    custom = getattr(policy, "predict_rtc", None)
-    if callable(custom):
-        return custom(observations, prefix=prefix, weights=weights, generator=generator)
-    if not supports_rtc(policy):
+    mode = rtc_mode(policy)
+    if mode == "own":
+        return policy.predict_rtc(observations, prefix=prefix, weights=weights, generator=generator)  # type: ignore[no-any-return]
+    if mode is None:
         raise TypeError(
             f"executor mode 'rtc' needs a vlaforge Policy with a flow or diffusion head, or a policy with "
             f"predict_rtc(observations, prefix=, weights=, generator=); got {type(policy).__name__}"

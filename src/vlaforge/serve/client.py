@@ -45,9 +45,7 @@ class RemotePolicy:
         obs = observations if isinstance(observations, list | tuple) else [observations]
         reply = self.client.infer(list(obs))
         actions = np.asarray(reply["actions"], dtype=np.float32)  # (H, A)
-        return ActionChunk(
-            actions, control_hz=self.spec.fps, info={"server_timing": reply.get("server_timing")}
-        )
+        return ActionChunk(actions, control_hz=self.spec.fps, info=_reply_info(reply))
 
     def predict_rtc(self, observations: Any, *, prefix: Any, weights: Any, **_: Any) -> Any:
         """RTC over the wire: (prefix (H, A), weights (H,) from `rtc_weights`) -> the message's
@@ -66,6 +64,12 @@ class RemotePolicy:
         message["rtc"] = {"prefix": np.asarray(prefix, np.float32)[: max(overlap, 1)], "delay": delay}
         reply = self.client.infer(message)
         actions = np.asarray(reply["actions"], dtype=np.float32)  # (H, A)
-        return ActionChunk(
-            actions, control_hz=self.spec.fps, info={"server_timing": reply.get("server_timing"), "rtc": True}
-        )
+        return ActionChunk(actions, control_hz=self.spec.fps, info={**_reply_info(reply), "rtc": True})
+
+
+def _reply_info(reply: dict[str, Any]) -> dict[str, Any]:
+    """The `ActionChunk.info` of a reply: server timing and the chunk's own fields (``decode_failed``,
+    ``decode_error``, ``subtask``), so evaluation counts decode failures over the wire as in process."""
+    info = {"server_timing": reply.get("server_timing")}
+    info.update({k: reply[k] for k in ("decode_failed", "decode_error", "subtask") if k in reply})
+    return info

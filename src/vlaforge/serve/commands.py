@@ -1,5 +1,5 @@
 """`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]
-[--bf16 | --int8] [--compile]`."""
+[--bf16 | --int8] [--compile] [--decode-failures flag|error]`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
             safety=safety,
             max_batch=args.max_batch,
             batch_timeout_ms=args.batch_timeout_ms,
+            decode_failures=args.decode_failures,
         )
     except ValueError as e:
         raise SystemExit(f"vlaforge serve: {e}") from None
@@ -76,6 +77,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=2.0,
         help="with --max-batch > 1: how long a request waits for others to share its batch",
+    )
+    p.add_argument(
+        "--decode-failures",
+        choices=("flag", "error"),
+        default="flag",
+        help="a chunk whose tokens failed to decode (π0-FAST fallback, OpenVLA non-action tokens): 'flag' "
+        "returns it with decode_failed=true (default); 'error' answers with an error reply (kind 'decode')",
     )
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
     fast = p.add_mutually_exclusive_group()

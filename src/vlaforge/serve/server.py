@@ -4,8 +4,10 @@
     server.run()  # blocks; SIGTERM / SIGINT close connections cleanly (code 1001) and return
 
 Per connection: the server sends the metadata map, then answers every binary msgpack message. An
-observation gets ``{"actions": (H, A), "server_timing": {...}, "policy_timing": {...}}``; anything that
-cannot be served gets ``{"error": "...", "kind": ...}`` and the connection stays usable. ``GET /healthz``
+observation gets ``{"actions": (H, A), "decode_failed": bool, "server_timing": {...}, "policy_timing":
+{...}}`` (+ ``"decode_error"`` when the chunk is a token-decoding fallback, ``"subtask"`` from π0.5 with
+subtasks); anything that cannot be served gets ``{"error": "...", "kind": ...}`` and the connection stays
+usable. ``decode_failures="error"`` answers a failed chunk with an error (kind ``"decode"``) instead. ``GET /healthz``
 answers 200 without a websocket (and without the API key, so load balancers can probe it).
 
 Why these choices (the two best-known open servers get them wrong):
@@ -56,16 +58,26 @@ from vlaforge.serve.protocol import (
 
 log = logging.getLogger("vlaforge.serve")
 HEALTH_PATH = "/healthz"
+DECODE_FAILURE_MODES = ("flag", "error")
+
+
+def chunk_fields(info: Any) -> dict[str, Any]:
+    """The reply fields of one chunk's `ActionChunk.info` (per chunk, so a batch may mix): ``decode_failed``
+    (always), ``decode_error`` (when it failed), ``subtask`` (π0.5 with subtasks)."""
+    info = info if isinstance(info, dict) else {}
+    out: dict[str, Any] = {"decode_failed": bool(info.get("decode_failed", False))}
+    if out["decode_failed"]:
+        out["decode_error"] = str(info.get("decode_error") or "decoding failed")
+    if isinstance(info.get("subtask"), str):
+        out["subtask"] = info["subtask"]
+    return out
 
 
 def _batchable(policy: Any) -> bool:
-    """Batched inference needs a vlaforge Policy (observations_to_batch + predict_batch), one dataset."""
-    config = getattr(policy, "config", None)
-    return (
-        callable(getattr(policy, "observations_to_batch", None))
-        and callable(getattr(policy, "predict_batch", None))
-        and not getattr(config, "datasets", None)
-    )
+    """Batched inference: a vlaforge policy that declares it (``capabilities.batching``: its
+    `observations_to_batch` + `predict_batch`), trained on one dataset (a mixture needs a name per request)."""
+    declared = getattr(policy, "capabilities", None)  # vlaforge policies: policies.base.Capabilities
+    return declared is not None and declared.batching and not policy.config.datasets
 
 
 class TimingStats:
@@ -73,19 +85,19 @@ class TimingStats:
 
     def __init__(self, keep: int = 10_000) -> None:
         self.total_ms: deque[float] = deque(maxlen=keep)
-        self.requests = self.errors = 0
+        self.requests = self.errors = self.decode_failures = 0
 
     def add(self, ms: float) -> None:
         self.requests += 1
         self.total_ms.append(ms)
 
     def summary(self) -> dict[str, float]:
+        counts = {"requests": self.requests, "errors": self.errors, "decode_failures": self.decode_failures}
         if not self.total_ms:
-            return {"requests": self.requests, "errors": self.errors}
+            return counts
         arr = np.asarray(self.total_ms)
         return {
-            "requests": self.requests,
-            "errors": self.errors,
+            **counts,
             "p50_ms": round(float(np.percentile(arr, 50)), 3),
             "p99_ms": round(float(np.percentile(arr, 99)), 3),
             "mean_ms": round(float(arr.mean()), 3),
@@ -103,6 +115,10 @@ class PolicyServer:
 
     A message with an ``"rtc"`` key (see `parse_rtc`) is answered by real-time chunking: the chunk
     is inpainted to continue the client's current plan (flow and diffusion heads; metadata "rtc").
+
+    decode_failures: what a chunk that failed to decode (π0-FAST's fallback chunk, OpenVLA's replaced
+    non-action tokens) gets: "flag" (default) returns it with ``"decode_failed": true`` and the reason in
+    ``"decode_error"``; "error" returns no actions but an error reply of kind "decode".
     """
 
     def __init__(
@@ -117,6 +133,7 @@ class PolicyServer:
         metadata: dict[str, Any] | None = None,
         max_batch: int = 1,
         batch_timeout_ms: float = 2.0,
+        decode_failures: str = "flag",
     ) -> None:
         if api_key is not None and not api_key:
             raise ValueError("PolicyServer: api_key is empty; pass None for no authentication")
@@ -126,6 +143,9 @@ class PolicyServer:
             raise ValueError(f"PolicyServer: max_batch={max_batch} must be >= 1 (1 = no batching)")
         if batch_timeout_ms < 0:
             raise ValueError(f"PolicyServer: batch_timeout_ms={batch_timeout_ms} must be >= 0")
+        if decode_failures not in DECODE_FAILURE_MODES:
+            raise ValueError(f"PolicyServer: decode_failures={decode_failures!r}: expected 'flag' or 'error'")
+        self.decode_failures = decode_failures
         self.policy = policy
         self.spec = policy.spec
         self.host, self.port = host, port
@@ -148,6 +168,7 @@ class PolicyServer:
             safety=safety is not None,
             rtc=self.rtc,
             max_batch=self.max_batch,
+            decode_failures=decode_failures,
             **(metadata or {}),
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlaforge-infer")
@@ -190,6 +211,9 @@ class PolicyServer:
                 reply = await self._answer(frame, history, safety, prev_total_ms, t0)
                 await ws.send(pack(reply))
                 total_ms = (time.perf_counter() - t0) * 1e3
+                if reply.get("decode_failed") or reply.get("kind") == "decode":
+                    conn_stats.decode_failures += 1
+                    self.stats.decode_failures += 1
                 if "error" in reply:
                     conn_stats.errors += 1
                     self.stats.errors += 1
@@ -244,7 +268,7 @@ class PolicyServer:
             window = [window[0]] * (T - len(window)) + window  # episode start: edge padding, as in datasets
 
         try:
-            actions, infer_ms, queue_ms, batch_size = await self._run_policy(window, rtc, t_decoded)
+            actions, info, infer_ms, queue_ms, batch_size = await self._run_policy(window, rtc, t_decoded)
         except (ValueError, KeyError) as e:  # the policy's own validation
             history.clear()
             history.extend(before)  # a rejected observation must not poison the next request
@@ -255,7 +279,10 @@ class PolicyServer:
             log.exception("inference failed")
             return error_message(f"inference failed: {type(e).__name__}: {e}", "inference")
 
-        reply: dict[str, Any] = {"actions": actions}
+        fields = chunk_fields(info)
+        if fields["decode_failed"] and self.decode_failures == "error":
+            return error_message(f"the policy's output failed to decode: {fields['decode_error']}", "decode")
+        reply: dict[str, Any] = {"actions": actions, **fields}
         if safety is not None:
             safe, per_step = safety.filter_chunk(actions, observations[-1].state)
             reply["actions"] = safe
@@ -279,21 +306,22 @@ class PolicyServer:
 
     async def _run_policy(
         self, window: list, rtc: tuple[np.ndarray, np.ndarray] | None, t_submitted: float
-    ) -> tuple[np.ndarray, float, float, int]:
-        """(actions (H, A), infer_ms, queue_ms, batch_size); batched with other clients when enabled."""
+    ) -> tuple[np.ndarray, dict[str, Any], float, float, int]:
+        """(actions (H, A), the chunk's info, infer_ms, queue_ms, batch_size); batched with other clients
+        when enabled."""
         loop = asyncio.get_running_loop()
         if self.max_batch == 1 or rtc is not None or self._batch_queue is None:
-            actions, infer_ms, queue_ms = await loop.run_in_executor(
+            actions, info, infer_ms, queue_ms = await loop.run_in_executor(
                 self._executor, self._infer, window, rtc, t_submitted
             )
-            return actions, infer_ms, queue_ms, 1
+            return actions, info, infer_ms, queue_ms, 1
         future = loop.create_future()
         await self._batch_queue.put((window, t_submitted, future))
         return await future
 
     def _infer(
         self, window: list, rtc: tuple[np.ndarray, np.ndarray] | None, t_submitted: float
-    ) -> tuple[np.ndarray, float, float]:
+    ) -> tuple[np.ndarray, dict[str, Any], float, float]:
         t0 = time.perf_counter()
         if rtc is None:
             chunk = self.policy.predict(window)
@@ -302,7 +330,8 @@ class PolicyServer:
 
             chunk = predict_rtc(self.policy, window, *rtc)
         infer_ms = (time.perf_counter() - t0) * 1e3
-        return self._check_actions(getattr(chunk, "actions", chunk)), infer_ms, (t0 - t_submitted) * 1e3
+        actions = self._check_actions(getattr(chunk, "actions", chunk))
+        return actions, dict(getattr(chunk, "info", None) or {}), infer_ms, (t0 - t_submitted) * 1e3
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         actions = np.asarray(actions, dtype=np.float32)  # (H, A)
@@ -350,7 +379,8 @@ class PolicyServer:
                     future.set_result(result)
 
     def _infer_batch(self, items: list) -> list:
-        """One forward pass for several windows -> per item (actions, infer_ms, queue_ms, B) or an exception."""
+        """One forward pass for several windows -> per item (actions, info, infer_ms, queue_ms, B) or an
+        exception. The info is each chunk's own (`predict_batch_info`): one failed chunk flags one reply."""
         import torch
 
         t0 = time.perf_counter()
@@ -369,12 +399,13 @@ class PolicyServer:
                 else [x for b in batches for x in b[k]]
                 for k in batches[0]
             }
-            actions = self.policy.predict_batch(merged).cpu().numpy()  # (B, H, A)
+            actions_t, infos = self.policy.predict_batch_info(merged)  # (B, H, A), B dicts
+            actions = actions_t.cpu().numpy()
             infer_ms = (time.perf_counter() - t0) * 1e3
             for row, i in enumerate(index):
                 try:
                     checked = self._check_actions(actions[row])
-                    results[i] = (checked, infer_ms, (t0 - items[i][1]) * 1e3, len(batches))
+                    results[i] = (checked, infos[row], infer_ms, (t0 - items[i][1]) * 1e3, len(batches))
                 except (RuntimeError, FloatingPointError) as e:
                     results[i] = e
         return results

@@ -33,7 +33,7 @@ def run_training(
     vision-language directory (`vlaforge.data.cotrain`); one robot dataset, no --init-from.
     """
     from vlaforge.data import Dataset, MixtureDataset
-    from vlaforge.policies.recipes import get_recipe, make_mixture_policy, make_policy
+    from vlaforge.policies.recipes import family_overrides, get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import (
         apply_finetune_setup,
@@ -47,7 +47,8 @@ def run_training(
     check_training_setup(recipe, data, finetune=finetune, weights=weights, cotrain=cotrain)
     roots, names, mix_weights = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
-    model_kw = {**(model_overrides or {}), "head": head, "language": language}
+    # --head / --no-augment are options of the Octo recipes only
+    model_kw = family_overrides(recipe, {**(model_overrides or {}), "head": head, "language": language})
     cfg = TrainConfig(**{**r.train, **{k: v for k, v in (train_overrides or {}).items() if v is not None}})
     mixture = len(roots) > 1 or weights is not None
     # Before anything random is built: the initial weights (and LoRA adapters) are a function of the seed.
@@ -87,7 +88,7 @@ def run_training(
     if progress:
         n = policy.num_parameters()
         print(
-            f"recipe {recipe} | head {policy.config.head} | language {policy.config.language} | {n / 1e6:.2f}M params"
+            f"recipe {recipe} | head {policy.head_name} | language {policy.config.language} | {n / 1e6:.2f}M params"
         )
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
         if cotrain:
@@ -167,11 +168,18 @@ def check_training_setup(
     finetune: dict | None = None,
     weights: list[float] | None = None,
     cotrain: dict | None = None,
+    train_overrides: dict | None = None,
 ) -> None:
     """What `run_training` refuses before reading any data (a ValueError naming the option): unknown or
     repeated dataset names, weights that do not match them, fine-tuning options that do not combine, a
-    mixture with --init-from, co-training outside a VLA token recipe."""
+    mixture with --init-from, co-training outside a VLA token recipe, an unknown recipe, training
+    settings `TrainConfig` rejects (``--steps 0``)."""
+    from vlaforge.policies.recipes import get_recipe
+    from vlaforge.train.config import TrainConfig
     from vlaforge.train.finetune import check_finetune_setup
+
+    overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
+    TrainConfig(**{**get_recipe(recipe).train, **overrides})
 
     roots, _, _ = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
@@ -295,7 +303,14 @@ def _run(args: argparse.Namespace) -> int:
     weights = [float(x) for x in args.weights.split(",")] if args.weights else None
     cotrain = _cotrain_arg(args)
     try:  # e.g. --train-only with --lora-rank: refused before any data is read
-        check_training_setup(args.recipe, args.data, finetune=finetune, weights=weights, cotrain=cotrain)
+        check_training_setup(
+            args.recipe,
+            args.data,
+            finetune=finetune,
+            weights=weights,
+            cotrain=cotrain,
+            train_overrides=train_kw,
+        )
     except ValueError as e:
         raise SystemExit(f"vlaforge train: {e}") from None
     _, res = run_training(

@@ -37,6 +37,7 @@ Why each piece exists:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import fnmatch
 import json
@@ -56,6 +57,7 @@ from vlaforge.models.encoders import LanguageEncoder, WordTokenizer
 from vlaforge.policies.base import CONFIG_FILE, WEIGHTS_FILE, resolve_checkpoint
 from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.registry import family_of
 
 # Fields of PolicyConfig that describe the robot (taken from the new dataset when fine-tuning);
 # every other field describes the architecture and is taken from the pretrained checkpoint.
@@ -541,43 +543,16 @@ def lora_preset(policy: nn.Module) -> LoRAConfig:
       train fully, as in OFT.
     """
 
-    def present(globs: Sequence[str]) -> list[str]:
-        names = [n for n, _ in policy.named_parameters()]
-        return [g for g in globs if any(_matches(n, g) for n in names)]
-
-    has = {n.split(".")[0] for n, _ in policy.named_parameters()}
-    subs = {".".join(n.split(".")[:2]) for n, _ in policy.named_parameters()}
-    if {"transformer.backbone", "transformer.expert"} <= subs:  # π0 / π0.5
-        return LoRAConfig(
-            rank=16,
-            alpha=16.0,
-            targets=[
-                f"transformer.{part}.layers.*.{block}.*"
-                for part in ("backbone", "expert")
-                for block in ("attn", "mlp")
-            ],
-            rank_pattern={"transformer.expert.*": 32},
-            alpha_pattern={"transformer.expert.*": 32.0},
-            train_also=present(["vision_tower.*", "projector.*", "state_proj.*", "action_*", "time_mlp_*"]),
+    preset = family_of(policy).capabilities.lora_preset  # declared by the policy class
+    if preset is None:
+        raise ValueError(
+            f"no published LoRA recipe for {type(policy).__name__} (octo-style recipes): give the settings "
+            "yourself, e.g. --lora-rank 16 --lora-targets 'transformer.*' --lora-train-also 'head.*'"
         )
-    if "lm" in has and "vision_tower" in has:
-        family = str(getattr(getattr(policy, "config", None), "recipe", "") or "")
-        if family.startswith("pi0-fast"):
-            return LoRAConfig(
-                rank=16,
-                alpha=16.0,
-                targets=["lm.layers.*"],
-                train_also=present(["vision_tower.*", "projector.*"]),
-            )
-        return LoRAConfig(
-            rank=32,
-            alpha=16.0,
-            targets=["vision_tower.*", "projector.*", "lm.layers.*"],
-            train_also=present(["action_head.*", "proprio.*", "film.*"]),
-        )
-    raise ValueError(
-        f"no published LoRA recipe for {type(policy).__name__} (octo-style recipes): give the settings "
-        "yourself, e.g. --lora-rank 16 --lora-targets 'transformer.*' --lora-train-also 'head.*'"
+    names = [n for n, _ in policy.named_parameters()]
+    present = [g for g in preset.get("train_also", ()) if any(_matches(n, g) for n in names)]
+    return LoRAConfig(
+        **{**copy.deepcopy(dict(preset)), "train_also": present}  # e.g. OFT's modules only in OFT
     )
 
 

@@ -237,7 +237,7 @@ def train(
     log = _RunLogger(run_dir, config_record, purge_step=prog.step if resume else None) if di.is_main else None
     ddp = di.enabled and not sharded
     model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
-    policy.transformer.gradient_checkpointing = cfg.grad_checkpointing
+    policy.set_gradient_checkpointing(cfg.grad_checkpointing)
     device_type = torch.device(cfg.device).type
     accum = cfg.grad_accum
 

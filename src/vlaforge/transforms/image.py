@@ -21,11 +21,13 @@ def to_float_image(images: torch.Tensor) -> torch.Tensor:
     return images.movedim(-1, -3).float().div_(255.0)
 
 
-def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """float (B, 3, H, W) -> (B, 3, *size), antialiased bilinear; no-op when the size already matches."""
+def resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """float (B, 3, H, W) -> (B, 3, *size), antialiased ``mode`` (bilinear or bicubic); no-op when the
+    size already matches. The one resize of the code base: Octo's stems, the vision towers'
+    preprocessing (`models/vision/preprocess.py`), co-training's VL images (`data/cotrain.py`)."""
     if tuple(images.shape[-2:]) == tuple(size):
         return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=True)
 
 
 @dataclass(frozen=True)

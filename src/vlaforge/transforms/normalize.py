@@ -86,10 +86,27 @@ class FeatureNorm:
         return next(iter(self.stats.values())).shape[0] if self.stats else None
 
 
+def _check_finite(key: str, fn: FeatureNorm) -> None:
+    """A NaN or Inf in a statistic the mode uses would turn every normalized value into NaN: refuse it,
+    naming the feature, the statistic and the dimensions (masked-out dimensions are never read)."""
+    for name in _REQUIRED[fn.mode]:
+        bad = ~np.isfinite(fn.stats[name])
+        if fn.mask is not None and fn.mask.shape == bad.shape:
+            bad &= np.asarray(fn.mask, dtype=bool)
+        if bad.any():
+            dims = np.flatnonzero(bad).tolist()
+            raise ValueError(
+                f"normalization statistic '{key}' {name} is not finite at dimension(s) {dims[:8]} "
+                f"({fn.stats[name][dims[:8]].tolist()}); recompute the dataset statistics (meta/stats.json)"
+            )
+
+
 class Normalizer:
     """Normalizes / unnormalizes named features with torch ops (works on any leading shape)."""
 
     def __init__(self, features: dict[str, FeatureNorm]):
+        for key, fn in features.items():
+            _check_finite(key, fn)
         self.features = features
 
     def _params(
@@ -113,7 +130,8 @@ class Normalizer:
         elif fn.mode == "min_max":
             offset, scale = (t(s["min"]) + t(s["max"])) / 2, (t(s["max"]) - t(s["min"])) / 2 + EPS
         else:
-            offset, scale = torch.zeros(x.shape[-1], dtype=x.dtype), torch.ones(x.shape[-1], dtype=x.dtype)
+            offset = torch.zeros(x.shape[-1], dtype=x.dtype, device=x.device)
+            scale = torch.ones(x.shape[-1], dtype=x.dtype, device=x.device)
         mask = None if fn.mask is None else torch.as_tensor(fn.mask, dtype=torch.bool, device=x.device)
         return offset, scale.clamp(min=MIN_SCALE), mask, fn
 

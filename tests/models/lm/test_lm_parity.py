@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 
+from tests.extras import require
 from tests.models.lm.hf_models import VOCAB, save_hf, tiny_hf_lm
 from vlaforge.models.attention import build_attention_mask, prefix_lm_blocks
 from vlaforge.models.lm import DecoderLM, LMConfig, lm_preset, load_hf_checkpoint, save_hf_checkpoint
 
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers", "text")
 FAMILIES = ("llama", "gemma")
 TOL = 1e-4
 

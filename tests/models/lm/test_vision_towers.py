@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.extras import require
 from vlaforge.errors import CheckpointError
 from vlaforge.models.vision import (
     IMAGENET_MEAN,
@@ -23,7 +24,7 @@ from vlaforge.models.vision import (
     tiny_siglip_config,
 )
 
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers", "text")
 
 
 def _frames(b: int = 2, h: int = 40, w: int = 48, seed: int = 0) -> torch.Tensor:

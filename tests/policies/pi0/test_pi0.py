@@ -191,7 +191,7 @@ def test_paligemma_style_backbone_checkpoint_loads_unchanged(tmp_path):
 
 def test_recipe_definitions_and_errors():
     ds = TinyDataset(n=4, history=1, chunk=CHUNK)
-    with pytest.raises(ValueError, match="fixed flow-matching"):
+    with pytest.raises(ValueError, match="fixed action head"):
         make_policy("pi0-tiny", ds, head="diffusion")
     with pytest.raises(ValueError, match="tokenizer_dir"):
         make_policy("pi0", ds)  # full size: needs the checkpoint's tokenizer (never built in tests)

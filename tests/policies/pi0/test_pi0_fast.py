@@ -186,7 +186,7 @@ def test_two_step_train_save_load_identical_actions(tmp_path):
         a, b = policy.predict(_obs(task)), loaded.predict(_obs(task))
         assert a.actions.shape == (CHUNK, 2)
         np.testing.assert_array_equal(a.actions, b.actions)
-        assert a.info["fast_decode_failed"] == b.info["fast_decode_failed"]
+        assert a.info["decode_failed"] == b.info["decode_failed"]
     meta = json.loads((tmp_path / "run" / "policy" / "config.json").read_text())
     assert meta["policy_class"] == "pi0-fast" and meta["config"]["recipe"] == "pi0-fast-tiny"
     assert (tmp_path / "run" / "policy" / "fast" / "tokenizer.json").is_file()

@@ -252,3 +252,14 @@ def test_hf_tokenizer_path_saves_tokenizer_json_and_puts_bos_first(tmp_path):
     assert (tmp_path / "p" / "tokenizer.json").is_file()
     loaded = Policy.load(tmp_path / "p")
     np.testing.assert_array_equal(policy.predict(_obs(1)).actions, loaded.predict(_obs(1)).actions)
+
+
+def test_oft_proprio_rejects_a_non_finite_state():
+    """The state NaN guard (`policies.base.check_finite_state`) also covers OpenVLA-OFT's proprio input."""
+    policy, ds = _policy("openvla-oft-tiny", n=4)
+    batch = _batch(ds, 2)
+    batch["observation.state"][1, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"batch\['observation.state'\] contains NaN or Inf"):
+        policy.predict_batch(batch)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        policy.loss(batch)

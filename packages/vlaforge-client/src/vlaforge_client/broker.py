@@ -25,6 +25,7 @@ All requests run on one worker thread, so a non-thread-safe client (a websocket)
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from vlaforge_client.msgpack_numpy import observation_to_message
+
+log = logging.getLogger("vlaforge.broker")
 
 
 def blend_overlap(old: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -84,6 +87,7 @@ class ActionChunkBroker:
         self.tick = 0
         self.chunks_received = 0
         self.stalls = 0  # ticks where the queue was empty and act() had to wait
+        self.decode_failures = 0  # chunks the server flagged "decode_failed" (executed like any other)
 
     def _call(self, obs: Any, plan: np.ndarray | None = None, delay: int = 0) -> np.ndarray:
         if plan is not None:  # real-time chunking: continue the plan (P, A) from the request's tick on
@@ -91,6 +95,9 @@ class ActionChunkBroker:
             message["rtc"] = {"prefix": plan, "delay": min(delay, len(plan))}
             obs = message
         reply = self._infer(obs)
+        if isinstance(reply, dict) and reply.get("decode_failed"):
+            self.decode_failures += 1
+            log.warning("server flagged a chunk that failed to decode: %s", reply.get("decode_error"))
         actions = reply["actions"] if isinstance(reply, dict) else reply
         actions = np.asarray(actions, dtype=np.float32)  # (H, A)
         if actions.ndim != 2 or len(actions) == 0:

@@ -140,7 +140,9 @@ class PolicyClient:
     def infer(self, obs: Any) -> dict[str, Any]:
         """Observation dict (or `Observation`, or a list of them = explicit history) -> reply dict.
 
-        reply["actions"] is float32 (H, A); reply["server_timing"] / ["policy_timing"] are in ms.
+        reply["actions"] is float32 (H, A); reply["server_timing"] / ["policy_timing"] are in ms;
+        reply["decode_failed"] is True when the chunk is a token-decoding fallback (reason in
+        reply["decode_error"]); reply["subtask"] is π0.5's decoded subtask, when it predicts one.
         """
         message = obs if isinstance(obs, dict) else observation_to_message(obs)
         t0 = time.perf_counter()

@@ -8,7 +8,8 @@ unnormalize after). It knows how to be trained (``loss``) and how to act (``samp
     sample(features (B, F), *, steps=None, generator=None) -> actions (B, H, A)
 
 ``mask`` is False for padded entries (chunk steps past the episode end, padded action dims):
-they contribute nothing to the loss. ``steps`` overrides the number of denoising/integration
+they contribute nothing to the loss. ``loss`` is written once, here: it checks the inputs
+(`prepare_targets`) and calls the head's ``objective(features, actions, mask, generator)``. ``steps`` overrides the number of denoising/integration
 steps for iterative heads and is ignored by one-shot heads. ``generator`` makes sampling
 reproducible; it must live on the features' device.
 """
@@ -19,6 +20,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+RNG = torch.Generator | None  # a random source: a generator, or None for torch's global one
+LossAndMetrics = tuple[torch.Tensor, dict[str, float]]  # (loss scalar, metrics for the log)
 
 
 class ActionHead(nn.Module):
@@ -58,6 +62,16 @@ class ActionHead(nn.Module):
                 f"{type(self).__name__}: features must be (B, {self.feature_dim}), got {tuple(features.shape)}"
             )
 
+    def initial_noise(self, features: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The sampling heads' starting point: N(0, I) noise (B, H*A) in the features' dtype and device."""
+        b = features.shape[0]
+        return torch.randn(
+            (b, self.horizon * self.action_dim),
+            generator=generator,
+            device=features.device,
+            dtype=features.dtype,
+        )  # (B, H*A)
+
     def prepare_targets(
         self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +104,16 @@ class ActionHead(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss over the valid entries -> (loss, metrics): the inputs checked by `prepare_targets`
+        (padded entries zeroed), then the head's `objective`."""
+        actions, fmask = self.prepare_targets(features, actions, mask)  # (B, H, A), (B, H, A)
+        return self.objective(features, actions, fmask, generator)
+
+    def objective(
+        self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, generator: RNG
+    ) -> LossAndMetrics:
+        """The head's loss on checked targets: actions (B, H, A) with padded entries zeroed, mask (B, H, A)
+        float 0/1 (1 = valid), generator for the noise of the sampling heads."""
         raise NotImplementedError
 
     def sample(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlaforge.models.heads.base import ActionHead, masked_mean
+from vlaforge.models.heads.base import RNG, ActionHead, LossAndMetrics, masked_mean
 
 
 @dataclass(frozen=True)
@@ -98,23 +98,17 @@ class BinnedHead(ActionHead):
         x = self.feature_proj(features)[:, None, :] + self.slot_emb[None]  # (B, H*A, h)
         return self.mlp(x).view(b, self.horizon, self.action_dim, self.binner.bins)  # (B, H, A, bins)
 
-    def loss(
-        self,
-        features: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def objective(
+        self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, generator: RNG
+    ) -> LossAndMetrics:
         del generator  # deterministic loss
-        actions, fmask = self.prepare_targets(features, actions, mask)  # (B, H, A), (B, H, A)
         logits = self.logits(features)  # (B, H, A, bins)
         target = self.binner.encode(actions)  # (B, H, A) long
         ce = F.cross_entropy(logits.flatten(0, 2), target.flatten(), reduction="none").view_as(
-            fmask
+            mask
         )  # (B, H, A)
-        loss = masked_mean(ce, fmask)
-        acc = masked_mean((logits.argmax(-1) == target).to(fmask.dtype), fmask)
+        loss = masked_mean(ce, mask)
+        acc = masked_mean((logits.argmax(-1) == target).to(mask.dtype), mask)
         return loss, {"loss": float(loss.detach()), "accuracy": float(acc)}
 
     @torch.no_grad()

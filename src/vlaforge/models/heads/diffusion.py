@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from vlaforge.models.heads.base import ActionHead, check_prefix, masked_mean
+from vlaforge.models.heads.base import RNG, ActionHead, LossAndMetrics, check_prefix, masked_mean
 from vlaforge.models.heads.mlp_resnet import TimeConditionedMLP
 from vlaforge.models.heads.samplers import DDIMSampler, DDPMSampler
 from vlaforge.models.heads.schedules import CosineSchedule
@@ -103,22 +103,16 @@ class DiffusionHead(ActionHead):
         # The net sees t / T in [0, 1) so the same time features work for any number of steps.
         return self.net(x, t.float() / self.schedule.steps, features)  # (B, H*A)
 
-    def loss(
-        self,
-        features: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        actions, fmask = self.prepare_targets(features, actions, mask)  # (B, H, A), (B, H, A)
+    def objective(
+        self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, generator: RNG
+    ) -> LossAndMetrics:
         b = features.shape[0]
         x0 = actions.reshape(b, -1)  # (B, H*A)
         t = torch.randint(0, self.schedule.steps, (b,), generator=generator, device=x0.device)  # (B,)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)  # (B, H*A)
         xt = self.schedule.add_noise(x0, noise, t)  # (B, H*A)
         err = (self._eps(xt, t, features) - noise) ** 2  # (B, H*A)
-        loss = masked_mean(err, fmask.reshape(b, -1))
+        loss = masked_mean(err, mask.reshape(b, -1))
         return loss, {"loss": float(loss.detach())}
 
     @torch.no_grad()
@@ -145,12 +139,7 @@ class DiffusionHead(ActionHead):
             name = "ddim"  # DDPM cannot skip steps; DDIM on the same trained model can
         smp = self._make_sampler(name, steps)
         b = features.shape[0]
-        x = torch.randn(
-            (b, self.horizon * self.action_dim),
-            generator=generator,
-            device=features.device,
-            dtype=features.dtype,
-        )  # (B, H*A) noise
+        x = self.initial_noise(features, generator)  # (B, H*A) noise
         if guide is None:
             x = smp.sample(lambda xt, t: self._eps(xt, t, features), x, generator=generator)  # (B, H*A)
             return x.clamp(-self.max_action, self.max_action).view(b, self.horizon, self.action_dim)

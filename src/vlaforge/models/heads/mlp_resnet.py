@@ -12,11 +12,11 @@ size (noise for DDPM, velocity for flow matching).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vlaforge.models.time_embedding import sincos_embedding, sincos_frequencies
 
 
 class MLPResNetBlock(nn.Module):
@@ -76,17 +76,14 @@ class FourierFeatures(nn.Module):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"FourierFeatures: dim must be an even int >= 2, got {dim}")
-        frac = torch.linspace(0.0, 1.0, dim // 2)
-        periods = min_period * (max_period / min_period) ** frac  # (dim/2,)
-        freqs = 2 * math.pi / periods  # (dim/2,)
+        freqs = sincos_frequencies(dim, min_period, max_period)  # (dim/2,)
         if learnable:
             self.freqs = nn.Parameter(freqs)
         else:
             self.register_buffer("freqs", freqs)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.float()[:, None] * self.freqs[None]  # (B, dim/2)
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # (B, dim)
+        return sincos_embedding(t.float(), self.freqs)  # (B, dim)
 
 
 class TimeConditionedMLP(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vlaforge.models.heads.base import ActionHead, masked_mean
+from vlaforge.models.heads.base import RNG, ActionHead, LossAndMetrics, masked_mean
 from vlaforge.models.heads.mlp_resnet import MLPResNet
 
 LOSSES = ("l1", "mse")
@@ -50,21 +50,15 @@ class RegressionHead(ActionHead):
         x = self.max_action * torch.tanh(x / self.max_action)
         return x.view(features.shape[0], self.horizon, self.action_dim)  # (B, H, A)
 
-    def loss(
-        self,
-        features: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def objective(
+        self, features: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, generator: RNG
+    ) -> LossAndMetrics:
         del generator  # deterministic loss
-        actions, fmask = self.prepare_targets(features, actions, mask)  # (B, H, A), (B, H, A)
         pred = self.predict(features)  # (B, H, A)
         fn = F.l1_loss if self.loss_type == "l1" else F.mse_loss
         err = fn(pred, actions, reduction="none")  # (B, H, A)
-        loss = masked_mean(err, fmask)
-        mae = masked_mean((pred - actions).abs(), fmask)
+        loss = masked_mean(err, mask)
+        mae = masked_mean((pred - actions).abs(), mask)
         return loss, {"loss": float(loss.detach()), "mae": float(mae.detach())}
 
     @torch.no_grad()

@@ -56,6 +56,12 @@ class CosineSchedule:
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
+def check_flow_time(alpha: float, s: float) -> None:
+    """The parameters of `sample_flow_time`: alpha > 0 and 0 < s <= 1 (ValueError naming both)."""
+    if alpha <= 0 or not 0 < s <= 1:
+        raise ValueError(f"sample_flow_time: need alpha > 0 and 0 < s <= 1, got alpha={alpha}, s={s}")
+
+
 def sample_flow_time(
     batch: int,
     *,
@@ -68,7 +74,6 @@ def sample_flow_time(
 
     τ = 0 is noise and τ = 1 is data. Never reaching τ = 1 (s < 1) keeps the target well defined.
     """
-    if alpha <= 0 or not 0 < s <= 1:
-        raise ValueError(f"sample_flow_time: need alpha > 0 and 0 < s <= 1, got alpha={alpha}, s={s}")
+    check_flow_time(alpha, s)
     u = torch.rand(batch, generator=generator, device=device) ** (1.0 / alpha)  # (B,) ~ Beta(alpha, 1)
     return s * (1.0 - u)

@@ -90,6 +90,16 @@ class LMCheckpointError(CheckpointError):
         self.mismatched = mismatched or []
 
 
+def read_json(file: Path, what: str, error: type[CheckpointError] = CheckpointError) -> Any:
+    """``file`` parsed as JSON; a missing or malformed file is an ``error`` naming it (``what``: the fix)."""
+    if not file.is_file():
+        raise error(f"{file}: not found; {what}")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{file}: not valid JSON ({e})") from e
+
+
 def hf_to_ours(name: str) -> str | None:
     """HF parameter name -> DecoderLM state_dict name, or None when it is not a decoder weight."""
     if name in _TOP_LEVEL:
@@ -116,12 +126,7 @@ def ours_to_hf(name: str) -> str:
 def read_lm_config(path: str | Path) -> LMConfig:
     """LMConfig from ``<path>/config.json`` (a Llama / Gemma causal-LM config)."""
     file = Path(path) / CONFIG_FILE
-    if not file.is_file():
-        raise LMCheckpointError(f"{file}: not found; a Hugging Face checkpoint directory needs {CONFIG_FILE}")
-    try:
-        raw = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise LMCheckpointError(f"{file}: not valid JSON ({e})") from e
+    raw = read_json(file, f"a Hugging Face checkpoint directory needs {CONFIG_FILE}", LMCheckpointError)
     try:
         return LMConfig.from_hf_config(raw)
     except (ValueError, TypeError) as e:

@@ -25,13 +25,16 @@ Three ways to run the same decoding, all producing the same tokens:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from vlaforge.models.lm.cache import KVCache
-from vlaforge.models.lm.decoder import DecoderLM, causal_mask, self_mask
+from vlaforge.models.lm.decoder import DecoderLM, DecoderOutput, causal_mask, self_mask
+
+State = TypeVar("State")  # what a decoder returns per step (`greedy_loop`)
 
 
 @dataclass
@@ -153,10 +156,6 @@ def generate_greedy(
         _allowed_mask(allowed_token_ids, cfg.vocab_size, device) if allowed_token_ids is not None else None
     )
 
-    def pick(step_logits: torch.Tensor) -> torch.Tensor:  # (B, V) -> (B,)
-        scores = step_logits if allowed is None else step_logits.masked_fill(~allowed, float("-inf"))
-        return scores.argmax(dim=-1)
-
     cache = KVCache.for_model(model, b, n_prompt + max_new_tokens - 1) if use_cache else None
     out = model(
         inputs_embeds=prompt,
@@ -167,21 +166,12 @@ def generate_greedy(
     )
     # Static path: the next slot to write, as a tensor, so no step bakes its index into a graph.
     cache_position = torch.full((1,), n_prompt, dtype=torch.long, device=device) if static else None
-    tokens: list[torch.Tensor] = []
-    logits: list[torch.Tensor] = []
-    finished = torch.zeros(b, dtype=torch.bool, device=device)
     embeds = prompt  # (B, Lp + t, D) for the uncached path
     positions = position_ids
-    for t in range(max_new_tokens):
-        step_logits = out.logits[:, -1].float()  # (B, V)
-        tok = pick(step_logits)  # (B,)
-        if eos_token_id is not None:
-            tok = torch.where(finished, torch.full_like(tok, eos_token_id), tok)
-            finished = finished | (tok == eos_token_id)
-        tokens.append(tok)
-        logits.append(step_logits)
-        if t == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all())):
-            break
+
+    def feed(tok: torch.Tensor, t: int) -> DecoderOutput:
+        """Generated token t (B,) into the model -> its output (the next step's logits)."""
+        nonlocal embeds, positions
         new_pos = (last_pos + 1 + t)[:, None]  # (B, 1)
         n_total = n_prompt + t + 1
         if cache is not None and cache_position is not None:
@@ -193,7 +183,7 @@ def generate_greedy(
                 cache_position=cache_position,
                 logits="last",
             )
-            cache_position += 1  # in place: the next step's slot
+            cache_position.add_(1)  # in place: the next step's slot
             cache.advance(1)  # bookkeeping only; the static step never reads length
         elif cache is not None:
             out = model(
@@ -212,4 +202,54 @@ def generate_greedy(
                 position_ids=positions,
                 logits="last",
             )
+        return out
+
+    def last_logits(o: DecoderOutput) -> torch.Tensor:
+        assert o.logits is not None
+        return o.logits[:, -1].float()  # (B, V)
+
+    return greedy_loop(out, feed, last_logits, max_new_tokens, allowed=allowed, eos_token_id=eos_token_id)
+
+
+def greedy_loop(
+    first: State,
+    feed: Callable[[torch.Tensor, int], State],
+    logits_of: Callable[[State], torch.Tensor],
+    max_new_tokens: int,
+    *,
+    allowed: torch.Tensor | None = None,
+    eos_token_id: int | None = None,
+    feed_last: bool = False,
+) -> GreedyOutput:
+    """The arg-max loop every greedy decoder here runs (`generate_greedy`; π0.5's subtask decoding,
+    whose model is the joint backbone + expert transformer): pick, end rows at EOS, feed the token back.
+
+    first: the model's output after the prompt; feed(tok (B,), t) runs generated token t through the
+    model and returns its output; logits_of(output) -> the next token's float logits (B, V).
+    allowed: (V,) bool, the ids that may be emitted (None = all); the returned logits are the raw ones.
+    A row that emitted eos_token_id repeats it.
+    Stops after max_new_tokens or when every row has ended; the last token is fed too with
+    ``feed_last`` (a cache that later tokens read must hold it).
+    """
+    state = first
+    finished: torch.Tensor | None = None
+    tokens: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+    for t in range(max_new_tokens):
+        step_logits = logits_of(state)  # (B, V)
+        if finished is None:
+            finished = torch.zeros(step_logits.shape[0], dtype=torch.bool, device=step_logits.device)
+        scores = step_logits if allowed is None else step_logits.masked_fill(~allowed, float("-inf"))
+        tok = scores.argmax(dim=-1)  # (B,)
+        if eos_token_id is not None:
+            tok = torch.where(finished, torch.full_like(tok, eos_token_id), tok)
+            finished = finished | (tok == eos_token_id)
+        tokens.append(tok)
+        logits.append(step_logits)
+        done = t == max_new_tokens - 1 or (eos_token_id is not None and bool(finished.all()))
+        if done and not feed_last:
+            break
+        state = feed(tok, t)
+        if done:
+            break
     return GreedyOutput(torch.stack(tokens, dim=1), torch.stack(logits, dim=1))

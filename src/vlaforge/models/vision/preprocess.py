@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from vlaforge.transforms.image import resize, to_float_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,11 +76,9 @@ def preprocess_images(images: torch.Tensor | np.ndarray, spec: ImagePreprocess) 
             f"images must be uint8 (B, H, W, 3) RGB frames, got {x.dtype} {tuple(x.shape)}; "
             "convert float images with (img * 255).round().to(torch.uint8) first"
         )
-    x = x.permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
+    x = to_float_image(x)  # (B, 3, H, W) in [0, 1]
     if x.shape[-2:] != (spec.size, spec.size):
-        x = F.interpolate(
-            x, size=(spec.size, spec.size), mode=spec.interpolation, align_corners=False, antialias=True
-        )  # (B, 3, S, S)
+        x = resize(x, (spec.size, spec.size), spec.interpolation)  # (B, 3, S, S)
         x = x.clamp(0.0, 1.0)  # bicubic overshoots; PIL's uint8 output cannot
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)

@@ -43,8 +43,10 @@ from vlaforge.models.transformer import BlockTransformer
 from vlaforge.policies.base import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    Capabilities,
     PolicyMethods,
     action_chunk_targets,
+    check_finite_state,
     checkpoint_class,
     policy_dir,
     read_policy_tensors,
@@ -58,6 +60,22 @@ from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY, ActionChunk, Obs
 
 
 class Policy(PolicyMethods, nn.Module):
+    family = "octo"
+    config_class = PolicyConfig
+    layout = "octo"  # the module layout `inference` and `bench` see (`inference.fastpaths.lm_family`)
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        rtc="head",
+        kv_cache="task-prefix",
+        compile="modules",
+        bf16_weights=True,
+        int8=True,
+        head_choice=True,
+        augmentation=True,
+    )
+
     def __init__(self, config: PolicyConfig, normalizer: Normalizer, tokenizer: WordTokenizer | None = None):
         super().__init__()
         self.config = config
@@ -111,6 +129,15 @@ class Policy(PolicyMethods, nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def head_name(self) -> str:
+        """The action head's name (`vlaforge train` prints it next to the recipe)."""
+        return self.config.head
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the transformer's blocks in backward (less activation memory, more compute)."""
+        self.transformer.gradient_checkpointing = enabled
+
     def cast_for_inference(self, dtype: torch.dtype = torch.bfloat16) -> Policy:
         """Cast the transformer's weights to ``dtype`` (bf16: the fast path on CPUs with AMX / AVX512-BF16
         and on GPUs); returns self.
@@ -144,15 +171,26 @@ class Policy(PolicyMethods, nn.Module):
         The steps are methods of their own so that `inference.prefix_cache.StagedPredictor` can time them
         separately (and run the transformer with a cached task prefix) on this very code.
         """
-        c = self.config
         obs = self.observation_tokens(batch, train=train)  # (B, T, n_obs, D)
-        B = obs.shape[0]
         text, text_mask = self._text_tokens(batch["task"])  # (B, L, D), (B, L)
-        L = text.shape[1]
+        return self.encode_tokens(text, text_mask, obs)  # (B, D)
+
+    def encode_tokens(
+        self, text: torch.Tensor, text_valid: torch.Tensor, obs: torch.Tensor, *, checked: bool = True
+    ) -> torch.Tensor:
+        """Task tokens (B, L, D) + valid (B, L), observation tokens (B, T, n_obs, D) -> head features (B, D):
+        [task | observations | readouts] through the transformer under `octo_mask`, then `readout_features`.
+
+        The one Octo forward after the encoders (`encode`; the ONNX graph with ``checked=False``: the
+        transformer without its mask checks, which read tensor values).
+        """
+        c = self.config
+        B, L = obs.shape[0], text.shape[1]
         x = torch.cat(
             [text, obs.reshape(B, c.history * self.n_obs, c.width), self.readout_tokens(B)], dim=1
         )  # (B, N, D)
-        out = self.transformer(x, self.octo_mask(text_mask))  # (B, N, D)
+        out = self.transformer(x, self.octo_mask(text_valid), check_mask=checked)  # (B, N, D)
+        assert isinstance(out, torch.Tensor)
         return self.readout_features(out[:, L:])  # (B, D)
 
     def observation_tokens(self, batch: dict[str, Any], *, train: bool = False) -> torch.Tensor:
@@ -226,8 +264,7 @@ class Policy(PolicyMethods, nn.Module):
         c = self.config
         if STATE_KEY not in batch:
             raise KeyError(f"batch is missing '{STATE_KEY}' (have {sorted(batch)})")
-        if not torch.isfinite(batch[STATE_KEY]).all():
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf; check the dataset or its statistics")
+        check_finite_state(batch[STATE_KEY])
         actions = action_chunk_targets(batch, c.chunk, c.action_dim, self.device)  # (B, H, A)
         names = self._batch_datasets(batch, actions.shape[0])
         actions = self.normalizer.normalize(ACTION_KEY, actions, names)  # (B, H, A)

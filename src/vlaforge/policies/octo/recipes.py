@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from vlaforge.models.encoders import WordTokenizer
-from vlaforge.policies.embodiment import gripper_dims
+from vlaforge.policies.embodiment import gripper_dims, task_texts
 from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.transforms.normalize import Normalizer
@@ -144,3 +144,9 @@ def policy_from_config(
         normalizer = Normalizer.from_dataset_stats(stats, modes, masks={ACTION_KEY: default_mask}, clip=True)
     tokenizer = WordTokenizer.build(texts) if cfg.language == "words" else None
     return Policy(cfg, normalizer, tokenizer)
+
+
+def make_octo_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
+    """Build an untrained Octo policy for `dataset` (statistics, vocabulary and sizes come from it)."""
+    cfg = octo_config_from_dataset(recipe, dataset, **overrides)
+    return policy_from_config(cfg, dataset.stats, task_texts(dataset))

@@ -54,20 +54,18 @@ class Pi0Config(ConfigMethods):
     state_norm: str = "mean_std"
     action_norm: str = "mean_std"
     unnormalized_action_dims: list[int] = field(default_factory=list)
-    augment: bool = False  # image augmentation is not implemented for π0 (accepted for --no-augment)
-    # Shown by `vlaforge train` next to the recipe name.
-    head: str = "flow"
     language: str = (
         "words"  # "words": tokenizer built from the dataset; "hf": the checkpoint's tokenizer.json
     )
     format_version: int = PI0_FORMAT
+    # config.json files written before the registry hold `augment` and `head` (only the CLI read them):
+    # dropped on loading (`ConfigMethods.from_dict`), so those checkpoints keep loading.
+    retired_fields = ("augment", "head")
 
     def __post_init__(self) -> None:
         def bad(fld: str, msg: str) -> ValueError:
             return ValueError(f"Pi0Config.{fld}={getattr(self, fld)!r}: {msg}")
 
-        if self.head != "flow":
-            raise bad("head", "π0 has a fixed flow-matching action expert ('flow'); do not pass --head")
         if self.language not in ("words", "hf"):
             raise bad("language", "choose 'words' or 'hf'")
         if "{instruction}" not in self.prompt:
@@ -85,8 +83,6 @@ class Pi0Config(ConfigMethods):
             raise bad("time_alpha", f"need time_alpha > 0 and 0 < time_s <= 1 (time_s={self.time_s})")
         if not 0 < self.time_min_period < self.time_max_period:
             raise bad("time_min_period", f"need 0 < time_min_period < time_max_period={self.time_max_period}")
-        if self.augment:
-            raise bad("augment", "image augmentation is not implemented for the π0 recipes yet")
         if len(self.vision) != 1:
             raise bad("vision", "π0 uses exactly one vision tower (SigLIP)")
         if self.datasets or self.dataset_dims:

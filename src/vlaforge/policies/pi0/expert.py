@@ -37,7 +37,6 @@ Two options serve π0.5 (arXiv 2504.16054, ``pi05_policy.py``); their defaults a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -358,17 +357,3 @@ class JointTransformer(nn.Module):
             out.append(gated_residual(x, layer.mlp(h), gate2))
             start += n
         return out
-
-
-def sincos_time_embedding(tau: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    """φ(τ): (B,) -> (B, dim) = [sin(2π τ / p_j), cos(2π τ / p_j)], periods p_j log-spaced in [min, max].
-
-    openpi's ``posemb_sincos`` (min 4e-3, max 4.0): the short periods resolve small differences of τ,
-    the long ones give a smooth code of the whole range.
-    """
-    if dim % 2:
-        raise ValueError(f"sincos_time_embedding: dim must be even, got {dim}")
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64, device=tau.device)  # (dim/2,)
-    period = min_period * (max_period / min_period) ** fraction  # (dim/2,)
-    angles = tau.double()[:, None] * (2 * math.pi / period)[None]  # (B, dim/2)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).to(tau.dtype)  # (B, dim)

@@ -28,7 +28,8 @@ Inference: the prefix and "Action: " are the prompt; greedy decoding with the KV
 (:func:`~vlaforge.models.lm.generate_greedy`) until "|" or ``max_decode_tokens``; the FAST ids are
 decoded into an (H, A) chunk. A sequence that does not decode (no "|", a non-FAST token, or FAST ids
 the tokenizer rejects) gives the tokenizer's fallback, zeros in normalized units (the q01/q99
-midpoint), is counted in ``decode_stats`` and logged as a warning, never silent.
+midpoint), is counted in ``decode_stats``, logged as a warning and flagged per chunk
+(``ActionChunk.info["decode_failed"]`` / ``"decode_error"``, `predict_batch_info`), never silent.
 
 Checkpoints: ``config.json`` (``policy_class: "pi0-fast"``, config, normalization, prompt tokenizer,
 ``"fast_tokenizer": "fast"``) + ``model.safetensors`` + ``normalization.safetensors`` + ``fast/``
@@ -41,22 +42,27 @@ input plumbing (``observations_to_batch``, current frame / state, camera tokens)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, prefix_lm_blocks
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.lm.generate import GreedyOutput
+from vlaforge.models.lm.loss import per_sample_mean, token_cross_entropy
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.policies.base import first_chunk, register_policy_class, reject_dataset
+from vlaforge.policies.base import (
+    Capabilities,
+    decode_info,
+    register_policy_class,
+    reject_dataset,
+)
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.pi0.fast_config import (
     ACTION_PROMPT,
@@ -67,7 +73,7 @@ from vlaforge.policies.pi0.fast_config import (
 )
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation
+from vlaforge.types import ACTION_KEY, STATE_KEY
 
 log = logging.getLogger("vlaforge.pi0_fast")
 POLICY_CLASS = "pi0-fast"
@@ -188,9 +194,7 @@ class FastTokenMethods:
         """The cleaned instruction and the state string of each sample."""
         texts = batch["task"]
         texts = [texts] if isinstance(texts, str) else list(texts)
-        state = self.current_state(batch, len(texts))  # (B, S)
-        if not bool(torch.isfinite(state).all()):
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
+        state = self.current_state(batch, len(texts))  # (B, S), finite
         return [clean_instruction(t) for t in texts], self.state_strings(state)
 
     def prompts(self, batch: dict[str, Any]) -> list[str]:
@@ -253,6 +257,23 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = Pi0FastConfig
     label = "π0-FAST"
+    family = POLICY_CLASS
+    layout = "pi0-fast"
+    head_name = "fast"
+    # openpi's gemma_2b_lora: the backbone's blocks, rank 16; vision tower and projector train.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        kv_cache="prefix",
+        compile="decoding",
+        lora_preset={
+            "rank": 16,
+            "alpha": 16.0,
+            "targets": ["lm.layers.*"],
+            "train_also": ["vision_tower.*", "projector.*"],
+        },
+    )
 
     def __init__(
         self,
@@ -298,11 +319,6 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.lm.embed_tokens.weight.device
-
-    @property
-    def transformer(self) -> DecoderLM:
-        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
-        return self.lm
 
     # ------------------------------------------------------------------ prefix
     def embed_prefix(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -375,13 +391,9 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
         h = out.hidden_states[seq.loss_mask]  # (N, D): only the positions that carry loss
         logits = self.lm.compute_logits(h).float()  # (N, V)
         targets = seq.targets[seq.loss_mask]  # (N,)
-        ce = torch.zeros(seq.loss_mask.shape, dtype=logits.dtype, device=logits.device)  # (B, S)
-        ce[seq.loss_mask] = F.cross_entropy(logits, targets, reduction="none")
-        per_sample = ce.sum(1) / seq.loss_mask.sum(1).clamp(min=1)  # (B,)
-        loss = per_sample.mean()
+        ce, hit = token_cross_entropy(logits, targets, seq.loss_mask)  # (B, S), (B, S)
+        loss = per_sample_mean(ce, seq.loss_mask).mean()
         with torch.no_grad():
-            hit = torch.zeros_like(seq.loss_mask)
-            hit[seq.loss_mask] = logits.argmax(-1) == targets
             acc = hit[seq.fast_mask].float().mean()
             n_fast = seq.fast_mask.sum(1).float().mean() - 1  # minus the end token
         return loss, {"loss": float(loss.detach()), "accuracy": float(acc), "fast_tokens": float(n_fast)}
@@ -422,9 +434,14 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
         FAST ids the tokenizer cannot decode becomes the tokenizer's fallback (zeros in normalized units),
         is counted in ``decode_stats`` and logged.
         """
+        actions, errors = self.decode_token_rows(tokens)
+        return actions, torch.tensor([e is None for e in errors], dtype=torch.bool)
+
+    def decode_token_rows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list[str | None]]:
+        """`decode_tokens` with, per row, None or why it is the fallback (``"<reason>: <detail>"``)."""
         c = self.config
         fallback = self.fast_tokenizer.unnormalize(np.zeros((c.chunk, c.action_dim))).astype(np.float32)
-        out, ok = [], []
+        out, errors = [], []
         for row in tokens.detach().cpu().long():
             ends = (row == self.end_token_id).nonzero()
             reason, error = None, ""
@@ -439,7 +456,7 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
                     dec = self.fast_tokenizer.decode(self.lm_to_fast(seq).tolist())
                     if dec.valid:
                         out.append(dec.actions)
-                        ok.append(True)
+                        errors.append(None)
                         continue
                     reason, error = "invalid_fast_tokens", str(dec.error)
             self.decode_stats["decode_failures"] += 1
@@ -451,9 +468,9 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
                 self.decode_stats,
             )
             out.append(fallback)
-            ok.append(False)
+            errors.append(f"{reason}: {error}")
         actions = torch.from_numpy(np.stack(out)).to(self.device)  # (B, H, A)
-        return actions, torch.tensor(ok, dtype=torch.bool)
+        return actions, errors
 
     @torch.inference_mode()
     def predict_batch(
@@ -472,27 +489,27 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
         del steps, generator
         return self._predict(batch, dataset=dataset, use_cache=use_cache)[0]
 
-    def _predict(
-        self, batch: dict[str, Any], *, dataset: str | None, use_cache: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        reject_dataset(dataset)
-        with self.evaluating():
-            gen = self.generate(batch, use_cache=use_cache)
-            actions, ok = self.decode_tokens(gen.tokens)  # (B, H, A), (B,)
-            self.decode_stats["predictions"] += actions.shape[0]
-            return actions.float(), ok
-
-    def predict(
+    def predict_batch_info(
         self,
-        observations: Observation | Sequence[Observation],
+        batch: dict[str, Any],
         *,
         dataset: str | None = None,
         steps: int | None = None,
         generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        """One chunk; ``info["fast_decode_failed"]`` says whether it is the decode-failure fallback."""
-        with torch.inference_mode():
-            actions, ok = self._predict(
-                self.observations_to_batch(observations, dataset=dataset), dataset=dataset
-            )
-        return first_chunk(actions, self.config.fps, fast_decode_failed=not bool(ok[0]))
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus per chunk ``decode_failed`` (the fallback chunk) and ``decode_error``."""
+        del steps, generator
+        actions, errors = self._predict(batch, dataset=dataset, use_cache=use_cache)
+        return actions, [decode_info(e) for e in errors]
+
+    @torch.inference_mode()
+    def _predict(
+        self, batch: dict[str, Any], *, dataset: str | None, use_cache: bool = True
+    ) -> tuple[torch.Tensor, list[str | None]]:
+        reject_dataset(dataset)
+        with self.evaluating():
+            gen = self.generate(batch, use_cache=use_cache)
+            actions, errors = self.decode_token_rows(gen.tokens)  # (B, H, A), B x (None | why)
+            self.decode_stats["predictions"] += actions.shape[0]
+            return actions.float(), errors

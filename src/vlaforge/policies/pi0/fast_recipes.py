@@ -21,6 +21,7 @@ pi0-fast-tiny`` works like any other recipe.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +160,35 @@ def make_pi0_fast_policy(
     overrides: Pi0FastConfig fields (e.g. ``chunk=4``), or ``camera_names=[...]`` to choose the cameras.
     """
     cfg = pi0_fast_config_from_dataset(recipe, dataset, **overrides)
+    return fast_token_policy(
+        Pi0FastPolicy,
+        cfg,
+        dataset,
+        tokenizer_dir=tokenizer_dir,
+        fast_tokenizer=fast_tokenizer,
+        checkpoint=_CHECKPOINT,
+    )
+
+
+def fast_token_policy(
+    policy_class: Any,
+    cfg: Any,
+    dataset: Any,
+    *,
+    tokenizer_dir: str | Path | None,
+    fast_tokenizer: FastTokenizer | None,
+    checkpoint: str,
+    vocab_texts: Sequence[str] = (),
+) -> Any:
+    """What π0-FAST and π0.5 build the same way: the q01/q99 normalizer, the FAST tokenizer (fitted on the
+    dataset unless given), the prompt tokenizer over the FAST prompts, ``"Action: |"`` and ``vocab_texts``
+    (the state integers reserved), and with ``language="words"`` an LM vocabulary of words + FAST ids.
+
+    policy_class: `Pi0FastPolicy` or `Pi05Policy`, called as (cfg, normalizer, tokenizer, fast_tokenizer).
+    """
     normalizer = recipe_normalizer(cfg, dataset.stats, clip=True)
     if cfg.language == "hf":  # before the (slower) FAST tokenizer fit
-        require_tokenizer_dir(cfg, tokenizer_dir, _CHECKPOINT)
+        require_tokenizer_dir(cfg, tokenizer_dir, checkpoint)
     if fast_tokenizer is None:
         fast_tokenizer = fit_fast_tokenizer(cfg, dataset, normalized_action_mask(cfg))
     prompts = [
@@ -169,12 +196,12 @@ def make_pi0_fast_policy(
     ]
     tokenizer = prompt_tokenizer(
         cfg,
-        [*prompts, ACTION_PROMPT + END_TOKEN],
+        [*prompts, ACTION_PROMPT + END_TOKEN, *vocab_texts],
         tokenizer_dir,
         reserved=[str(b) for b in range(cfg.state_bins)],
-        checkpoint=_CHECKPOINT,
+        checkpoint=checkpoint,
     )
     if cfg.language == "words":
         vocab = tokenizer.vocab_size + fast_tokenizer.vocab_size + cfg.fast_skip_tokens
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
-    return Pi0FastPolicy(cfg, normalizer, tokenizer, fast_tokenizer)
+    return policy_class(cfg, normalizer, tokenizer, fast_tokenizer)

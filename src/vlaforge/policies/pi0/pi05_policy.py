@@ -69,11 +69,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.models.attention import TokenBlock, apply_key_padding, build_attention_mask
-from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig
+from vlaforge.models.lm.generate import greedy_loop
+from vlaforge.models.lm.loss import per_sample_mean, token_cross_entropy
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
-from vlaforge.policies.base import first_chunk, register_policy_class
-from vlaforge.policies.pi0.expert import ActionExpert, JointTransformer, sincos_time_embedding
+from vlaforge.models.time_embedding import sincos_time_embedding
+from vlaforge.policies.base import register_policy_class
+from vlaforge.policies.pi0.expert import ActionExpert, JointTransformer
 from vlaforge.policies.pi0.fast_policy import FAST_DIR, IGNORE, FastTokenMethods
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
 from vlaforge.policies.pi0.pi05_config import (
@@ -85,7 +87,6 @@ from vlaforge.policies.pi0.pi05_config import (
 )
 from vlaforge.policies.pi0.policy import Pi0Policy
 from vlaforge.transforms.normalize import Normalizer
-from vlaforge.types import ActionChunk, Observation
 
 log = logging.getLogger("vlaforge.pi05")
 POLICY_CLASS = "pi05"
@@ -136,6 +137,7 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
     policy_class = POLICY_CLASS
     config_class = Pi05Config
     label = "π0.5"
+    family = POLICY_CLASS  # layout, head, capabilities and LoRA preset: π0's (inherited)
     config: Pi05Config
     fast_tokenizer: FastTokenizer | None  # type: ignore[assignment]  # None: flow inference only
 
@@ -394,24 +396,21 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
         """
         actions, amask = self._targets(batch)  # (B, H, 32), (B, H, 32)
         seq = self.sequence(batch)
-        tau, noise, x_tau = self._noisy_actions(actions, generator)
+        tau, noise, x_tau = self.flow.interpolate(actions, generator)
         hidden, v = self._joint(x_tau, tau, seq.attention_mask, seq.positions, prefix=seq.context)
         assert hidden is not None
         h = hidden[:, seq.n_prefix - 1 :]  # (B, M, D): position P - 1 + j predicts postfix token j
         trained = seq.kinds != FED  # (B, M)
         logits = self.backbone.compute_logits(h[trained]).float()  # (N, V)
         targets = seq.targets[trained]  # (N,)
-        ce = torch.zeros(seq.kinds.shape, dtype=logits.dtype, device=logits.device)  # (B, M)
-        ce[trained] = F.cross_entropy(logits, targets, reduction="none")
-        hit = torch.zeros_like(trained)
-        hit[trained] = logits.argmax(-1) == targets
+        ce, hit = token_cross_entropy(logits, targets, trained)  # (B, M), (B, M)
 
         def per_sample(kind: int) -> tuple[torch.Tensor, torch.Tensor]:
             m = seq.kinds == kind  # (B, M)
-            return (ce * m).sum(1) / m.sum(1).clamp(min=1), m  # (B,), (B, M)
+            return per_sample_mean(ce, m), m  # (B,), (B, M)
 
         fast_ce, fast_m = per_sample(FAST)
-        terms = {"fast": fast_ce.mean(), "flow": masked_mean((v - (actions - noise)) ** 2, amask.float())}
+        terms = {"fast": fast_ce.mean(), "flow": self.flow.loss(v, actions, noise, amask.float())}
         metrics = {"fast_accuracy": float(hit[fast_m].float().mean())}
         sub_ce, sub_m = per_sample(SUBTASK)
         rows = sub_m.any(1)  # (B,) samples with a subtask label
@@ -510,24 +509,26 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
             assert out is not None
             return out[:, -1]
 
-        h = run(0, P + K)
-        finished = torch.zeros(B, dtype=torch.bool, device=self.device)
-        t = 0
-        for t in range(T):
-            logits = self.backbone.compute_logits(h).float()  # (B, V)
-            logits[:, self.fast_first : self.fast_last + 1] = float("-inf")  # text only
-            tok = torch.where(finished, torch.full_like(finished, end, dtype=torch.long), logits.argmax(-1))
+        def logits_of(h: torch.Tensor) -> torch.Tensor:
+            return self.backbone.compute_logits(h).float()  # (B, V)
+
+        def feed(tok: torch.Tensor, t: int) -> torch.Tensor:
             ids[:, K + t] = tok
-            finished = finished | (tok == end)
-            done = bool(finished.all()) or t == T - 1
             n = P + K + t + 1
-            if cache is not None:  # every generated token goes into the cache: the actions read the block
-                h = run(n - 1, n)
-            elif not done:
-                h = run(0, n)
-            if done:
-                break
-        ids = ids[:, : K + t + 1]  # (B, M)
+            # cached: only the new token (every generated token goes into the cache: the actions read
+            # the block); uncached: the whole sequence again
+            return run(n - 1, n) if cache is not None else run(0, n)
+
+        h = run(0, P + K)
+        vocab = self.backbone.output_weight.shape[0]
+        allowed = torch.ones(vocab, dtype=torch.bool, device=self.device)  # (V,)
+        allowed[self.fast_first : self.fast_last + 1] = False  # text only
+        gen = greedy_loop(
+            h, feed, logits_of, T, allowed=allowed, eos_token_id=end, feed_last=cache is not None
+        )
+        n_gen = gen.tokens.shape[1]
+        ids[:, K : K + n_gen] = gen.tokens
+        ids = ids[:, : K + n_gen]  # (B, M)
         is_end = ids[:, K:] == end  # (B, M - K)
         has_end = is_end.any(1)
         first_end = is_end.long().argmax(1)  # index of the first ";" (0 when there is none)
@@ -550,16 +551,11 @@ class Pi05Policy(FastTokenMethods, Pi0Policy):
             self._decode_subtasks(prefix, valid, use_cache=use_cache, reserve=0)
         return list(self.last_subtasks)
 
-    def predict(
-        self,
-        observations: Observation | Sequence[Observation],
-        *,
-        dataset: str | None = None,
-        steps: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> ActionChunk:
-        """One chunk; with ``predict_subtask`` the decoded subtask is ``info["subtask"]``."""
-        batch = self.observations_to_batch(observations, dataset=dataset)
-        actions = self.predict_batch(batch, dataset=dataset, steps=steps, generator=generator)  # (1, H, A)
-        info = {"subtask": self.last_subtasks[0]} if self.config.predict_subtask else {}
-        return first_chunk(actions, self.config.fps, **info)
+    def predict_batch_info(
+        self, batch: dict[str, Any], **kwargs: Any
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus, with ``predict_subtask``, each chunk's decoded subtask (``info["subtask"]``)."""
+        actions = self.predict_batch(batch, **kwargs)  # (B, H, A); sets last_subtasks
+        if not self.config.predict_subtask:
+            return actions, [{} for _ in range(actions.shape[0])]
+        return actions, [{"subtask": s} for s in self.last_subtasks]

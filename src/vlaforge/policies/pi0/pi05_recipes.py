@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vlaforge.policies.embodiment import task_texts
 from vlaforge.policies.lm_recipes import (
     PALIGEMMA,
     PI0_TRAIN,
@@ -36,13 +35,8 @@ from vlaforge.policies.lm_recipes import (
     VLARecipe,
     config_from_dataset,
     get_from,
-    normalized_action_mask,
-    prompt_tokenizer,
-    recipe_normalizer,
-    require_tokenizer_dir,
 )
-from vlaforge.policies.pi0.fast_config import ACTION_PROMPT, END_TOKEN, PREFIX_TEMPLATE, clean_instruction
-from vlaforge.policies.pi0.fast_recipes import fit_fast_tokenizer
+from vlaforge.policies.pi0.fast_recipes import fast_token_policy
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
 from vlaforge.policies.pi0.pi05_config import SUBTASK_END, SUBTASK_PROMPT, Pi05Config
 from vlaforge.policies.pi0.pi05_policy import Pi05Policy
@@ -131,22 +125,12 @@ def make_pi05_policy(
     if texts and overrides.get("predict_subtask") is None:
         overrides["predict_subtask"] = True
     cfg = pi05_config_from_dataset(recipe, dataset, **overrides)
-    normalizer = recipe_normalizer(cfg, dataset.stats, clip=True)
-    if cfg.language == "hf":  # before the (slower) FAST tokenizer fit
-        require_tokenizer_dir(cfg, tokenizer_dir, _CHECKPOINT)
-    if fast_tokenizer is None:
-        fast_tokenizer = fit_fast_tokenizer(cfg, dataset, normalized_action_mask(cfg))  # type: ignore[arg-type]
-    prompts = [
-        PREFIX_TEMPLATE.format(instruction=clean_instruction(t), state="") for t in task_texts(dataset)
-    ]
-    tokenizer = prompt_tokenizer(
+    return fast_token_policy(
+        Pi05Policy,
         cfg,
-        [*prompts, ACTION_PROMPT + END_TOKEN, SUBTASK_PROMPT + SUBTASK_END, *texts],
-        tokenizer_dir,
-        reserved=[str(b) for b in range(cfg.state_bins)],
+        dataset,
+        tokenizer_dir=tokenizer_dir,
+        fast_tokenizer=fast_tokenizer,
         checkpoint=_CHECKPOINT,
+        vocab_texts=[SUBTASK_PROMPT + SUBTASK_END, *texts],
     )
-    if cfg.language == "words":
-        vocab = tokenizer.vocab_size + fast_tokenizer.vocab_size + cfg.fast_skip_tokens
-        cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
-    return Pi05Policy(cfg, normalizer, tokenizer, fast_tokenizer)

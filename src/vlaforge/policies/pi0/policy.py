@@ -44,20 +44,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, pi0_blocks
-from vlaforge.models.heads.base import masked_mean
-from vlaforge.models.heads.flow import pigdm_weight
-from vlaforge.models.heads.schedules import sample_flow_time
+from vlaforge.models.heads.flow_matching import FlowMatching
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig, load_hf_checkpoint
 from vlaforge.models.prompt import PromptTokenizer
+from vlaforge.models.time_embedding import sincos_time_embedding
 from vlaforge.models.vision import LinearProjector, VisionTower
-from vlaforge.policies.base import action_chunk_targets, first_chunk, register_policy_class, reject_dataset
+from vlaforge.policies.base import (
+    Capabilities,
+    action_chunk_targets,
+    first_chunk,
+    register_policy_class,
+    reject_dataset,
+)
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.expert import (
     ActionExpert,
     JointTransformer,
     expert_lm_config,
-    sincos_time_embedding,
 )
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, STATE_KEY, ActionChunk, Observation
@@ -73,6 +77,32 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = Pi0Config
     label = "π0"
+    family = POLICY_CLASS
+    layout = "pi0"
+    head_name = "flow"
+    # openpi's gemma_2b_lora + gemma_300m_lora: attention and MLP of the backbone's blocks (rank 16) and
+    # of the expert's (rank 32); only the LM weights freeze, vision / projector / projections train.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        rtc="own",
+        kv_cache="prefix",
+        compile="sampling",
+        bf16_weights=True,
+        lora_preset={
+            "rank": 16,
+            "alpha": 16.0,
+            "targets": [
+                f"transformer.{part}.layers.*.{block}.*"
+                for part in ("backbone", "expert")
+                for block in ("attn", "mlp")
+            ],
+            "rank_pattern": {"transformer.expert.*": 32},
+            "alpha_pattern": {"transformer.expert.*": 32.0},
+            "train_also": ["vision_tower.*", "projector.*", "state_proj.*", "action_*", "time_mlp_*"],
+        },
+    )
 
     def __init__(
         self,
@@ -124,6 +154,10 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.action_in_proj.weight.device
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the joint transformer's layers (backbone and expert) in backward."""
+        self.transformer.gradient_checkpointing = enabled
 
     @property
     def backbone(self) -> DecoderLM:
@@ -180,9 +214,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     def embed_state(self, batch: dict[str, Any], B: int) -> torch.Tensor:
         """Normalized, zero-padded state -> one expert token (B, 1, De)."""
         c = self.config
-        state = self.current_state(batch, B)  # (B, S)
-        if not bool(torch.isfinite(state).all()):
-            raise ValueError(f"batch['{STATE_KEY}'] contains NaN or Inf")
+        state = self.current_state(batch, B)  # (B, S), finite
         s = self.normalizer.normalize(STATE_KEY, state)  # (B, S)
         s = F.pad(s, (0, c.max_state_dim - c.state_dim))  # (B, 32): padded dims are exactly 0
         return self.state_proj(s.to(self.state_proj.weight.dtype)).unsqueeze(1)  # (B, 1, De)
@@ -245,18 +277,11 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         return out_p, self.action_out_proj(out.to(self.action_out_proj.weight.dtype)).float()  # (B, H, 32)
 
     def _velocity(
-        self,
-        x: torch.Tensor,
-        tau: torch.Tensor,
-        mask: torch.Tensor,
-        positions: torch.Tensor,
-        *,
-        prefix: torch.Tensor | None = None,
-        state: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        self, x: torch.Tensor, tau: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, **parts: Any
     ) -> torch.Tensor:
-        """Velocity (B, H, 32) at x (B, H, 32), τ (B,) (see `_joint`)."""
-        return self._joint(x, tau, mask, positions, prefix=prefix, state=state, cache=cache)[1]
+        """Velocity (B, H, 32) at x (B, H, 32), τ (B,); parts: `_joint`'s prefix / state / cache. A method of
+        its own because `compile_sampling` replaces it (sampling only; `loss` calls `_joint`)."""
+        return self._joint(x, tau, mask, positions, **parts)[1]
 
     # ------------------------------------------------------------------ training
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,23 +310,17 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         prefix, valid = self.embed_prefix(batch)  # (B, P, D), (B, P)
         state = self.embed_state(batch, B)  # (B, 1, De)
         attn, positions = self.attention_mask(valid)
-        tau, noise, x_tau = self._noisy_actions(actions, generator)
+        # τ (B,), ε (B, H, 32), A^τ (B, H, 32); padded dims: noise only, as at sampling
+        tau, noise, x_tau = self.flow.interpolate(actions, generator)
         # _joint, not _velocity: compile_sampling() may replace _velocity for inference only
         _, v = self._joint(x_tau, tau, attn, positions, prefix=prefix, state=state.to(prefix.dtype))
-        loss = masked_mean((v - (actions - noise)) ** 2, mask.float())  # target u = A − ε
+        loss = self.flow.loss(v, actions, noise, mask.float())  # target u = A − ε
         return loss, {"loss": float(loss.detach())}
 
-    def _noisy_actions(
-        self, actions: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clean actions (B, H, 32) -> τ (B,), noise ε (B, H, 32), A^τ = τ·A + (1 − τ)·ε (B, H, 32)."""
-        c = self.config
-        tau = sample_flow_time(
-            actions.shape[0], alpha=c.time_alpha, s=c.time_s, generator=generator, device=self.device
-        )
-        noise = torch.randn(actions.shape, generator=generator, device=self.device)  # (B, H, 32) ε
-        t = tau[:, None, None]
-        return tau, noise, t * actions + (1 - t) * noise  # padded dims: noise only, as at sampling
+    @property
+    def flow(self) -> FlowMatching:
+        """The flow-matching math (`models/heads/flow_matching.py`, shared with Octo's flow head)."""
+        return FlowMatching(self.config.time_alpha, self.config.time_s)
 
     # ------------------------------------------------------------------ inference
     def sample_actions(
@@ -333,15 +352,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must be (B, H, {c.max_action_dim}) = {shape}, got {tuple(noise.shape)}")
         x = noise.to(self.device).float()  # (B, H, 32) at τ = 0
-        dt = 1.0 / n_steps
-        for i in range(n_steps):
-            tau = torch.full((B,), i * dt, device=self.device)  # (B,)
-            if guidance is None:
-                v = velocity(x, tau)
-            else:
-                v = self._guided(velocity, x, tau, *guidance)
-            x = x + dt * v  # (B, H, 32)
-        return x
+        return self.flow.sample(velocity, x, n_steps, guidance=guidance)  # (B, H, 32)
 
     def _sampling_velocity(
         self, batch: dict[str, Any], use_cache: bool
@@ -443,18 +454,6 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
     def sampling_compiled(self) -> bool:
         """Whether ``compile_sampling()`` is on for this instance."""
         return "_velocity" in self.__dict__
-
-    @staticmethod
-    def _guided(
-        fn: Any, x: torch.Tensor, tau: torch.Tensor, target: torch.Tensor, w: torch.Tensor, beta: float
-    ):
-        """ΠGDM-guided velocity (heads/flow.py): v + min(β, (1−τ)/(τ r²)) · (Y − Â¹)ᵀ diag(W) ∂Â¹/∂x."""
-        x_in = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            v = fn(x_in, tau)  # (B, H, 32)
-            denoised = x_in + (1 - tau)[:, None, None] * v  # Â¹, the one-step estimate of the clean chunk
-            (vjp,) = torch.autograd.grad(denoised, x_in, grad_outputs=w * (target - denoised.detach()))
-        return v.detach() + pigdm_weight(tau, beta)[:, None, None] * vjp
 
     @torch.inference_mode()
     def predict_batch(

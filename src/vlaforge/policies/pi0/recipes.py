@@ -39,8 +39,6 @@ from vlaforge.policies.lm_recipes import (
     siglip_spec,
 )
 from vlaforge.policies.pi0.config import Pi0Config
-from vlaforge.policies.pi0.fast_recipes import PI0_FAST_RECIPES, make_pi0_fast_policy
-from vlaforge.policies.pi0.pi05_recipes import PI05_RECIPES, make_pi05_policy
 from vlaforge.policies.pi0.policy import Pi0Policy
 
 PI0_RECIPES: dict[str, VLARecipe] = {
@@ -109,10 +107,6 @@ def make_pi0_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | No
     tokenizer_dir: the full-size recipe's local checkpoint directory holding ``tokenizer.json``.
     overrides: Pi0Config fields (e.g. ``chunk=4``), or ``camera_names=[...]`` to choose the cameras.
     """
-    if recipe in PI0_FAST_RECIPES:  # π0-FAST: its own policy class, FAST tokenizer fitted on the dataset
-        return make_pi0_fast_policy(recipe, dataset, tokenizer_dir=tokenizer_dir, **overrides)
-    if recipe in PI05_RECIPES:  # π0.5: Pi0Policy + FAST head, adaRMS expert, knowledge insulation
-        return make_pi05_policy(recipe, dataset, tokenizer_dir=tokenizer_dir, **overrides)
     cfg = pi0_config_from_dataset(recipe, dataset, **overrides)
     return pi0_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
 
@@ -127,9 +121,3 @@ def pi0_policy_from_config(
     if cfg.language == "words":
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": tokenizer.vocab_size})
     return Pi0Policy(cfg, normalizer, tokenizer)
-
-
-# π0-FAST (fast_recipes.py) and π0.5 (pi05_recipes.py) share this table, so get_recipe / make_policy /
-# vlaforge train find them.
-PI0_RECIPES.update(PI0_FAST_RECIPES)
-PI0_RECIPES.update(PI05_RECIPES)

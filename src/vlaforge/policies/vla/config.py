@@ -69,15 +69,13 @@ class VLAConfig(ConfigMethods):
     state_norm: str = "quantile"
     action_norm: str = "quantile"
     unnormalized_action_dims: list[int] = field(default_factory=list)
-    # Image augmentation is not implemented for the VLA recipes (OpenVLA trains without; its optional
-    # 90 % random crop is missing); the field exists so `vlaforge train --no-augment` is accepted.
-    augment: bool = False
-    # Shown by `vlaforge train` next to the recipe name (the CLI prints config.head / config.language).
-    head: str = "tokens"
     language: str = (
         "words"  # "words": tokenizer built from the dataset; "hf": a tokenizer.json of the checkpoint
     )
     format_version: int = VLA_FORMAT
+    # config.json files written before the registry hold `augment` and `head` (only the CLI read them):
+    # dropped on loading (`ConfigMethods.from_dict`), so those checkpoints keep loading.
+    retired_fields = ("augment", "head")
 
     def __post_init__(self) -> None:
         def bad(fld: str, msg: str) -> ValueError:
@@ -95,12 +93,6 @@ class VLAConfig(ConfigMethods):
             raise bad("projector", "choose 'mlp' (prismatic) or 'linear' (PaliGemma)")
         if self.language not in ("words", "hf"):
             raise bad("language", "choose 'words' or 'hf'")
-        if self.head != ("l1" if self.variant == "oft" else "tokens"):
-            raise bad(
-                "head",
-                f"the {self.variant} recipes have a fixed action head "
-                f"('{'l1' if self.variant == 'oft' else 'tokens'}'); do not pass --head",
-            )
         if not self.prompt:
             self.prompt = PROMPTS[self.variant]
         if "{instruction}" not in self.prompt:
@@ -112,8 +104,6 @@ class VLAConfig(ConfigMethods):
             raise bad("history", "the VLA recipes read the current observation only (history 1)")
         if self.variant != "oft" and (self.use_proprio or self.film):
             raise bad("variant", "use_proprio / film are OpenVLA-OFT features (variant 'oft')")
-        if self.augment:
-            raise bad("augment", "image augmentation is not implemented for the VLA recipes yet")
         if not self.vision:
             raise bad("vision", "at least one vision tower is needed")
         if self.datasets or self.dataset_dims:

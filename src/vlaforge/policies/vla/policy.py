@@ -12,7 +12,7 @@ Sequence for one sample (N image tokens per camera, L prompt tokens left-padded,
   causal. ``predict`` decodes H*A tokens greedily with the KV cache (``lm.generate_greedy``),
   constrained to the action ids when ``constrained_decoding`` (RT-2), unconstrained otherwise
   (OpenVLA). A generated non-action token is replaced by the best action token of that step and
-  counted in ``decode_stats`` (never decoded as a silent 0).
+  counted in ``decode_stats`` and flagged on its chunk (``info["decode_failed"]``; never a silent 0).
 * **oft**: H*A placeholder tokens with zero embeddings read the prefix and each other
   (bidirectional); one forward pass; their final hidden states, grouped per chunk step
   (B, H, A*D), go through an MLP-ResNet to (B, H, A), trained with L1. The state enters as one
@@ -48,7 +48,13 @@ from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.prompt import PromptTokenizer
 from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
-from vlaforge.policies.base import action_chunk_targets, register_policy_class, reject_dataset
+from vlaforge.policies.base import (
+    Capabilities,
+    action_chunk_targets,
+    decode_info,
+    register_policy_class,
+    reject_dataset,
+)
 from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
 from vlaforge.policies.vla.action_tokenizer import ActionTokenizer
 from vlaforge.policies.vla.config import VLAConfig
@@ -105,6 +111,22 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
     policy_class = POLICY_CLASS
     config_class = VLAConfig
     label = "VLA"
+    family = POLICY_CLASS
+    # OpenVLA's finetune.py (rank 32, alpha min(rank, 16)): every linear layer of the vision tower,
+    # projector and LM blocks (peft's "all-linear", not the output head); OFT's own modules train fully.
+    capabilities = Capabilities(
+        chunking=True,
+        batching=True,
+        gradient_checkpointing=True,
+        kv_cache="prefix",
+        compile="decoding",
+        lora_preset={
+            "rank": 32,
+            "alpha": 16.0,
+            "targets": ["vision_tower.*", "projector.*", "lm.layers.*"],
+            "train_also": ["action_head.*", "proprio.*", "film.*"],
+        },
+    )
 
     def __init__(
         self,
@@ -161,9 +183,13 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         return self.lm.embed_tokens.weight.device
 
     @property
-    def transformer(self) -> DecoderLM:
-        """The backbone (the trainer sets ``policy.transformer.gradient_checkpointing``)."""
-        return self.lm
+    def layout(self) -> str:  # type: ignore[override]
+        """'oft' (parallel L1 chunk) or 'vla' (token decoding): the module layout `bench` sees."""
+        return "oft" if self.config.variant == "oft" else "vla"
+
+    @property
+    def head_name(self) -> str:  # type: ignore[override]
+        return "l1" if self.config.variant == "oft" else "tokens"
 
     # ------------------------------------------------------------------ prefix
     @staticmethod
@@ -395,18 +421,45 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
 
         use_cache=False recomputes the whole sequence for every action token (the reference path).
         """
+        return self.predict_batch_info(
+            batch, dataset=dataset, steps=steps, generator=generator, use_cache=use_cache
+        )[0]
+
+    @torch.inference_mode()
+    def predict_batch_info(
+        self,
+        batch: dict[str, Any],
+        *,
+        dataset: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """`predict_batch` plus per chunk ``decode_failed`` / ``decode_error`` (token-decoding variants: a
+        chunk in which unconstrained decoding emitted non-action tokens that were replaced)."""
         del steps, generator
         reject_dataset(dataset)
         with self.evaluating():
             prefix, valid = self._prefix(batch)  # (B, P, D), (B, P)
             if self.config.variant == "oft":
                 actions = self._oft_actions(prefix, valid)  # (B, H, A)
+                infos: list[dict[str, Any]] = [{} for _ in range(actions.shape[0])]
             else:
-                actions = self._decode_tokens(prefix, valid, use_cache)  # (B, H, A)
+                actions, n_bad = self._decode_tokens(prefix, valid, use_cache)  # (B, H, A), (B,)
+                HA = self.config.n_action_tokens
+                infos = [
+                    decode_info(
+                        f"invalid_action_tokens: {n} of {HA} generated tokens replaced" if n else None
+                    )
+                    for n in n_bad.tolist()
+                ]
             self.decode_stats["predictions"] += actions.shape[0]
-            return self.normalizer.unnormalize(ACTION_KEY, actions.float())
+            return self.normalizer.unnormalize(ACTION_KEY, actions.float()), infos
 
-    def _decode_tokens(self, prefix: torch.Tensor, valid: torch.Tensor, use_cache: bool) -> torch.Tensor:
+    def _decode_tokens(
+        self, prefix: torch.Tensor, valid: torch.Tensor, use_cache: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> action values (B, H, A) and, per row, how many generated tokens were not action tokens (B,)."""
         c = self.config
         at = self.action_tokenizer
         assert at is not None
@@ -424,6 +477,7 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
         tokens = gen.tokens  # (B, HA)
         decoded = at.decode(tokens)
         values = decoded.values
+        n_bad_rows = (~decoded.valid).sum(1)  # (B,)
         if not bool(decoded.valid.all()):
             # Unconstrained decoding emitted a text token: take that step's best action token instead,
             # and say so (the reference would silently map it to an edge bin).
@@ -439,4 +493,4 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
             ids = torch.tensor(at.token_ids, device=tokens.device)
             fallback = ids[gen.logits[..., ids].argmax(-1)]  # (B, HA)
             values = torch.where(decoded.valid, values, at.decode(fallback).values)
-        return values.reshape(B, c.chunk, c.action_dim)
+        return values.reshape(B, c.chunk, c.action_dim), n_bad_rows

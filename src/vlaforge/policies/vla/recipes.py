@@ -79,7 +79,7 @@ def _dino(
 
 # OpenVLA-OFT's changes to OpenVLA (any size): an 8-step chunk decoded in parallel into an L1 MLP-ResNet
 # head, FiLM on the vision towers, a proprio token.
-_OFT = {"variant": "oft", "head": "l1", "chunk": 8, "use_proprio": True, "film": True}
+_OFT = {"variant": "oft", "chunk": 8, "use_proprio": True, "film": True}
 # The released OpenVLA-7B prompt side: a plain causal Llama over BOS + image + HF-tokenized prompt.
 _OPENVLA_7B_PROMPT = {"prefix_attention": "causal", "language": "hf", "bos_token_id": 1, "text_max_len": 48}
 
