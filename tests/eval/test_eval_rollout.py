@@ -48,6 +48,12 @@ def test_rollout_failure_runs_to_max_steps_and_records_frames():
     assert [int(f["gripper"][0, 0, 0]) for f in res.frames] == list(range(MAX_STEPS + 1))
 
 
+def test_rollout_refuses_a_step_limit_above_the_envs():
+    """The env ends its episode at its own limit: a longer --max-steps would be cut short without a word."""
+    with pytest.raises(ValueError, match=f"above the step limit of reach-mixed \\({MAX_STEPS}\\)"):
+        rollout(ReachEnv("reach-mixed"), ConstantPolicy(history=1, chunk=4), seed=0, max_steps=MAX_STEPS + 1)
+
+
 def test_rollout_with_temporal_ensembling_calls_the_policy_every_step():
     policy = ConstantPolicy(history=2, chunk=4)
     res = rollout(ReachEnv("reach-easy"), policy, seed=0, executor=ExecutorConfig(mode="ensemble"))

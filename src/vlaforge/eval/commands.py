@@ -189,7 +189,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--safety", metavar="FILE", help="JSON SafetyLimits: filter every action, report interventions"
     )
-    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: the env's)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="episode step limit, at most the env's (default: the env's)",
+    )
     p.add_argument("--videos", type=int, default=1, help="videos recorded per task (default 1)")
     p.add_argument("--out", default=None, help="output directory (default RUN_DIR/eval)")
     p.add_argument(

@@ -160,6 +160,8 @@ def rollout(
     limit = int(max_steps if max_steps is not None else env.max_steps)
     if limit < 1:
         raise ValueError(f"rollout: max_steps must be >= 1, got {limit} (env.max_steps={env.max_steps})")
+    if limit > env.max_steps:  # the env ends its episode at its own limit: a longer one would be cut silently
+        raise ValueError(f"max_steps {limit} is above the step limit of {env.task} ({env.max_steps})")
 
     obs = env.reset(seed=seed)
     instruction = obs.instruction or env.instruction
