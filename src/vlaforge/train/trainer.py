@@ -36,7 +36,7 @@ from vlaforge.policies.octo.policy import Policy
 from vlaforge.train import distributed, fsdp
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
-from vlaforge.train.finetune import export_state_dict
+from vlaforge.train.lora import export_state_dict
 from vlaforge.train.sampler import StepBatchSampler, StepKeyedBatches, StepSeededDataset
 from vlaforge.train.schedule import lr_at
 
