@@ -61,7 +61,8 @@ def test_declared_capabilities_hold(family):
     assert (caps.compile == "sampling") == callable(getattr(policy, "compile_sampling", None))
     policy.set_gradient_checkpointing(True)  # every family can
     if caps.lora_preset is not None:  # the preset's targets exist in the module tree
-        from vlaforge.train.finetune import _matches, lora_preset
+        from vlaforge.train.freeze import _matches
+        from vlaforge.train.lora import lora_preset
 
         cfg = lora_preset(policy)
         modules = [n for n, _ in policy.named_modules()]

@@ -15,21 +15,21 @@ from vlaforge.errors import CheckpointError
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.recipes import make_policy
 from vlaforge.train.finetune import (
-    LoRAConfig,
-    ShapeChange,
     apply_finetune_setup,
-    apply_lora,
     check_finetune_setup,
-    export_state_dict,
     finetune_policy,
-    freeze,
-    freeze_all_but,
-    load_pretrained,
+    parameter_counts,
+    parameter_table,
+)
+from vlaforge.train.freeze import freeze, freeze_all_but
+from vlaforge.train.init_from import ShapeChange, load_pretrained
+from vlaforge.train.lora import (
+    LoRAConfig,
+    apply_lora,
+    export_state_dict,
     lora_layers,
     lora_preset,
     merge_lora,
-    parameter_counts,
-    parameter_table,
 )
 from vlaforge.train.trainer import make_optimizer
 

@@ -18,8 +18,8 @@ from vlaforge.cli import main as cli_main
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.recipes import make_policy
 from vlaforge.train.config import TrainConfig
-from vlaforge.train.finetune import apply_lora, export_state_dict, lora_layers, merge_lora
 from vlaforge.train.fsdp import optimizer_state_by_index, optimizer_state_by_name, parameter_names
+from vlaforge.train.lora import apply_lora, export_state_dict, lora_layers, merge_lora
 from vlaforge.train.trainer import make_optimizer, train
 
 ROOT = Path(__file__).resolve().parents[2]

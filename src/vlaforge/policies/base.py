@@ -80,7 +80,7 @@ class Capabilities:
       bench`, not a `load_policy` option), None.
     bf16_weights: `cast_for_inference(torch.bfloat16)`. int8: `inference.fastpaths.int8_copy` (the
       Linear layers of ``transformer.`` and ``head.``).
-    lora_preset: the family's published LoRA settings (`train.finetune.LoRAConfig` fields; ``train_also``
+    lora_preset: the family's published LoRA settings (`train.lora.LoRAConfig` fields; ``train_also``
       globs that match no parameter are dropped), None: the user gives them.
     gradient_checkpointing: `set_gradient_checkpointing` recomputes the backbone's blocks in backward.
     head_choice / augmentation: the recipe's action head and training-time image augmentation are

@@ -35,12 +35,8 @@ def run_training(
     from vlaforge.data import Dataset, MixtureDataset
     from vlaforge.policies.recipes import family_overrides, get_recipe, make_mixture_policy, make_policy
     from vlaforge.train.config import TrainConfig
-    from vlaforge.train.finetune import (
-        apply_finetune_setup,
-        finetune_policy,
-        lora_preset,
-        parameter_table,
-    )
+    from vlaforge.train.finetune import apply_finetune_setup, finetune_policy, parameter_table
+    from vlaforge.train.lora import lora_preset
     from vlaforge.train.trainer import seed_everything, train
 
     r = get_recipe(recipe)

@@ -21,6 +21,7 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from vlaforge.policies.octo.policy import Policy
 from vlaforge.train import distributed, fsdp
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.ema import EMA
-from vlaforge.train.finetune import export_state_dict
+from vlaforge.train.lora import export_state_dict
 from vlaforge.train.sampler import StepBatchSampler, StepKeyedBatches, StepSeededDataset
 from vlaforge.train.schedule import lr_at
 
@@ -238,28 +239,8 @@ def train(
     ddp = di.enabled and not sharded
     model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     policy.set_gradient_checkpointing(cfg.grad_checkpointing)
-    device_type = torch.device(cfg.device).type
-    accum = cfg.grad_accum
 
-    sampler = StepBatchSampler(
-        len(dataset),
-        cfg.batch_size,
-        cfg.seed,
-        start_step=prog.step * accum,  # the sampler counts micro-batches
-        rank=di.rank,
-        world_size=di.world_size,
-    )
-    loader = DataLoader(
-        # Any randomness in dataset[i] is seeded from (seed, micro-step, i): the same whichever worker
-        # reads it, however many workers there are, and after a resume.
-        StepSeededDataset(dataset, cfg.seed),
-        batch_sampler=StepKeyedBatches(sampler),
-        num_workers=cfg.num_workers,
-        worker_init_fn=_worker_init if cfg.num_workers else None,
-        persistent_workers=cfg.num_workers > 0,
-        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched by the loader
-    )
-    batches = iter(loader)
+    batches = iter(_make_loader(dataset, cfg, prog.step, di))
     t_start = time.perf_counter() - prog.elapsed_before_s
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     # With a wall-clock budget the step total is only an upper bound: show time left instead of a step ETA.
@@ -295,70 +276,21 @@ def train(
             for group in opt.param_groups:
                 group["lr"] = lr
 
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for micro in range(accum):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                prog.wait_s += time.perf_counter() - t0
-                # DDP all-reduces gradients only on the last micro-batch of the step. FSDP reduce-scatters
-                # every micro-batch, so each rank only ever holds its shard of the gradients.
-                last = micro == accum - 1
-                sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
-                with sync:
-                    with torch.autocast(device_type, torch.bfloat16, enabled=cfg.precision == "bf16"):
-                        loss, metrics = model(batch)  # Policy.forward == Policy.loss (through DDP/FSDP hooks)
-                    if _any_rank(not torch.isfinite(loss).item(), di):
-                        path, _ = checkpoint()
-                        raise TrainingError(
-                            f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
-                            "Lower the learning rate or check the data for extreme values."
-                        )
-                    (loss.float() / accum).backward()
-                step_loss += _mean_over_ranks(loss.detach().float(), di) / accum
-                prog.samples += len(batch["task"]) * di.world_size
-            # With sharded gradients (FSDP) the norm is still the global one: torch reduces it over the ranks.
-            grad_norm = fsdp.full_tensor(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-            opt.step()
-            if ema is not None:
-                ema.update(policy)
+            step_loss, grad_norm, metrics = _optimisation_step(
+                model, policy, opt, ema, batches, cfg, di, prog, step=step, ddp=ddp, checkpoint=checkpoint
+            )
             step += 1
             prog.step = step
             prog.window_loss += step_loss
             prog.window_n += 1
 
             if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_val = prog.last_loss = prog.window_loss / prog.window_n
-                prog.window_loss, prog.window_n = 0.0, 0
-                elapsed = time.perf_counter() - t_start
-                sps = prog.samples / elapsed
-                prog.curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
-                if log is not None:
-                    log.scalars(step, loss_val, lr, float(grad_norm), sps, prog.wait_s / elapsed, metrics)
-                postfix = {
-                    "loss": f"{loss_val:.4f}",
-                    "sps": f"{sps:.0f}",
-                    "wait": f"{prog.wait_s / elapsed:.0%}",
-                }
-                if budget_s is not None:
-                    postfix["left"] = f"{max(0.0, budget_s - elapsed) / 60:.1f}min"
-                bar.set_postfix(postfix)
+                _log_progress(prog, step, lr, grad_norm, metrics, t_start, budget_s, log, bar)
             bar.update(1)
             if cfg.eval_every and step % cfg.eval_every == 0:
-                # Under FSDP rank 0 evaluates a plain copy built from the gathered EMA weights (all ranks
-                # join the gather; the others then wait at their next collective).
-                snap = _snapshot(policy, opt, ema, di, optimizer=False) if sharded else None
-                if di.is_main:
-                    weights = snap.policy_weights(policy) if snap is not None else None
-                    success = _evaluate_during_training(policy, ema, cfg, run_dir, step, weights)
-                    prog.curve.append({"step": step, "eval_success": success})
-                    if log is not None:
-                        log.tb.add_scalar("eval/success", success, step)
-                    if success > prog.best_success:
-                        prog.best_success = success
-                        _save_best(run_dir, policy, ema, step, success, weights)
-                    if progress:
-                        bar.write(f"step {step}: eval success {success:.1%} (best {prog.best_success:.1%})")
+                _evaluate_and_keep_best(
+                    policy, opt, ema, cfg, di, run_dir, step, prog, log, bar, progress=progress
+                )
             # After the evaluation, so the checkpoint holds its curve entry and the best score for a resume.
             if step % cfg.save_every == 0:
                 checkpoint()
@@ -387,6 +319,140 @@ def train(
         log.finish(result, prog.curve, policy)
     distributed.barrier()
     return result
+
+
+def _make_loader(dataset: Any, cfg: TrainConfig, start_step: int, di: distributed.DistInfo) -> DataLoader:
+    """This rank's batches from optimizer step ``start_step`` on; the same batches whatever the workers."""
+    sampler = StepBatchSampler(
+        len(dataset),
+        cfg.batch_size,
+        cfg.seed,
+        start_step=start_step * cfg.grad_accum,  # the sampler counts micro-batches
+        rank=di.rank,
+        world_size=di.world_size,
+    )
+    return DataLoader(
+        # Any randomness in dataset[i] is seeded from (seed, micro-step, i): the same whichever worker
+        # reads it, however many workers there are, and after a resume.
+        StepSeededDataset(dataset, cfg.seed),
+        batch_sampler=StepKeyedBatches(sampler),
+        num_workers=cfg.num_workers,
+        worker_init_fn=_worker_init if cfg.num_workers else None,
+        persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched by the loader
+    )
+
+
+def _optimisation_step(
+    model: torch.nn.Module,
+    policy: Policy,
+    opt: torch.optim.Optimizer,
+    ema: EMA | None,
+    batches: Iterator[dict[str, Any]],
+    cfg: TrainConfig,
+    di: distributed.DistInfo,
+    prog: _Progress,
+    *,
+    step: int,
+    ddp: bool,
+    checkpoint: Callable[[], tuple[Path, _Snapshot | None]],
+) -> tuple[float, torch.Tensor, dict[str, Any]]:
+    """One optimizer step over ``cfg.grad_accum`` micro-batches: backward, clip, AdamW, EMA.
+
+    model: ``policy`` itself, or its DDP wrapper. A non-finite loss saves a checkpoint (``checkpoint``)
+    and raises :class:`TrainingError`. Returns (step loss averaged over ranks, the global gradient norm
+    before clipping, the last micro-batch's metrics); counts waiting time and samples into ``prog``.
+    """
+    device_type = torch.device(cfg.device).type
+    accum = cfg.grad_accum
+    opt.zero_grad(set_to_none=True)
+    step_loss = 0.0
+    for micro in range(accum):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        prog.wait_s += time.perf_counter() - t0
+        # DDP all-reduces gradients only on the last micro-batch of the step. FSDP reduce-scatters
+        # every micro-batch, so each rank only ever holds its shard of the gradients.
+        last = micro == accum - 1
+        sync = model.no_sync() if ddp and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device_type, torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, metrics = model(batch)  # Policy.forward == Policy.loss (through DDP/FSDP hooks)
+            if _any_rank(not torch.isfinite(loss).item(), di):
+                path, _ = checkpoint()
+                raise TrainingError(
+                    f"non-finite loss ({loss.item()}) at step {step}; last good weights saved to {path}. "
+                    "Lower the learning rate or check the data for extreme values."
+                )
+            (loss.float() / accum).backward()
+        step_loss += _mean_over_ranks(loss.detach().float(), di) / accum
+        prog.samples += len(batch["task"]) * di.world_size
+    # With sharded gradients (FSDP) the norm is still the global one: torch reduces it over the ranks.
+    grad_norm = fsdp.full_tensor(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
+    opt.step()
+    if ema is not None:
+        ema.update(policy)
+    return step_loss, grad_norm, metrics
+
+
+def _log_progress(
+    prog: _Progress,
+    step: int,
+    lr: float,
+    grad_norm: torch.Tensor,
+    metrics: dict[str, Any],
+    t_start: float,
+    budget_s: float | None,
+    log: _RunLogger | None,
+    bar: Any,
+) -> None:
+    """Close the logging window: a curve entry, TensorBoard scalars (rank 0) and the progress bar."""
+    loss_val = prog.last_loss = prog.window_loss / prog.window_n
+    prog.window_loss, prog.window_n = 0.0, 0
+    elapsed = time.perf_counter() - t_start
+    sps = prog.samples / elapsed
+    prog.curve.append({"step": step, "loss": loss_val, "lr": lr, "time_s": elapsed})
+    if log is not None:
+        log.scalars(step, loss_val, lr, float(grad_norm), sps, prog.wait_s / elapsed, metrics)
+    postfix = {
+        "loss": f"{loss_val:.4f}",
+        "sps": f"{sps:.0f}",
+        "wait": f"{prog.wait_s / elapsed:.0%}",
+    }
+    if budget_s is not None:
+        postfix["left"] = f"{max(0.0, budget_s - elapsed) / 60:.1f}min"
+    bar.set_postfix(postfix)
+
+
+def _evaluate_and_keep_best(
+    policy: Policy,
+    opt: torch.optim.Optimizer,
+    ema: EMA | None,
+    cfg: TrainConfig,
+    di: distributed.DistInfo,
+    run_dir: Path,
+    step: int,
+    prog: _Progress,
+    log: _RunLogger | None,
+    bar: Any,
+    *,
+    progress: bool,
+) -> None:
+    """In-training evaluation on rank 0; a new best score saves the best checkpoint. Every rank calls it."""
+    # Under FSDP rank 0 evaluates a plain copy built from the gathered EMA weights (all ranks
+    # join the gather; the others then wait at their next collective).
+    snap = _snapshot(policy, opt, ema, di, optimizer=False) if cfg.parallel == "fsdp" else None
+    if di.is_main:
+        weights = snap.policy_weights(policy) if snap is not None else None
+        success = _evaluate_during_training(policy, ema, cfg, run_dir, step, weights)
+        prog.curve.append({"step": step, "eval_success": success})
+        if log is not None:
+            log.tb.add_scalar("eval/success", success, step)
+        if success > prog.best_success:
+            prog.best_success = success
+            _save_best(run_dir, policy, ema, step, success, weights)
+        if progress:
+            bar.write(f"step {step}: eval success {success:.1%} (best {prog.best_success:.1%})")
 
 
 class _RunLogger:
