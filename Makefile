@@ -36,7 +36,7 @@ test: install
 
 # The slow suite (marker `slow`: DDP/FSDP equivalence, end-to-end CLI, evaluation through the server, the
 # client's fresh-venv install, compiled paths, the experts in the simulators), run by CI (.ci/run) after
-# `make test`: 44 tests, about 9 minutes on the 2-core machine.
+# `make test`: 43 tests, about 5 minutes on the 2-core machine.
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
