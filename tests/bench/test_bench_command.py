@@ -39,7 +39,8 @@ def test_bench_recipe_writes_json_and_png(tmp_path, capsys):
         p = result["paths"][name]
         assert PATH_KEYS <= set(p), name
         assert p["median_ms"] > 0 and p["p90_ms"] >= p["median_ms"] and p["equal"] is True
-        assert p["control_hz"] == pytest.approx(4 / (p["median_ms"] / 1000), rel=0.01)
+        # control_hz is rounded to 0.1 Hz: with a slow median (a loaded machine) that is more than 1 %
+        assert p["control_hz"] == pytest.approx(4 / (p["median_ms"] / 1000), rel=0.01, abs=0.051)
     assert out.with_suffix(".png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "| octo-tiny/diffusion | 2.66M | inference_mode |" in printed
