@@ -486,9 +486,11 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
 
         use_cache=False recomputes the whole sequence for every generated token (the reference path).
         """
-        del steps, generator
-        return self._predict(batch, dataset=dataset, use_cache=use_cache)[0]
+        return self.predict_batch_info(
+            batch, dataset=dataset, steps=steps, generator=generator, use_cache=use_cache
+        )[0]
 
+    @torch.inference_mode()
     def predict_batch_info(
         self,
         batch: dict[str, Any],
@@ -500,16 +502,9 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
     ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         """`predict_batch` plus per chunk ``decode_failed`` (the fallback chunk) and ``decode_error``."""
         del steps, generator
-        actions, errors = self._predict(batch, dataset=dataset, use_cache=use_cache)
-        return actions, [decode_info(e) for e in errors]
-
-    @torch.inference_mode()
-    def _predict(
-        self, batch: dict[str, Any], *, dataset: str | None, use_cache: bool = True
-    ) -> tuple[torch.Tensor, list[str | None]]:
         reject_dataset(dataset)
         with self.evaluating():
             gen = self.generate(batch, use_cache=use_cache)
             actions, errors = self.decode_token_rows(gen.tokens)  # (B, H, A), B x (None | why)
             self.decode_stats["predictions"] += actions.shape[0]
-            return actions.float(), errors
+            return actions.float(), [decode_info(e) for e in errors]
