@@ -132,13 +132,49 @@ class _Stub:
             _Stub(size=(64, 64)),
             r"camera 'corner' is \(64, 64, 3\) in dataset 'two' but \(32, 32, 3\) in 'one'",
         ),
-        (_Stub(fps=15.0), "different fps"),
         (_Stub(n=0), "dataset 'two' is empty"),
     ],
 )
 def test_incompatible_datasets_are_named(other, message):
     with pytest.raises(DatasetError, match=message):
         MixtureDataset({"one": _Stub(), "two": other})
+
+
+def test_camera_map_renames_one_datasets_cameras_and_keeps_each_control_rate(tmp_path):
+    """Meta-World (corner, gripper; 80 Hz) beside LIBERO (image, wrist_image; 20 Hz), as Octo mixes them."""
+    mw = write_synthetic_dataset(tmp_path / "mw", episodes=2, length=6, cameras=("corner", "gripper"), fps=80)
+    lib = write_synthetic_dataset(
+        tmp_path / "lib",
+        episodes=2,
+        length=6,
+        cameras=("image", "wrist_image"),
+        state_dim=8,
+        action_dim=7,
+        fps=20,
+    )
+    parts = {"mt10": Dataset(mw, chunk=2), "libero": Dataset(lib, chunk=2)}
+    with pytest.raises(DatasetError, match="camera 'corner' is in dataset 'mt10' but not in 'libero'"):
+        MixtureDataset(parts)
+    mix = MixtureDataset(parts, cameras={"mt10": {"corner": "image", "gripper": "wrist_image"}})
+    assert mix.camera_keys == ["observation.images.image", "observation.images.wrist_image"]
+    assert mix.dataset_fps == {"mt10": 80.0, "libero": 20.0} and mix.fps == 80.0
+    names = {mix.locate(i)[0]: i for i in range(len(mix))}
+    item = mix[names["mt10"]]
+    frame = parts["mt10"][mix.locate(names["mt10"])[1]]
+    assert torch.equal(item["observation.images.image"], frame["observation.images.corner"])
+    assert torch.equal(
+        item["observation.images.wrist_image_is_pad"], frame["observation.images.gripper_is_pad"]
+    )
+    assert "observation.images.corner" not in item
+    batch = default_collate([mix[i] for i in range(4)])  # identical keys across the two datasets
+    assert batch["observation.images.image"].shape == (4, 32, 32, 3)
+    assert set(mix.stats["mt10"]) >= {"observation.images.image", "observation.images.wrist_image"}
+    with pytest.raises(DatasetError, match=r"camera map for 'mt10' names cameras \['top'\] it lacks"):
+        MixtureDataset(parts, cameras={"mt10": {"top": "image"}})
+    with pytest.raises(DatasetError, match="camera map names unknown datasets"):
+        MixtureDataset(parts, cameras={"metaworld": {"corner": "image"}})
+    with pytest.raises(DatasetError, match="gives two cameras one name"):
+        MixtureDataset(parts, cameras={"mt10": {"corner": "gripper"}})
 
 
 def test_bad_weights_are_named():

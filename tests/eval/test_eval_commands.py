@@ -78,3 +78,69 @@ def test_eval_rejects_bad_arguments(fake_envs, tmp_path):
 def test_fake_env_module_is_importable_by_workers():
     # the worker test spawns processes that import this helper by name
     assert eval_fakes.make_fake_env.__module__ == "eval_fakes"
+
+
+def test_a_cross_embodiment_run_trains_with_a_camera_map_and_evaluates_as_one_dataset(
+    fake_envs, tmp_path, capsys
+):
+    """`train --camera-map` puts the reach env's corner/gripper cameras under another dataset's names;
+    `eval --dataset reach` acts as that dataset: its 1-D action, 10 Hz, the env's own camera names."""
+    from vlaforge.data import write_synthetic_dataset
+
+    reach = write_synthetic_dataset(
+        tmp_path / "reach", episodes=2, length=8, state_dim=2, action_dim=1, fps=10
+    )
+    arm = write_synthetic_dataset(
+        tmp_path / "arm",
+        episodes=2,
+        length=8,
+        cameras=("image", "wrist_image"),
+        state_dim=8,
+        action_dim=7,
+        fps=20,
+    )
+    small = {"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "stem_channels": [8, 16], "history": 1}
+    run = tmp_path / "run"
+    rc = main(["train", "--data", f"arm={arm},reach={reach}", "--camera-map", "reach:corner=image,gripper=wrist_image",
+               "--out", str(run), "--steps", "2", "--batch-size", "4", "--workers", "0", "--no-cache",
+               "--head", "l1", "--model-overrides", json.dumps(small)])  # fmt: skip
+    assert rc == 0
+    with pytest.raises(
+        SystemExit, match=r"several datasets \['arm', 'reach'\]: choose the one to act as with --dataset"
+    ):
+        main(["eval", str(run), "--tasks", "reach-easy", "--episodes", "1", "--no-progress"])
+    with pytest.raises(SystemExit, match=r"--dataset lab: .* was trained on \['arm', 'reach'\]"):
+        main(["eval", str(run), "--tasks", "reach-easy", "--dataset", "lab", "--no-progress"])
+    rc = main(["eval", str(run), "--tasks", "reach-easy", "--dataset", "reach", "--episodes", "1", "--videos", "0",
+               "--no-progress"])  # fmt: skip
+    assert rc == 0
+    data = json.loads((run / "eval-reach" / "eval.json").read_text())
+    spec = data["config"]["policy_spec"]
+    assert (
+        sorted(spec["cameras"]) == ["corner", "gripper"] and spec["action_dim"] == 1 and spec["fps"] == 10.0
+    )
+    assert data["config"]["policy"].endswith(" as reach")
+    with pytest.raises(SystemExit, match="--camera-map renames a mixture's cameras: give several --data"):
+        main(
+            [
+                "train",
+                "--data",
+                str(reach),
+                "--camera-map",
+                "reach:corner=image",
+                "--out",
+                str(tmp_path / "r2"),
+            ]
+        )
+    with pytest.raises(SystemExit, match="expected NAME:its_camera=policy_camera"):
+        main(
+            [
+                "train",
+                "--data",
+                f"arm={arm},reach={reach}",
+                "--camera-map",
+                "reach:corner",
+                "--out",
+                str(tmp_path / "r3"),
+            ]
+        )

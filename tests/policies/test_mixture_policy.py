@@ -179,3 +179,57 @@ def test_two_training_steps_on_the_mixture(mix, tmp_path):
     loaded = Policy.load(tmp_path / "run")
     assert loaded.normalizer.datasets == ["a", "b"]
     assert loaded.predict(_obs(mix, "b"), dataset="b").actions.shape == (4, 2)
+
+
+def test_a_dataset_with_its_own_camera_names_and_rate_acts_through_its_view(tmp_path):
+    """Meta-World-like (corner, gripper; 80 Hz) mapped onto LIBERO-like cameras (image, wrist_image; 20 Hz):
+    its view takes the env's own camera names and acts at its own rate, through a save and load."""
+    mw = write_synthetic_dataset(tmp_path / "mw", episodes=2, length=8, cameras=("corner", "gripper"), fps=80)
+    lib = write_synthetic_dataset(
+        tmp_path / "lib",
+        episodes=2,
+        length=8,
+        cameras=("image", "wrist_image"),
+        state_dim=8,
+        action_dim=7,
+        fps=20,
+    )
+    mixture = MixtureDataset(
+        {"libero": Dataset(lib, history=2, chunk=4), "mt10": Dataset(mw, history=2, chunk=4)},
+        cameras={"mt10": {"corner": "image", "gripper": "wrist_image"}},
+    )
+    torch.manual_seed(0)
+    policy = make_mixture_policy("octo-tiny", mixture, head="l1", augment=False, **TINY).eval()
+    c = policy.config
+    assert sorted(c.cameras) == ["image", "wrist_image"] and c.fps == 20.0
+    assert c.dataset_fps == {"mt10": 80.0}
+    assert c.dataset_cameras == {"mt10": {"corner": "image", "gripper": "wrist_image"}}
+    policy.save(tmp_path / "p")
+    loaded = Policy.load(tmp_path / "p")
+    view = loaded.for_dataset("mt10")
+    assert sorted(view.spec.cameras) == ["corner", "gripper"]
+    assert (view.spec.state_dim, view.spec.action_dim, view.spec.fps) == (4, 4, 80.0)
+    assert loaded.for_dataset("libero").spec.fps == 20.0
+
+    item = mixture.datasets["mt10"][3]
+    own = [
+        Observation(
+            images={c: item[f"observation.images.{c}"][t].numpy() for c in ("corner", "gripper")},
+            state=item["observation.state"][t].numpy(),
+            instruction=item["task"],
+        )
+        for t in range(2)
+    ]
+    renamed = [
+        Observation(
+            images={"image": o.images["corner"], "wrist_image": o.images["gripper"]},
+            state=o.state,
+            instruction=o.instruction,
+        )
+        for o in own
+    ]
+    chunk = view.predict(own)
+    assert chunk.control_hz == 80.0 and chunk.actions.shape == (4, 4)
+    np.testing.assert_array_equal(chunk.actions, policy.predict(renamed, dataset="mt10").actions)
+    with pytest.raises(ValueError, match="missing camera 'image'"):
+        loaded.predict(own, dataset="mt10")  # the policy itself reads its own camera names

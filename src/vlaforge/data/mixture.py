@@ -16,8 +16,13 @@ every frame of every dataset appears at least once. The slot table is shuffled w
 `mix[i]` is a pure function of (i, seed): the trainer's step-indexed batch order stays reproducible
 across resumes and ranks. Memory: 5 bytes per slot, built on first access.
 
-Cameras must match exactly (same names and sizes) across datasets — a policy has one set of image
-encoders; narrow a dataset with `Dataset(root, cameras=[...])`. Other features that are not in every
+Cameras must match (same names and sizes) across datasets — a policy has one set of image encoders;
+narrow a dataset with `Dataset(root, cameras=[...])`, and give datasets whose cameras are named
+differently a camera map: `cameras={"mt10": {"corner": "image", "gripper": "wrist_image"}}` reads
+Meta-World's corner camera as the mixture's "image" (Octo's per-dataset observation keys).
+Control rates may differ (Meta-World 80 Hz, LIBERO 20 Hz; Octo mixes 3–15 Hz datasets unresampled):
+`dataset_fps` keeps each one's rate, which a mixture policy acts at for that dataset, and `fps` is
+the first dataset's. Other features that are not in every
 dataset with the same shape are dropped from items (default_collate needs identical keys). For the same
 reason the subtask labels ("subtask", "subtask_index") are kept only when every dataset has them; a mixture
 of labelled and unlabelled datasets drops them (with a warning) rather than inventing labels.
@@ -55,6 +60,8 @@ class MixtureDataset(torch.utils.data.Dataset):
     weights: name -> sampling weight (> 0; normalized); None = proportional to dataset size.
     state_dim / action_dim: padded sizes; None = the largest of the datasets (a recipe may ask for more).
     epoch_length: slots per virtual epoch; None = just long enough that every frame appears once.
+    cameras: dataset name -> {its camera name: the mixture's camera name}, for datasets whose cameras
+        are named differently (unmapped cameras keep their names).
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         action_dim: int | None = None,
         seed: int = 0,
         epoch_length: int | None = None,
+        cameras: Mapping[str, Mapping[str, str]] | None = None,
     ):
         if not datasets:
             raise DatasetError("MixtureDataset needs at least one dataset")
@@ -78,7 +86,9 @@ class MixtureDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"dataset '{name}' is empty")
         self.weights = self._normalized_weights(weights)
         self.seed = seed
-        self.fps = self._common_fps()
+        self.camera_maps = self._camera_maps(cameras or {})
+        self.dataset_fps = {n: float(ds.fps) for n, ds in self.datasets.items()}
+        self.fps = self.dataset_fps[self.names[0]]
         self.dataset_dims: dict[str, tuple[int, int]] = {
             name: (self._dim(name, STATE_KEY), self._dim(name, ACTION_KEY)) for name in self.names
         }
@@ -131,16 +141,46 @@ class MixtureDataset(torch.utils.data.Dataset):
         total = sum(raw.values())
         return {n: w / total for n, w in raw.items()}
 
-    def _common_fps(self) -> float:
-        fps = {n: float(ds.fps) for n, ds in self.datasets.items()}
-        if len(set(fps.values())) > 1:
-            raise DatasetError(
-                f"datasets have different fps {fps}; a policy acts at one control rate — resample them first"
+    def _camera_maps(self, cameras: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """Each dataset's {feature key: the mixture's feature key} for its renamed cameras."""
+        unknown = sorted(set(cameras) - set(self.names))
+        if unknown:
+            raise DatasetError(f"camera map names unknown datasets {unknown}; the mixture has {self.names}")
+        out: dict[str, dict[str, str]] = {}
+        for name in self.names:
+            mapping = dict(cameras.get(name, {}))
+            have = sorted(
+                k.removeprefix(IMAGE_PREFIX)
+                for k in self.datasets[name].features
+                if k.startswith(IMAGE_PREFIX)
             )
-        return next(iter(fps.values()))
+            missing = sorted(set(mapping) - set(have))
+            if missing:
+                raise DatasetError(
+                    f"camera map for '{name}' names cameras {missing} it lacks (it has {have})"
+                )
+            targets = [mapping.get(c, c) for c in have]
+            if len(set(targets)) != len(targets):
+                raise DatasetError(
+                    f"camera map for '{name}' gives two cameras one name: {dict(zip(have, targets))}"
+                )
+            out[name] = {IMAGE_PREFIX + a: IMAGE_PREFIX + b for a, b in mapping.items() if a != b}
+        return out
+
+    def _renamed(self, name: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
+        """`mapping` (features, statistics or an item) with dataset `name`'s cameras under the mixture's
+        names (an item's "<camera>_is_pad" too)."""
+        rename = self.camera_maps[name]
+        if not rename:
+            return dict(mapping)
+        out = {}
+        for key, value in mapping.items():
+            base, pad = (key[: -len("_is_pad")], "_is_pad") if key.endswith("_is_pad") else (key, "")
+            out[rename.get(base, base) + pad] = value
+        return out
 
     def _dim(self, name: str, key: str) -> int:
-        feats = self.datasets[name].features
+        feats = self.datasets[name].features  # state and action: never renamed
         if key not in feats:
             raise DatasetError(f"dataset '{name}' has no '{key}' feature (features: {sorted(feats)})")
         shape = tuple(feats[key]["shape"])
@@ -165,17 +205,19 @@ class MixtureDataset(torch.utils.data.Dataset):
 
     def _common_features(self) -> tuple[dict[str, dict[str, Any]], dict[str, set[str]]]:
         first_name = self.names[0]
-        first = self.datasets[first_name].features
+        features = {n: self._renamed(n, ds.features) for n, ds in self.datasets.items()}
+        first = features[first_name]
         cams = {k: tuple(v["shape"]) for k, v in first.items() if k.startswith(IMAGE_PREFIX)}
         for name in self.names[1:]:
-            feats = self.datasets[name].features
+            feats = features[name]
             other = {k: tuple(v["shape"]) for k, v in feats.items() if k.startswith(IMAGE_PREFIX)}
             for key in sorted(set(cams) | set(other)):
                 if key not in other or key not in cams:
                     has, lacks = (first_name, name) if key not in other else (name, first_name)
                     raise DatasetError(
                         f"camera '{key.removeprefix(IMAGE_PREFIX)}' is in dataset '{has}' but not in '{lacks}'; "
-                        "mixed datasets need the same cameras (select them with Dataset(root, cameras=[...]))"
+                        "mixed datasets need the same cameras (select them with Dataset(root, cameras=[...]) "
+                        "or rename them with a camera map)"
                     )
                 if cams[key] != other[key]:
                     raise DatasetError(
@@ -188,11 +230,11 @@ class MixtureDataset(torch.utils.data.Dataset):
                 size = self.state_dim if key == STATE_KEY else self.action_dim
                 common[key] = {"dtype": spec["dtype"], "shape": (size,), "names": None}
             elif all(
-                key in ds.features and tuple(ds.features[key]["shape"]) == tuple(spec["shape"])
-                for ds in self.datasets.values()
+                key in feats and tuple(feats[key]["shape"]) == tuple(spec["shape"])
+                for feats in features.values()
             ):
                 common[key] = dict(spec)
-        dropped = {n: set(ds.features) - set(common) for n, ds in self.datasets.items()}
+        dropped = {n: set(feats) - set(common) for n, feats in features.items()}
         return common, dropped
 
     def _subtask_labels(self) -> bool:
@@ -255,7 +297,7 @@ class MixtureDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         name, frame = self.locate(i)
-        item = self.datasets[name][frame]
+        item = self._renamed(name, self.datasets[name][frame])
         dropped = self._dropped[name]
         out = {k: v for k, v in item.items() if k not in dropped and k.removesuffix("_is_pad") not in dropped}
         if not self.has_subtasks:  # identical keys across datasets (default_collate)
@@ -284,7 +326,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         """Per dataset: its statistics, with state and action padded by neutral values (mean 0, std 1)."""
         out = {}
         for name, ds in self.datasets.items():
-            stats = dict(ds.stats)
+            stats = self._renamed(name, ds.stats)
             for key, size in ((STATE_KEY, self.state_dim), (ACTION_KEY, self.action_dim)):
                 if key not in stats:
                     raise DatasetError(f"dataset '{name}' has no statistics for '{key}' (meta/stats.json)")

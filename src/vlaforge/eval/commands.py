@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.eval.expert import ExpertPolicy
     from vlaforge.eval.results import markdown_table
     from vlaforge.eval.rollout import evaluate
-    from vlaforge.inference.load import check_fast_paths, load_policy
+    from vlaforge.inference.load import check_fast_paths, load_policy, trained_datasets
     from vlaforge.runtime.executor import ExecutorConfig
 
     if args.rtc and args.ensemble:
@@ -90,11 +90,28 @@ def _run(args: argparse.Namespace) -> int:
         fast = {k: True for k in ("int8", "bf16", "compile") if getattr(args, k)}
         try:
             check_fast_paths(**fast)  # before any env or worker starts; the policy's own checks run at load
+            datasets = trained_datasets(args.run_dir)
         except ValueError as e:
             raise SystemExit(f"vlaforge eval: {e}") from None
-        factory = functools.partial(load_policy, args.run_dir, **fast)
+        if datasets and args.dataset is None:
+            raise SystemExit(
+                f"vlaforge eval: {args.run_dir} was trained on several datasets {datasets}: "
+                "choose the one to act as with --dataset NAME"
+            )
+        if args.dataset is not None and args.dataset not in datasets:
+            raise SystemExit(
+                f"vlaforge eval: --dataset {args.dataset}: "
+                + (
+                    f"{args.run_dir} was trained on {datasets}"
+                    if datasets
+                    else "the policy was trained on one dataset"
+                )
+            )
+        chosen = {"dataset": args.dataset} if args.dataset else {}
+        factory = functools.partial(load_policy, args.run_dir, **fast, **chosen)
         name = str(args.run_dir) + "".join(f" ({k})" for k in fast)
-        out = Path(args.out or Path(args.run_dir) / "eval")
+        name += f" as {args.dataset}" if args.dataset else ""
+        out = Path(args.out or Path(args.run_dir) / (f"eval-{args.dataset}" if args.dataset else "eval"))
 
     try:
         executor = ExecutorConfig(
@@ -201,6 +218,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, help="worker processes, each with its own policy and env"
     )
     p.add_argument("--expert", action="store_true", help="evaluate the scripted expert instead of a policy")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="a cross-embodiment policy's dataset to act as (its action size, statistics, rate, cameras)",
+    )
     p.add_argument(
         "--int8",
         action="store_true",

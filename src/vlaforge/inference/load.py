@@ -43,7 +43,12 @@ def check_fast_paths(
 
 
 def load_policy(
-    path: str, int8: bool = False, bf16: bool = False, map_location: str = "cpu", compile: bool = False
+    path: str,
+    int8: bool = False,
+    bf16: bool = False,
+    map_location: str = "cpu",
+    compile: bool = False,
+    dataset: str | None = None,
 ) -> Any:
     """Load a trained policy (module-level so that worker processes can unpickle the factory).
 
@@ -54,6 +59,8 @@ def load_policy(
     compile: torch.compile the per-chunk networks (π0 / π0.5: `compile_sampling()`; Octo-style: stems,
     blocks and head net, `fastpaths.compiled_copy`) and make one warm-up call, so the compilation
     (10-60 s on a CPU) happens here and not at the first request. May be combined with bf16.
+    dataset: a cross-embodiment policy's dataset to act as (its sizes, statistics, control rate and
+    camera names: `Policy.for_dataset`); required for such policies by `vlaforge eval`.
     """
     check_fast_paths(int8=int8, bf16=bf16, compile=compile, map_location=map_location)
     policy = Policy.load(path, map_location=map_location)
@@ -72,7 +79,30 @@ def load_policy(
         policy = policy.cast_for_inference(torch.bfloat16)
     if compile:
         policy = _compiled(policy, path)
+    if dataset is not None:
+        known = list(getattr(getattr(policy, "config", None), "datasets", None) or [])
+        if not known:
+            raise ValueError(
+                f"dataset '{dataset}': {path} was trained on one dataset; drop the dataset choice"
+            )
+        if dataset not in known:
+            raise ValueError(f"unknown dataset '{dataset}'; {path} was trained on {known}")
+        policy = policy.for_dataset(dataset)
     return policy
+
+
+def trained_datasets(path: str) -> list[str]:
+    """The datasets a cross-embodiment policy was trained on, read from its config: [] for one dataset,
+    or where the config cannot be read (loading the policy then says why)."""
+    import json
+
+    from vlaforge.policies.base import CONFIG_FILE, policy_dir
+
+    try:
+        config = json.loads((policy_dir(path) / CONFIG_FILE).read_text()).get("config", {})
+    except (ValueError, OSError, AttributeError):  # CheckpointError is a ValueError
+        return []
+    return list(config.get("datasets") or []) if isinstance(config, dict) else []
 
 
 def _compiled(policy: Any, path: str) -> Any:

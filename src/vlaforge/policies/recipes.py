@@ -20,6 +20,7 @@ from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.octo.recipes import Recipe, octo_config_from_dataset, policy_from_config
 from vlaforge.policies.registry import all_recipe_names, recipe_family
+from vlaforge.types import IMAGE_PREFIX
 
 __all__ = [
     "all_recipe_names",
@@ -56,13 +57,23 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
         raise ValueError(
             f"recipe '{recipe}' ({family.name}) does not support dataset mixtures yet; train on one dataset"
         )
-    for fld in ("state_dim", "action_dim", "datasets", "dataset_dims"):
+    for fld in ("state_dim", "action_dim", "datasets", "dataset_dims", "dataset_fps", "dataset_cameras"):
         if overrides.get(fld) is not None:
             raise ValueError(f"make_mixture_policy: '{fld}' comes from the mixture; set it on MixtureDataset")
     cfg = config_from_dataset(recipe, mixture, **overrides)
     cfg = cfg.replace(
         datasets=list(mixture.datasets),
         dataset_dims={n: [int(s), int(a)] for n, (s, a) in mixture.dataset_dims.items()},
+        dataset_fps={
+            n: float(r)
+            for n, r in getattr(mixture, "dataset_fps", {}).items()
+            if float(r) != float(mixture.fps)
+        },
+        dataset_cameras={
+            n: {k.removeprefix(IMAGE_PREFIX): v.removeprefix(IMAGE_PREFIX) for k, v in cams.items()}
+            for n, cams in getattr(mixture, "camera_maps", {}).items()
+            if cams
+        },
         unnormalized_action_dims=[],  # per dataset, in the normalizer's masks
     )
     masks = {}

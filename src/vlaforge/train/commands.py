@@ -19,6 +19,7 @@ def run_training(
     finetune: dict | None = None,
     weights: list[float] | None = None,
     cotrain: dict | None = None,
+    camera_map: dict[str, dict[str, str]] | None = None,
     progress: bool = True,
 ):
     """Library entry point used by the CLI and quickstart. Returns (policy, TrainResult).
@@ -29,6 +30,7 @@ def run_training(
     cannot be combined with "freeze" or "lora".
     data: one dataset root, or several as "a,b" / "name=path,..." (a cross-embodiment mixture, sampled
     with `weights`; state/action padded to the largest, statistics kept per dataset).
+    camera_map: mixtures only, dataset name -> {its camera: the mixture's camera} (`parse_camera_map`).
     cotrain: {"vl": VL_DIR, "robot_fraction": f}: RT-2 co-training of a VLA token recipe with a
     vision-language directory (`vlaforge.data.cotrain`); one robot dataset, no --init-from.
     """
@@ -40,7 +42,9 @@ def run_training(
     from vlaforge.train.trainer import seed_everything, train
 
     r = get_recipe(recipe)
-    check_training_setup(recipe, data, finetune=finetune, weights=weights, cotrain=cotrain)
+    check_training_setup(
+        recipe, data, finetune=finetune, weights=weights, cotrain=cotrain, camera_map=camera_map
+    )
     roots, names, mix_weights = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
     # --head / --no-augment are options of the Octo recipes only
@@ -58,7 +62,9 @@ def run_training(
             recipe, Dataset(roots[0]), VisionLanguageDataset(cotrain["vl"]), **overrides
         )
     elif mixture:
-        probe = MixtureDataset({n: Dataset(r_) for n, r_ in zip(names, roots)}, mix_weights, seed=cfg.seed)
+        probe = MixtureDataset(
+            {n: Dataset(r_) for n, r_ in zip(names, roots)}, mix_weights, seed=cfg.seed, cameras=camera_map
+        )
         policy = make_mixture_policy(recipe, probe, **model_kw)
     elif ft.get("init_from"):
         probe = Dataset(roots[0])
@@ -74,7 +80,7 @@ def run_training(
         ft["lora"] = lora_preset(policy).to_dict()
     apply_finetune_setup(policy, ft)
     c = policy.config
-    dataset = _training_data(roots, names, mix_weights, c.history, c.chunk, cfg, progress)
+    dataset = _training_data(roots, names, mix_weights, c, cfg, progress)
     if cotrain:
         cotrain = {
             "vl": str(Path(cotrain["vl"]).resolve()),
@@ -129,7 +135,7 @@ def resume_training(run_dir: str | Path, *, train_overrides: dict | None = None,
     data = saved["data"]
     roots = data if isinstance(data, list) else [data]
     names = saved.get("names") or [Path(roots[0]).name]
-    dataset = _training_data(roots, names, saved.get("weights"), c.history, c.chunk, cfg, progress)
+    dataset = _training_data(roots, names, saved.get("weights"), c, cfg, progress)
     info = {
         "recipe": saved.get("recipe", c.recipe),
         "data": saved["data"],
@@ -157,6 +163,25 @@ def parse_data(data: str | Path, weights: list[float] | None) -> tuple[list[str]
     return roots, names, (dict(zip(names, weights)) if weights is not None else None)
 
 
+def parse_camera_map(specs: list[str] | None) -> dict[str, dict[str, str]] | None:
+    """["mt10:corner=image,gripper=wrist_image", ...] -> {"mt10": {"corner": "image", ...}} (None: no map)."""
+    if not specs:
+        return None
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        name, sep, pairs = spec.partition(":")
+        mapping = dict(pair.split("=", 1) for pair in pairs.split(",") if "=" in pair)
+        if not sep or not name or not mapping or len(mapping) != len(pairs.split(",")):
+            raise ValueError(
+                f"--camera-map {spec!r}: expected NAME:its_camera=policy_camera[,...], "
+                "e.g. mt10:corner=image,gripper=wrist_image"
+            )
+        if name in out:
+            raise ValueError(f"--camera-map names dataset '{name}' twice")
+        out[name] = mapping
+    return out
+
+
 def check_training_setup(
     recipe: str,
     data: str | Path,
@@ -165,6 +190,7 @@ def check_training_setup(
     weights: list[float] | None = None,
     cotrain: dict | None = None,
     train_overrides: dict | None = None,
+    camera_map: dict | None = None,
 ) -> None:
     """What `run_training` refuses before reading any data (a ValueError naming the option): unknown or
     repeated dataset names, weights that do not match them, fine-tuning options that do not combine, a
@@ -177,10 +203,15 @@ def check_training_setup(
     overrides = {k: v for k, v in (train_overrides or {}).items() if v is not None}
     TrainConfig(**{**get_recipe(recipe).train, **overrides})
 
-    roots, _, _ = parse_data(data, weights)
+    roots, names, _ = parse_data(data, weights)
     ft = {k: v for k, v in (finetune or {}).items() if v}
     check_finetune_setup(ft)
     mixture = len(roots) > 1 or weights is not None
+    if camera_map and not mixture:
+        raise ValueError("--camera-map renames a mixture's cameras: give several --data")
+    unknown = sorted(set(camera_map or {}) - set(names))
+    if unknown:
+        raise ValueError(f"--camera-map names datasets {unknown} that are not in --data ({names})")
     if mixture and ft.get("init_from"):
         raise ValueError("--init-from with several --data is not supported yet")
     if cotrain:
@@ -216,19 +247,21 @@ def _cotraining_data(policy, robot, cotrain: dict, seed: int):
     return CoTrainingDataset(robot, vl, cotrain["robot_fraction"], seed, camera=camera)
 
 
-def _training_data(roots, names, weights, history: int, chunk: int, cfg, progress: bool):
-    """One Dataset (frames cached if configured) or a MixtureDataset of several."""
+def _training_data(roots, names, weights, policy_config, cfg, progress: bool):
+    """One Dataset (frames cached if configured) or a MixtureDataset of several (the camera map is the
+    policy's, so a resumed run maps its cameras as the first start did)."""
     from vlaforge.data import Dataset, MixtureDataset
 
     def load(root: str):
-        ds = Dataset(root, history=history, chunk=chunk)
+        ds = Dataset(root, history=policy_config.history, chunk=policy_config.chunk)
         if cfg.cache_frames:
             ds.cache_frames(progress=progress)
         return ds
 
     if len(roots) == 1 and weights is None:
         return load(roots[0])
-    return MixtureDataset({n: load(r) for n, r in zip(names, roots)}, weights, seed=cfg.seed)
+    cameras = getattr(policy_config, "dataset_cameras", None)
+    return MixtureDataset({n: load(r) for n, r in zip(names, roots)}, weights, seed=cfg.seed, cameras=cameras)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -299,6 +332,7 @@ def _run(args: argparse.Namespace) -> int:
     weights = [float(x) for x in args.weights.split(",")] if args.weights else None
     cotrain = _cotrain_arg(args)
     try:  # e.g. --train-only with --lora-rank: refused before any data is read
+        camera_map = parse_camera_map(args.camera_map)
         check_training_setup(
             args.recipe,
             args.data,
@@ -306,6 +340,7 @@ def _run(args: argparse.Namespace) -> int:
             weights=weights,
             cotrain=cotrain,
             train_overrides=train_kw,
+            camera_map=camera_map,
         )
     except ValueError as e:
         raise SystemExit(f"vlaforge train: {e}") from None
@@ -320,6 +355,7 @@ def _run(args: argparse.Namespace) -> int:
         finetune=finetune,
         weights=weights,
         cotrain=cotrain,
+        camera_map=camera_map,
         progress=main,
     )
     if main:
@@ -354,6 +390,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--weights", default=None, help="mixture sampling weights, comma-separated, one per --data"
+    )
+    p.add_argument(
+        "--camera-map",
+        action="append",
+        metavar="NAME:CAM=POLICY_CAM,...",
+        help="a mixture dataset's cameras under the policy's names, e.g. mt10:corner=image,gripper=wrist_image "
+        "(repeat per dataset; `vlaforge eval --dataset NAME` maps them back)",
     )
     p.add_argument("--out", help="run directory to create")
     p.add_argument(

@@ -33,6 +33,10 @@ class PolicyConfig(ConfigMethods):
     # (state_dim / action_dim above are the padded maxima). Empty = one dataset, plain statistics.
     datasets: list[str] = field(default_factory=list)
     dataset_dims: dict[str, list[int]] = field(default_factory=dict)
+    # Each dataset's control rate where it differs from fps, and its cameras named differently from the
+    # policy's: dataset -> {its camera name: the policy's camera name} (MixtureDataset's camera map).
+    dataset_fps: dict[str, float] = field(default_factory=dict)
+    dataset_cameras: dict[str, dict[str, str]] = field(default_factory=dict)
     # --- model ---
     width: int = 128
     depth: int = 4
@@ -103,6 +107,17 @@ class PolicyConfig(ConfigMethods):
                 "dataset_dims",
                 f"needs exactly one [state_dim, action_dim] per dataset in datasets={self.datasets}",
             )
+        for fld in ("dataset_fps", "dataset_cameras"):
+            unknown = sorted(set(getattr(self, fld)) - set(self.datasets))
+            if unknown:
+                raise bad(fld, f"names datasets {unknown} that are not in datasets={self.datasets}")
+        for name, rate in self.dataset_fps.items():
+            if not rate > 0:
+                raise bad("dataset_fps", f"'{name}' needs a control rate > 0, got {rate}")
+        for name, cams in self.dataset_cameras.items():
+            unknown = sorted(set(cams.values()) - set(self.cameras))
+            if unknown:
+                raise bad("dataset_cameras", f"'{name}' maps onto cameras {unknown} the policy does not have")
         for name, dims in self.dataset_dims.items():
             if len(dims) != 2 or min(dims) < 1:
                 raise bad("dataset_dims", f"'{name}' needs [state_dim, action_dim] >= 1, got {dims}")
@@ -112,9 +127,18 @@ class PolicyConfig(ConfigMethods):
                     f"'{name}' {dims} exceeds the padded sizes [{self.state_dim}, {self.action_dim}]",
                 )
 
-    def dataset_spec(self, name: str) -> PolicySpec:
-        """The spec of one dataset of a mixture: its real state and action sizes."""
+    def dataset_spec(self, name: str, *, own_cameras: bool = False) -> PolicySpec:
+        """The spec of one dataset of a mixture: its real state and action sizes and its control rate.
+
+        own_cameras: name the cameras as that dataset (and its environment) does, not as the policy does.
+        """
         if name not in self.dataset_dims:
             raise KeyError(f"unknown dataset '{name}'; this policy was trained on {self.datasets}")
         s, a = self.dataset_dims[name]
-        return dataclasses.replace(self.spec, state_dim=int(s), action_dim=int(a))
+        spec = dataclasses.replace(
+            self.spec, state_dim=int(s), action_dim=int(a), fps=float(self.dataset_fps.get(name, self.fps))
+        )
+        if own_cameras:
+            to_own = {ours: theirs for theirs, ours in self.dataset_cameras.get(name, {}).items()}
+            spec = dataclasses.replace(spec, cameras={to_own.get(c, c): hw for c, hw in spec.cameras.items()})
+        return spec

@@ -19,6 +19,7 @@ statistics and returns only its real action dimensions (OpenVLA's `unnorm_key`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -441,17 +442,36 @@ class Policy(PolicyMethods, nn.Module):
 
 
 class DatasetPolicy:
-    """One dataset's view of a mixture policy: a `PolicyLike` for eval, serving and the runtime."""
+    """One dataset's view of a mixture policy: a `PolicyLike` for eval, serving and the runtime.
+
+    Its spec is the dataset's: real state/action sizes, control rate and camera names (a Meta-World
+    dataset mapped onto LIBERO's camera names still reads "corner" and "gripper" from its env).
+    """
 
     def __init__(self, policy: Policy, name: str):
         if not policy.config.datasets:
             raise ValueError("for_dataset() is for mixture policies; this one was trained on one dataset")
         policy.resolve_dataset(name)  # unknown name -> error now, not at the first action
         self.policy, self.name = policy, name
-        self.spec = policy.config.dataset_spec(name)
+        self.spec = policy.config.dataset_spec(name, own_cameras=True)
+        self._to_policy = dict(policy.config.dataset_cameras.get(name, {}))  # its camera -> the policy's
 
     def predict(self, observations: Observation | Sequence[Observation], **kwargs: Any) -> ActionChunk:
-        return self.policy.predict(observations, dataset=self.name, **kwargs)
+        if self._to_policy:
+            observations = (
+                self._renamed(observations)
+                if isinstance(observations, Observation)
+                else [self._renamed(o) for o in observations]
+            )
+        chunk = self.policy.predict(observations, dataset=self.name, **kwargs)
+        return dataclasses.replace(chunk, control_hz=self.spec.fps)
+
+    def _renamed(self, obs: Observation) -> Observation:
+        rename = self._to_policy
+        masks = None if obs.image_masks is None else {rename.get(k, k): v for k, v in obs.image_masks.items()}
+        return dataclasses.replace(
+            obs, images={rename.get(k, k): v for k, v in obs.images.items()}, image_masks=masks
+        )
 
 
 def _single_name(batch: dict[str, Any]) -> str | None:
