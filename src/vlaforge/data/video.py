@@ -151,6 +151,11 @@ class VideoSink:
                 self._stream = self._container.add_stream_from_template(in_stream, opaque=True)
             copied = 0
             out_tb = 1 / self._fps_frac
+            if start > 0 and in_stream.time_base:
+                # Jump to the keyframe at or before the segment (episodes start on keyframes) instead of
+                # demuxing every earlier packet: copying the episodes of one file one by one stays linear.
+                target = (start - 0.5) / fps  # seconds, half a frame early against rounding
+                container.seek(max(0, int(target / in_stream.time_base)), stream=in_stream, backward=True)
             for packet in container.demux(in_stream):
                 if packet.pts is None or packet.size == 0:
                     continue
