@@ -179,6 +179,11 @@ class Phase:
     gain: float = 1.0
     max_speed: float = 1.0
     timeout: int = 120
+    # Recovery: when this phase ends, `recover(env)` may return fresh phases for the whole skill the
+    # phase belongs to (`skill`: any object shared by that skill's phases), e.g. a missed grasp found
+    # after the lift starts the pick over. The expert then re-runs the skill from its first phase.
+    recover: Callable[[Any], list[Phase] | None] | None = None
+    skill: object = None
 
 
 @dataclass
@@ -191,11 +196,14 @@ class ScriptedExpert:
     spent: int = 0
     hold: np.ndarray | None = None
     rotation: np.ndarray | None = None
+    retries: int = 0
+    max_retries: int = 3
 
     def reset(self, env: Any) -> None:
         self.phases = self.plan_fn(env)
         self.index = 0
         self.spent = 0
+        self.retries = 0
         self.hold = eef_pos(env)
         self.rotation = quat_xyzw_to_mat(eef_quat(env))  # keep the start orientation unless told
 
@@ -215,12 +223,27 @@ class ScriptedExpert:
             elif p.target is not None:
                 done = self.spent >= p.min_steps and np.linalg.norm(target - eef_pos(env)) < p.tol
             if done or self.spent >= p.timeout:
-                self.index += 1
-                self.spent = 0
-                self.hold = eef_pos(env)
+                self._next_phase(env, p)
                 continue
             self.spent += 1
             rotation = p.rotation(env) if p.rotation is not None else self.rotation
             return move_action(env, target, p.gripper, rotation=rotation, gain=p.gain, max_speed=p.max_speed)
         last = self.phases[-1].gripper if self.phases else OPEN
         return move_action(env, self.hold, last, rotation=self.rotation)
+
+    def _next_phase(self, env: Any, p: Phase) -> None:
+        """Move past phase `p`, or back to the start of its skill when its `recover` asks to."""
+        fresh = p.recover(env) if p.recover is not None and self.retries < self.max_retries else None
+        if fresh:
+            start = end = self.index
+            while start > 0 and self.phases[start - 1].skill is p.skill:
+                start -= 1
+            while end < len(self.phases) and self.phases[end].skill is p.skill:
+                end += 1
+            self.phases[start:end] = fresh
+            self.index = start
+            self.retries += 1
+        else:
+            self.index += 1
+        self.spent = 0
+        self.hold = eef_pos(env)

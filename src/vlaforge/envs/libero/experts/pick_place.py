@@ -42,6 +42,8 @@ TOP_GRASP_DEPTH = 0.024  # eef below the top of a tall object (the palm is 3 cm 
 MIN_EEF_ABOVE_BOTTOM = 0.012  # fingertips reach ~9 mm below the eef
 CLEARANCE = 0.05  # m between the carried object's bottom and the highest thing it passes over
 PRE_GRASP = 0.07  # m above the grasp point before the vertical descent
+LIFTED = 0.02  # m the object must have risen after the lift, or the grasp missed (the pick starts over)
+DROPPED = 0.03  # m the object may slip down in the fingers during the carry before it counts as dropped
 WRIST_LIMIT = 2.5  # rad: keep Panda joint 7 (limit 2.9) inside this
 
 # Parts of the open Panda gripper in the eef frame (x across the fingers, y along the finger axis,
@@ -242,6 +244,7 @@ def pick_and_place(
     between the object and the target.
     """
     state: dict[str, Any] = {}
+    skill = object()  # tags this attempt's phases (a retry builds new ones)
 
     def plan(e: Any) -> dict[str, Any]:
         """The grasp, planned from the state when the skill starts (not when the plan is built, so
@@ -253,6 +256,7 @@ def pick_and_place(
             state.update(
                 grasp=grasp,
                 lo=lo,
+                start_z=float(start[2]),
                 bottom_offset=start[2] - lo[2],  # body origin above the object's lowest point
                 rot=yaw_rotation(grasp["yaw"]) @ DOWN,
                 grasp_offset=grasp["point"] - start,  # eef - object origin at the grasp (world frame)
@@ -320,7 +324,20 @@ def pick_and_place(
             state["release"] = eef_pos(e).copy()
         return state["release"] + np.array([0.0, 0.0, 0.08])
 
-    return [
+    def missed(e: Any) -> list[Phase] | None:
+        """After the lift: the object has not risen with the gripper (a missed or slipped grasp)."""
+        if body_pos(e, obj)[2] - state["start_z"] >= LIFTED:
+            return None
+        return pick_and_place(e, obj, place_target, release_height=release_height, carry_height=carry_height)
+
+    def dropped(e: Any) -> list[Phase] | None:
+        """After the carry: the object fell out of the gripper on the way (it no longer hangs at the
+        height below the gripper it had when the lift started)."""
+        if "offset" not in state or abs((eef_pos(e) - body_pos(e, obj))[2] - state["offset"][2]) <= DROPPED:
+            return None
+        return pick_and_place(e, obj, place_target, release_height=release_height, carry_height=carry_height)
+
+    phases = [
         Phase("settle", None, OPEN, until=_at_rest(obj), timeout=40),
         Phase(
             "approach",
@@ -333,7 +350,16 @@ def pick_and_place(
         ),
         Phase("descend", grasp_point, OPEN, tol=0.006, rotation=rotation, max_speed=0.6, timeout=40),
         Phase("grasp", None, CLOSE, until=_gripper_settled(), timeout=16, rotation=rotation),
-        Phase("lift", lift, CLOSE, tol=0.02, until=_stalled(lift, 0.04), rotation=rotation, timeout=60),
+        Phase(
+            "lift",
+            lift,
+            CLOSE,
+            tol=0.02,
+            until=_stalled(lift, 0.04),
+            rotation=rotation,
+            timeout=60,
+            recover=missed,
+        ),
         Phase(
             "carry",
             above_target,
@@ -342,11 +368,15 @@ def pick_and_place(
             until=_stalled(above_target, 0.03),
             rotation=rotation,
             timeout=80,
+            recover=dropped,
         ),
         Phase("lower", lower, CLOSE, tol=0.01, rotation=rotation, max_speed=0.6, timeout=40),
         Phase("release", None, OPEN, steps=6, rotation=rotation),
         Phase("retreat", retreat, OPEN, tol=0.02, rotation=rotation, timeout=30),
     ]
+    for phase in phases:
+        phase.skill = skill
+    return phases
 
 
 def _path_top(env: Any, obj: str, start: np.ndarray, end: np.ndarray, yaw: float) -> float:
