@@ -92,6 +92,32 @@ def test_expert_episode_is_cut_after_success():
         assert not failed.success and failed.frames is None and failed.length == 3
 
 
+def test_dart_noise_perturbs_what_is_executed_not_what_is_recorded():
+    require("metaworld", "sim")
+    from vlaforge.envs.metaworld_env import make_env
+    from vlaforge.envs.record import run_expert_episode
+
+    with make_env("reach", image_size=32) as env:
+        executed = []
+        step = env.step
+        env.step = lambda action: (executed.append(np.array(action)), step(action))[1]
+        noisy = run_expert_episode(env, 4, steps_after_success=2, preview=False, action_noise=0.3)
+        assert noisy.success
+        recorded = noisy.frames[ACTION_KEY]
+        moved = np.stack(executed)  # (T, 4)
+        assert moved.shape == recorded.shape
+        np.testing.assert_array_equal(moved[:, 3], recorded[:, 3])  # the gripper command is never perturbed
+        assert np.abs(moved[:, :3] - recorded[:, :3]).mean() > 0.1 and np.abs(moved).max() <= 1.0
+        del env.step
+        again = run_expert_episode(env, 4, steps_after_success=2, action_noise=0.3)  # with the preview pass
+        for key, value in noisy.frames.items():  # the noise is a function of the episode's seed
+            np.testing.assert_array_equal(value, again.frames[key])
+        clean = run_expert_episode(env, 4, steps_after_success=2)
+        assert not np.array_equal(clean.frames[STATE_KEY][:5], noisy.frames[STATE_KEY][:5])
+    with pytest.raises(ValueError, match=r"action_noise must be in \[0, 1\]"):
+        RecordConfig(tasks=("reach",), episodes_per_task=1, action_noise=-0.1)
+
+
 def test_record_two_episodes_end_to_end(tmp_path):
     require("metaworld", "sim")
     from vlaforge.data import Dataset

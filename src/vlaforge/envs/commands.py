@@ -49,6 +49,7 @@ def _record(args: argparse.Namespace) -> int:
             max_episode_steps=args.max_episode_steps,
             overwrite=args.overwrite,
             subtasks=args.subtasks,
+            action_noise=args.action_noise,
         )
     except (ValueError, FileExistsError, LiberoNotInstalled) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -205,6 +206,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="label every frame with the expert's phase ('reach the puck', 'grasp the puck', ...) for "
         "pi0.5-style subtask training",
+    )
+    p.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        metavar="STD",
+        help="DART: Gaussian noise (action units) on the executed arm actions; the recorded actions stay the "
+        "expert's, so the data shows recoveries from off-course states (default 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_record)

@@ -57,6 +57,9 @@ class RecordConfig:
     split: str = "train"
     max_episode_steps: int | None = None  # None: the env's limit (500)
     subtasks: bool = False  # label frames with the expert's phase (vlaforge.envs.subtasks)
+    # DART (Laskey et al., 2017): std of Gaussian noise added to the *executed* arm action (not the
+    # gripper); the recorded action stays the expert's, so the data shows corrections from off-course states.
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -93,6 +96,8 @@ class RecordConfig:
         if self.max_attempts_factor < 1:
             raise ValueError(f"max_attempts_factor must be >= 1, got {self.max_attempts_factor}")
         split_seed(self.split)  # raises on an unknown split
+        if not 0.0 <= self.action_noise <= 1.0:
+            raise ValueError(f"action_noise must be in [0, 1] (action units), got {self.action_noise}")
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
 
@@ -153,10 +158,13 @@ class _Rollout:
     object_pos: list[np.ndarray] = field(default_factory=list)
 
 
-def _rollout(env: Any, seed: int, limit: int, steps_after_success: int, keep_frames: bool) -> _Rollout:
+def _rollout(
+    env: Any, seed: int, limit: int, steps_after_success: int, keep_frames: bool, action_noise: float = 0.0
+) -> _Rollout:
     obs = env.reset(seed)
     out = _Rollout(obs.instruction, int(env.config_id), None, {cam: [] for cam in obs.images}, [], [])
     privileged = hasattr(env, "privileged_state")
+    noise = np.random.default_rng([seed, 0x44415254])  # "DART": a function of the episode's seed
     for t in range(limit):
         action = env.expert_action()
         if keep_frames:
@@ -166,7 +174,12 @@ def _rollout(env: Any, seed: int, limit: int, steps_after_success: int, keep_fra
             if privileged:  # Meta-World's observation[4:7]: the (first) object's position
                 out.object_pos.append(env.privileged_state[4:7])
         out.actions.append(action)
-        obs, _, done, info = env.step(action)
+        executed = action
+        if action_noise > 0:
+            executed = np.array(action, dtype=np.float32, copy=True)
+            executed[:-1] += noise.normal(0.0, action_noise, size=len(executed) - 1)  # the gripper is last
+            executed = np.clip(executed, -1.0, 1.0)
+        obs, _, done, info = env.step(executed)
         if info["success"] and out.success_step is None:
             out.success_step = t
         if (out.success_step is not None and t - out.success_step >= steps_after_success) or done:
@@ -182,6 +195,7 @@ def run_expert_episode(
     max_steps: int | None = None,
     keep_frames: bool = True,
     preview: bool = True,
+    action_noise: float = 0.0,
 ) -> EpisodeResult:
     """Roll out `env.expert_action()` from `env.reset(seed)`.
 
@@ -189,6 +203,8 @@ def run_expert_episode(
     frames hold, for every executed step t, the observation seen before acting and the action taken:
     images uint8 (T, H, W, 3), state float32 (T, 4), action float32 (T, 4); None for failures.
 
+    action_noise: DART noise (`RecordConfig.action_noise`): executed actions are perturbed, recorded
+    ones are the expert's.
     preview: first roll out without rendering (~20x cheaper) and render only episodes that succeed.
     Resets are deterministic, so the rendered replay is the same trajectory (checked); a failing
     layout then costs ~0.4 s instead of ~7 s of rendering 500 steps.
@@ -199,14 +215,16 @@ def run_expert_episode(
     if keep_frames and preview and hasattr(env, "render_images"):
         env.render_images = False
         try:
-            dry = _rollout(env, seed, limit, steps_after_success, keep_frames=False)
+            dry = _rollout(
+                env, seed, limit, steps_after_success, keep_frames=False, action_noise=action_noise
+            )
         finally:
             env.render_images = True
         limit = len(dry.actions)
     run = (
         dry
         if dry is not None and dry.success_step is None
-        else _rollout(env, seed, limit, steps_after_success, keep_frames)
+        else _rollout(env, seed, limit, steps_after_success, keep_frames, action_noise)
     )
     if (
         dry is not None
@@ -275,6 +293,7 @@ def _worker_episode(config: RecordConfig, task: str, attempt: int) -> EpisodeRes
         # frames that are read), and its experts rarely fail: a physics-only preview would cost more
         # than the failures it saves. Meta-World's physics is ~20x cheaper than its rendering.
         preview=config.family.name == "metaworld",
+        action_noise=config.action_noise,
     )
     result.attempt = attempt
     return result
@@ -423,6 +442,7 @@ def record(
     max_episode_steps: int | None = None,
     overwrite: bool = False,
     subtasks: bool = False,
+    action_noise: float = 0.0,
 ) -> Path:
     """Record successful scripted-expert episodes of `tasks` into a LeRobot dataset at `out`.
 
@@ -432,6 +452,7 @@ def record(
     "incomplete_tasks" in the summary and a warning is printed.
     subtasks: label every frame with the expert's phase (`subtask_index` + meta/subtasks.parquet); the
     summary's "subtasks" entry gives each task's phases and their mean share of frames.
+    action_noise: DART noise on the executed arm actions (`RecordConfig.action_noise`).
     """
     from vlaforge.data import DatasetWriter
     from vlaforge.envs.subtasks import PhaseSummary, episode_subtasks
@@ -448,6 +469,7 @@ def record(
         split=split,
         max_episode_steps=max_episode_steps,
         subtasks=subtasks,
+        action_noise=action_noise,
     )
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = record in this process), got {workers}")
