@@ -42,8 +42,7 @@ TOP_GRASP_DEPTH = 0.024  # eef below the top of a tall object (the palm is 3 cm 
 MIN_EEF_ABOVE_BOTTOM = 0.012  # fingertips reach ~9 mm below the eef
 CLEARANCE = 0.05  # m between the carried object's bottom and the highest thing it passes over
 PRE_GRASP = 0.07  # m above the grasp point before the vertical descent
-LIFTED = 0.02  # m the object must have risen after the lift, or the grasp missed (the pick starts over)
-DROPPED = 0.03  # m the object may slip down in the fingers during the carry before it counts as dropped
+LOST = 0.03  # m the object may fall behind the rising gripper before the grasp counts as missed or dropped
 WRIST_LIMIT = 2.5  # rad: keep Panda joint 7 (limit 2.9) inside this
 
 # Parts of the open Panda gripper in the eef frame (x across the fingers, y along the finger axis,
@@ -256,7 +255,6 @@ def pick_and_place(
             state.update(
                 grasp=grasp,
                 lo=lo,
-                start_z=float(start[2]),
                 bottom_offset=start[2] - lo[2],  # body origin above the object's lowest point
                 rot=yaw_rotation(grasp["yaw"]) @ DOWN,
                 grasp_offset=grasp["point"] - start,  # eef - object origin at the grasp (world frame)
@@ -324,16 +322,10 @@ def pick_and_place(
             state["release"] = eef_pos(e).copy()
         return state["release"] + np.array([0.0, 0.0, 0.08])
 
-    def missed(e: Any) -> list[Phase] | None:
-        """After the lift: the object has not risen with the gripper (a missed or slipped grasp)."""
-        if body_pos(e, obj)[2] - state["start_z"] >= LIFTED:
-            return None
-        return pick_and_place(e, obj, place_target, release_height=release_height, carry_height=carry_height)
-
-    def dropped(e: Any) -> list[Phase] | None:
-        """After the carry: the object fell out of the gripper on the way (it no longer hangs at the
-        height below the gripper it had when the lift started)."""
-        if "offset" not in state or abs((eef_pos(e) - body_pos(e, obj))[2] - state["offset"][2]) <= DROPPED:
+    def lost(e: Any) -> list[Phase] | None:
+        """After the lift or the carry: the object no longer hangs at the height below the gripper it had
+        when the lift started (the grasp missed, or the object slipped out on the way): pick it again."""
+        if "offset" not in state or abs((eef_pos(e) - body_pos(e, obj))[2] - state["offset"][2]) <= LOST:
             return None
         return pick_and_place(e, obj, place_target, release_height=release_height, carry_height=carry_height)
 
@@ -358,7 +350,7 @@ def pick_and_place(
             until=_stalled(lift, 0.04),
             rotation=rotation,
             timeout=60,
-            recover=missed,
+            recover=lost,
         ),
         Phase(
             "carry",
@@ -368,7 +360,7 @@ def pick_and_place(
             until=_stalled(above_target, 0.03),
             rotation=rotation,
             timeout=80,
-            recover=dropped,
+            recover=lost,
         ),
         Phase("lower", lower, CLOSE, tol=0.01, rotation=rotation, max_speed=0.6, timeout=40),
         Phase("release", None, OPEN, steps=6, rotation=rotation),
