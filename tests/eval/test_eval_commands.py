@@ -120,6 +120,10 @@ def test_a_cross_embodiment_run_trains_with_a_camera_map_and_evaluates_as_one_da
         sorted(spec["cameras"]) == ["corner", "gripper"] and spec["action_dim"] == 1 and spec["fps"] == 10.0
     )
     assert data["config"]["policy"].endswith(" as reach")
+    with pytest.raises(
+        SystemExit, match=r"several datasets \['arm', 'reach'\]: choose the robot it serves with --dataset"
+    ):
+        main(["serve", str(run)])
     with pytest.raises(SystemExit, match="--camera-map renames a mixture's cameras: give several --data"):
         main(
             [

@@ -1,5 +1,5 @@
 """`vlaforge serve RUN_DIR --host 127.0.0.1 --port 8000 [--api-key KEY] [--safety limits.json] [--max-batch 8]
-[--bf16 | --int8] [--compile] [--decode-failures flag|error]`."""
+[--bf16 | --int8] [--compile] [--decode-failures flag|error] [--dataset NAME]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vlaforge.inference.load import load_policy
+    from vlaforge.inference.load import load_policy, trained_datasets
     from vlaforge.serve.server import PolicyServer
 
     logging.basicConfig(
@@ -24,9 +24,20 @@ def _serve(args: argparse.Namespace) -> int:
             safety = load_limits(args.safety)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
+    datasets = trained_datasets(args.run_dir)
+    if datasets and args.dataset is None:
+        raise SystemExit(
+            f"vlaforge serve: {args.run_dir} was trained on several datasets {datasets}: "
+            "choose the robot it serves with --dataset NAME"
+        )
     try:
         policy = load_policy(
-            args.run_dir, int8=args.int8, bf16=args.bf16, map_location=args.device, compile=args.compile
+            args.run_dir,
+            int8=args.int8,
+            bf16=args.bf16,
+            map_location=args.device,
+            compile=args.compile,
+            **({"dataset": args.dataset} if args.dataset else {}),
         )
     except ValueError as e:  # a bad checkpoint, or a fast path that does not apply: one line
         raise SystemExit(f"vlaforge serve: {e}") from None
@@ -86,6 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "returns it with decode_failed=true (default); 'error' answers with an error reply (kind 'decode')",
     )
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu, cuda)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="a cross-embodiment policy's dataset to serve as (its action size, statistics, rate, cameras)",
+    )
     fast = p.add_mutually_exclusive_group()
     fast.add_argument(
         "--bf16",
