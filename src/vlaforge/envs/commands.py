@@ -50,6 +50,7 @@ def _record(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             subtasks=args.subtasks,
             action_noise=args.action_noise,
+            protocol=args.protocol,
         )
     except (ValueError, FileExistsError, LiberoNotInstalled) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -198,6 +199,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-episode-steps", type=int, default=None, help="count as failed after this many steps"
+    )
+    p.add_argument(
+        "--protocol",
+        default="vlaforge",
+        metavar="NAME",
+        help="Meta-World: vlaforge (default) or lerobot (camera corner2, layouts drawn from the seeds, LeRobot's "
+        "task descriptions: what `vlaforge eval --protocol lerobot` shows); see docs/metaworld.md",
     )
     p.add_argument("--codec", choices=["h264", "av1"], default="h264", help="video codec")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")

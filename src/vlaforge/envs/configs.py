@@ -89,6 +89,14 @@ def task_configs(task: str, split: str = "train") -> tuple[Task, ...]:
     return _eval_tasks(task) if seed == EVAL_SEED else _benchmark_tasks(task, seed)
 
 
+def lerobot_task(task: str) -> Task:
+    """The task LeRobot's Meta-World env is set to before it unfreezes the layout:
+    `metaworld.MT1(task, seed=42).train_tasks[0]` (its constants, partially_observable=False)."""
+    from vlaforge.envs.protocol import LEROBOT_MT1_SEED
+
+    return _benchmark_tasks(canonical_task(task), LEROBOT_MT1_SEED)[0]
+
+
 def config_data(config: Task) -> dict[str, Any]:
     """Unpickle a Meta-World `Task` (keys: rand_vec, partially_observable, env_cls, task-specific extras)."""
     return pickle.loads(config.data)

@@ -5,8 +5,11 @@ gripper opening (the first 4 of Meta-World's 39-D observation) and a language in
 39-D observation (object poses, goal position) is kept privately for the task's scripted expert,
 which `expert_action()` exposes for recording demonstrations and for baselines.
 
-`reset(seed)` is reproducible: the seed picks configuration `seed % 50` of the split's frozen list
-(see `configs.py`), seeds Meta-World's generators, and picks the instruction phrasing.
+`reset(seed)` is reproducible. Under our protocol (the default) the seed picks configuration
+`seed % 50` of the split's frozen list (see `configs.py`), seeds Meta-World's generators, and picks
+the instruction phrasing. Under `protocol="lerobot"` (LeRobot's evaluation, `protocol.py`) the seed
+alone draws the object and goal positions, as `lerobot-eval` does, the instruction is LeRobot's task
+description and the camera is LeRobot's `corner2` at 480x480.
 """
 
 from __future__ import annotations
@@ -20,23 +23,31 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from vlaforge.envs.configs import N_CONFIGS, config_fingerprint, split_seed, task_configs  # noqa: E402
+from vlaforge.envs.configs import (  # noqa: E402
+    N_CONFIGS,
+    config_fingerprint,
+    lerobot_task,
+    split_seed,
+    task_configs,
+)
 from vlaforge.envs.instructions import instruction_for_seed  # noqa: E402
+from vlaforge.envs.protocol import PROTOCOLS, get_protocol  # noqa: E402
 from vlaforge.envs.render import CameraRenderer, image_size_pair  # noqa: E402
 from vlaforge.envs.tasks import canonical_task  # noqa: E402
 from vlaforge.types import Observation  # noqa: E402
 
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["dx", "dy", "dz", "gripper"]
-DEFAULT_CAMERAS = ("corner", "gripper")
+DEFAULT_CAMERAS = PROTOCOLS["vlaforge"].cameras  # ("corner", "gripper")
 
 
 class MetaWorldEnv:
     """One Meta-World task as a vlaforge `Env`.
 
     Attributes: task ('pick-place-v3'), instruction (current episode), fps (control rate, 80 Hz),
-    max_steps (500), cameras (name -> (H, W)), state_dim (4), action_dim (4), split and its
-    benchmark_seed, config_id and seed of the current episode.
+    max_steps (500), cameras (name -> (H, W)), state_dim (4), action_dim (4), protocol ('vlaforge' |
+    'lerobot'), split and its benchmark_seed, config_id and seed of the current episode (under
+    'lerobot' the layout is a function of the seed: config_id = seed, and the split does not apply).
     """
 
     state_dim = 4
@@ -47,21 +58,28 @@ class MetaWorldEnv:
         task: str,
         *,
         split: str = "train",
-        cameras: tuple[str, ...] | list[str] = DEFAULT_CAMERAS,
-        image_size: int | tuple[int, int] = (128, 128),
+        cameras: tuple[str, ...] | list[str] | None = None,
+        image_size: int | tuple[int, int] | None = None,
         instruction: str | None = None,
+        protocol: str = "vlaforge",
     ) -> None:
         import metaworld.env_dict
         from metaworld.policies import ENV_POLICY_MAP
 
         self.task = canonical_task(task)
+        spec = get_protocol(protocol)
+        self.protocol = spec.name
         self.split = split
-        self._configs = task_configs(self.task, split)  # validates split
-        self.benchmark_seed = split_seed(split)
-        size = image_size_pair(image_size)
-        cameras = list(cameras)
+        self.benchmark_seed = split_seed(split)  # validates split
+        # ours: the split's 50 frozen layouts; LeRobot's: the seed draws the layout (no list)
+        self._configs = task_configs(self.task, split) if spec.splits else ()
+        size = image_size_pair(spec.image_size if image_size is None else image_size)
+        cameras = list(spec.cameras if cameras is None else cameras)
         if len(set(cameras)) != len(cameras):
             raise ValueError(f"cameras has duplicates: {cameras}")
+        spec.check_cameras(cameras)
+        if instruction is None:
+            instruction = spec.instruction(self.task)  # LeRobot: its fixed task description
         self.cameras: dict[str, tuple[int, int]] = {name: size for name in cameras}
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise ValueError(f"instruction must be a non-empty string or None, got {instruction!r}")
@@ -69,6 +87,13 @@ class MetaWorldEnv:
         self.instruction = instruction if instruction is not None else instruction_for_seed(self.task, 0)
 
         self._env = metaworld.env_dict.ALL_V3_ENVIRONMENTS[self.task]()
+        if not spec.splits:
+            # LeRobot's env (src/lerobot/envs/metaworld.py `_ensure_env`): MT1(task, seed=42)'s first task
+            # sets the task's constants and partially_observable=False; then the layout is unfrozen and
+            # drawn from env.np_random, which reset(seed) seeds.
+            self._env.set_task(lerobot_task(self.task))
+            self._env._freeze_rand_vec = False
+            self._env.seeded_rand_vec = True
         self._expert = ENV_POLICY_MAP[self.task]()
         self._renderer = CameraRenderer(self._env.model, self.cameras)
         self.fps = float(1.0 / self._env.dt)  # frame_skip 5 x timestep 2.5 ms = 12.5 ms -> 80 Hz
@@ -86,16 +111,20 @@ class MetaWorldEnv:
     # -- Env protocol -------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> Observation:
-        """Start an episode on configuration `seed % 50`; a None seed draws one at random."""
+        """Start an episode on configuration `seed % 50` (LeRobot's protocol: on the layout that seed draws);
+        a None seed draws one at random."""
         self._check_open()
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31 - 1))
         if not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.seed = int(seed)
-        self.config_id = self.seed % N_CONFIGS
-        self._env.set_task(self._configs[self.config_id])
-        self._env.seed(self.seed)
+        if self._configs:
+            self.config_id = self.seed % N_CONFIGS
+            self._env.set_task(self._configs[self.config_id])
+        else:
+            self.config_id = self.seed
+        self._env.seed(self.seed)  # LeRobot: env.seed(seed) then env.reset(), as here
         full_obs, _ = self._env.reset()
         self._full_obs = np.asarray(full_obs, dtype=np.float64)
         self._steps = 0
@@ -156,6 +185,8 @@ class MetaWorldEnv:
         """Fingerprint (see configs.config_fingerprint) of the current episode's configuration."""
         if self.config_id is None:
             raise RuntimeError(f"{self.task}: call reset() first")
+        if not self._configs:  # LeRobot's protocol: the layout the seed drew
+            return config_fingerprint(np.asarray(self._env._last_rand_vec, dtype=np.float64))
         return config_fingerprint(self._configs[self.config_id])
 
     @property
@@ -178,7 +209,7 @@ class MetaWorldEnv:
 
     def __repr__(self) -> str:
         return (
-            f"MetaWorldEnv(task={self.task!r}, split={self.split!r}, cameras={self.cameras}, "
+            f"MetaWorldEnv(task={self.task!r}, protocol={self.protocol!r}, split={self.split!r}, cameras={self.cameras}, "
             f"config_id={self.config_id}, seed={self.seed})"
         )
 
@@ -197,10 +228,15 @@ def make_env(
     task: str,
     *,
     split: str = "train",
-    cameras: tuple[str, ...] | list[str] = DEFAULT_CAMERAS,
-    image_size: int | tuple[int, int] = (128, 128),
+    cameras: tuple[str, ...] | list[str] | None = None,
+    image_size: int | tuple[int, int] | None = None,
     instruction: str | None = None,
+    protocol: str = "vlaforge",
 ) -> MetaWorldEnv:
     """Build a Meta-World env. split 'train' and 'eval' reset from disjoint configuration lists;
-    `instruction` fixes the language instruction (default: a phrasing chosen from each reset's seed)."""
-    return MetaWorldEnv(task, split=split, cameras=cameras, image_size=image_size, instruction=instruction)
+    `instruction` fixes the language instruction (default: a phrasing chosen from each reset's seed).
+    cameras / image_size default to the protocol's (ours: corner + gripper at 128x128; 'lerobot':
+    corner2 at 480x480, and no other camera)."""
+    return MetaWorldEnv(
+        task, split=split, cameras=cameras, image_size=image_size, instruction=instruction, protocol=protocol
+    )

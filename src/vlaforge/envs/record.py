@@ -37,6 +37,7 @@ import numpy as np
 
 from vlaforge.envs.configs import N_CONFIGS, split_seed
 from vlaforge.envs.make import EnvFamily, family_of, make_env
+from vlaforge.envs.protocol import LEROBOT_EVAL_SEEDS, get_protocol
 from vlaforge.envs.tasks import resolve_tasks
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
@@ -60,6 +61,7 @@ class RecordConfig:
     # DART (Laskey et al., 2017): std of Gaussian noise added to the *executed* arm action (not the
     # gripper); the recorded action stays the expert's, so the data shows corrections from off-course states.
     action_noise: float = 0.0
+    protocol: str = "vlaforge"  # Meta-World: 'lerobot' records what `vlaforge eval --protocol lerobot` shows
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -72,8 +74,17 @@ class RecordConfig:
                 "and train on both with --data a,b"
             )
         family = self.family
+        protocol = get_protocol(self.protocol)
+        object.__setattr__(self, "protocol", protocol.name)
+        if not protocol.splits and family.name != "metaworld":
+            raise ValueError(
+                f"protocol '{protocol.name}' is a Meta-World protocol; LIBERO records with its own"
+            )
         if not self.cameras:
-            object.__setattr__(self, "cameras", tuple(family.default_cameras))
+            cameras = family.default_cameras if protocol.splits else protocol.cameras
+            object.__setattr__(self, "cameras", tuple(cameras))
+        if family.name == "metaworld":
+            protocol.check_cameras(self.cameras)
         if self.subtasks and family.name != "metaworld":
             raise ValueError("subtasks: phase labels exist for Meta-World experts only")
         if self.episodes_per_task < 1:
@@ -98,6 +109,19 @@ class RecordConfig:
         split_seed(self.split)  # raises on an unknown split
         if not 0.0 <= self.action_noise <= 1.0:
             raise ValueError(f"action_noise must be in [0, 1] (action units), got {self.action_noise}")
+        if not protocol.splits:
+            if self.split != "train":
+                raise ValueError(
+                    f"split does not apply to protocol '{protocol.name}': the seed draws each layout"
+                )
+            tried = range(self.seed, self.seed + self.max_attempts)
+            evaluated = LEROBOT_EVAL_SEEDS
+            if tried.start < evaluated.stop and evaluated.start < tried.stop:
+                raise ValueError(
+                    f"seeds {tried.start}..{tried.stop - 1} overlap the evaluation seeds of protocol "
+                    f"'{protocol.name}' ({evaluated.start}..{evaluated.stop - 1}); pick --seed so that "
+                    "seed + episodes x max_attempts_factor stays below them, or start above them"
+                )
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
 
@@ -281,8 +305,9 @@ def _worker_episode(config: RecordConfig, task: str, attempt: int) -> EpisodeRes
     if env is None or env.task != task:  # attempts arrive grouped by task: keep one env at a time
         if env is not None:
             env.close()
+        protocol = {} if config.family.name != "metaworld" else {"protocol": config.protocol}
         env = _WORKER["env"] = make_env(
-            task, split=config.split, cameras=config.cameras, image_size=config.image_size
+            task, split=config.split, cameras=config.cameras, image_size=config.image_size, **protocol
         )
     result = run_expert_episode(
         env,
@@ -443,6 +468,7 @@ def record(
     overwrite: bool = False,
     subtasks: bool = False,
     action_noise: float = 0.0,
+    protocol: str = "vlaforge",
 ) -> Path:
     """Record successful scripted-expert episodes of `tasks` into a LeRobot dataset at `out`.
 
@@ -453,6 +479,9 @@ def record(
     subtasks: label every frame with the expert's phase (`subtask_index` + meta/subtasks.parquet); the
     summary's "subtasks" entry gives each task's phases and their mean share of frames.
     action_noise: DART noise on the executed arm actions (`RecordConfig.action_noise`).
+    protocol: Meta-World 'vlaforge' (layouts `seed % 50` of the split's list) or 'lerobot' (LeRobot's
+    evaluation env: camera corner2, the layout drawn from the seed, LeRobot's task descriptions as
+    instructions; seeds must stay clear of its evaluation seeds 1000..1049).
     """
     from vlaforge.data import DatasetWriter
     from vlaforge.envs.subtasks import PhaseSummary, episode_subtasks
@@ -470,6 +499,7 @@ def record(
         max_episode_steps=max_episode_steps,
         subtasks=subtasks,
         action_noise=action_noise,
+        protocol=protocol,
     )
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = record in this process), got {workers}")
@@ -578,6 +608,10 @@ def _layout_note(config: RecordConfig) -> dict[str, Any]:
             if config.split == "eval"
             else "sampled from the BDDL placement regions with the episode's seed, none within 1 mm of "
             "an official initial state"
+        }
+    if not get_protocol(config.protocol).splits:
+        return {
+            "layouts": f"drawn from each seed as protocol '{config.protocol}' does (env.seed(seed); reset)"
         }
     return {"benchmark_seed": split_seed(config.split), "configs_per_split": N_CONFIGS}
 

@@ -5,9 +5,9 @@ and takes ~75-90 ms per frame on llvmpipe (Mesa's CPU rasteriser). Policies want
 render at the target size with shadows, reflections and multisampling off: ~7 ms per 128x128 frame,
 most of it vertex work on the Sawyer meshes (a 32x32 frame still takes ~6 ms).
 
-Meta-World's cameras do not all come out upright: `corner` is mounted with its image y-axis pointing
-down in the world (xyaxes "-1 1 0 -0.2 -0.2 -1"), so its image is rotated 180 degrees. Every camera
-we expose is listed in `CAMERAS` with the correction that makes it upright (checked by eye and by a
+Meta-World's cameras do not all come out upright: `corner` (like `corner4`, LeRobot's `corner2`) is
+mounted with its image y-axis pointing down in the world (xyaxes "-1 1 0 -0.2 -0.2 -1"), so its image
+is rotated 180 degrees. Every camera we expose is listed in `CAMERAS` with the correction that makes it upright (checked by eye and by a
 test that the table is at the bottom of the corner view).
 
 We drive MuJoCo's low-level renderer ourselves instead of `mujoco.Renderer` so that the GL backend
@@ -57,6 +57,12 @@ CAMERAS: dict[str, CameraDef] = {
     "corner": CameraDef("corner", True, "third-person view of the table from the front corner"),
     "gripper": CameraDef("gripperPOV", False, "wrist view: the fingers and what is in front of them"),
     "behind_gripper": CameraDef("behindGripper", False, "third-person view that follows the gripper"),
+    # LeRobot's Meta-World camera: it moves MuJoCo's `corner2` to (0.75, 0.075, 0.7)
+    # (src/lerobot/envs/metaworld.py `_ensure_env`), which makes it MuJoCo's `corner4` exactly (same
+    # position, orientation and fovy in xyz_base.xml), and turns the image by 180 degrees (np.flip(image,
+    # (0, 1)) of gymnasium's upright read-back); the result is upright. Checked against LeRobot's
+    # render path by tests/envs/test_metaworld_protocol.py.
+    "corner2": CameraDef("corner4", True, "LeRobot's Meta-World view: robot and table from the front right"),
 }
 
 

@@ -4,6 +4,7 @@ vlaforge eval runs/octo-mt10 --tasks mt10 --episodes 20 --execute 4 --videos 1
 vlaforge eval --expert --tasks reach-v3,push-v3 --episodes 5 --safety benchmarks/safety_metaworld.json
 vlaforge eval runs/pi0-mt10 --tasks mt10 --rtc --execute 4 --rtc-delay 2   # real-time chunking
 vlaforge eval runs/octo-libero-goal --suite libero_goal --episodes 20      # official initial states 0..19
+vlaforge eval runs/octo-mt50-lerobot --protocol lerobot                    # MT50 as lerobot-eval: 10 episodes, seeds 1000..
 """
 
 from __future__ import annotations
@@ -67,16 +68,33 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.rtc and args.ensemble:
         raise SystemExit("vlaforge eval: choose one of --ensemble and --rtc")
+    from vlaforge.envs.protocol import get_protocol
+
+    try:
+        protocol = get_protocol(args.protocol or "vlaforge")
+    except ValueError as e:
+        raise SystemExit(f"vlaforge eval: --protocol: {e}") from None
+    if not protocol.splits and args.split is not None:
+        raise SystemExit(
+            f"vlaforge eval: --split does not apply to --protocol {protocol.name} (the seed draws each layout)"
+        )
+    if not protocol.splits and args.suite:
+        raise SystemExit(f"vlaforge eval: --protocol {protocol.name} is Meta-World's; --suite is LIBERO's")
+    task_spec = args.suite or args.tasks or ("mt10" if protocol.splits else "mt50")
     if args.expert:
         if args.execute is not None or args.ensemble or args.rtc:
             raise SystemExit(
                 "vlaforge eval: --execute/--ensemble/--rtc do not apply to --expert (it acts one step at a time)"
             )
         factory: Any = ExpertPolicy
-        if (args.suite or args.tasks).strip().lower().startswith("libero_"):
+        if not protocol.splits:  # the expert ignores images; the camera is the protocol's, for videos
+            factory = functools.partial(
+                ExpertPolicy, cameras=protocol.cameras, image_size=protocol.image_size
+            )
+        elif task_spec.strip().lower().startswith("libero_"):
             from vlaforge.envs.make import family_of
 
-            family = family_of(args.suite or args.tasks)
+            family = family_of(task_spec)
             factory = functools.partial(
                 ExpertPolicy, cameras=family.default_cameras, action_dim=len(family.action_names)
             )
@@ -134,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.envs.libero.suites import LiberoNotInstalled
 
     try:
-        tasks = resolve_task_list(args.suite or args.tasks)
+        tasks = resolve_task_list(task_spec)
     except (ValueError, LiberoNotInstalled) as e:
         raise SystemExit(f"vlaforge eval: {e}") from None
     if instructions:
@@ -143,9 +161,9 @@ def _run(args: argparse.Namespace) -> int:
         report = evaluate(
             factory,
             tasks,
-            episodes=args.episodes,
-            seed0=args.seed0,
-            split=args.split,
+            episodes=args.episodes if args.episodes is not None else protocol.episodes,
+            seed0=args.seed0 if args.seed0 is not None else protocol.seed0,
+            split=args.split or "eval",
             instructions=instructions,
             executor=executor,
             max_steps=args.max_steps,
@@ -155,6 +173,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             metadata={"policy": name, "vlaforge": __version__},
             safety=safety,
+            protocol=args.protocol and protocol.name,
         )
     except (ValueError, LiberoNotInstalled) as e:  # a user's mismatch or a bad checkpoint: one line
         raise SystemExit(f"vlaforge eval: {e}") from None
@@ -173,17 +192,40 @@ def register(sub: argparse._SubParsersAction) -> None:
         "a success chart and videos.",
     )
     p.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="training run directory or checkpoint")
-    p.add_argument("--tasks", default="mt10", help="suite name (mt10, ...) or comma-separated task names")
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="suite (mt10, mt50, a difficulty group easy|medium|hard|very_hard) or comma-separated task names "
+        "(default mt10; mt50 with --protocol lerobot)",
+    )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        metavar="NAME",
+        help="Meta-World protocol: vlaforge (default: disjoint eval layouts, seeds 0.., 20 episodes) or lerobot "
+        "(lerobot-eval's: camera corner2, seeds 1000.. draw the layouts, its task texts, 10 episodes); "
+        "see docs/metaworld.md",
+    )
     p.add_argument(
         "--suite",
         default=None,
         help="LIBERO suite (libero_goal, libero_spatial, libero_object, libero_10, libero_goal_lan, ...) or "
         "tasks (libero_goal/3); episode k uses official initial state k",
     )
-    p.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
-    p.add_argument("--seed0", type=int, default=0, help="first seed; episodes use seed0 .. seed0+episodes-1")
     p.add_argument(
-        "--split", default="eval", choices=["eval", "train"], help="env configurations (default eval)"
+        "--episodes",
+        type=int,
+        default=None,
+        help="episodes per task (default 20; 10 with --protocol lerobot)",
+    )
+    p.add_argument(
+        "--seed0",
+        type=int,
+        default=None,
+        help="first seed; episodes use seed0 .. seed0+episodes-1 (default 0; 1000 with --protocol lerobot)",
+    )
+    p.add_argument(
+        "--split", default=None, choices=["eval", "train"], help="env configurations (default eval)"
     )
     p.add_argument(
         "--instructions", metavar="FILE", help='JSON {"task": "instruction"} overriding instructions'

@@ -20,8 +20,11 @@ class ExpertPolicy:
     """Acts with `env.expert_action()`, one action per call (chunk H = 1, history T = 1).
 
     cameras / image_size only decide what the environment renders (for videos); the expert
-    ignores images. spec.fps and spec.action_dim follow the attached environment.
+    ignores images (`reads_images = False`: the evaluation renders only the episodes it films).
+    spec.fps and spec.action_dim follow the attached environment.
     """
+
+    reads_images = False
 
     def __init__(
         self,

@@ -179,6 +179,37 @@ class EvalReport:
             "decode_failures": sum(t.decode_failures for t in self.tasks),
         }
 
+    def groups(self) -> dict[str, Any] | None:
+        """Meta-World MT50 difficulty groups (`vlaforge.envs.tasks.DIFFICULTY_GROUPS`) of which every task was
+        evaluated: per group the mean of its task rates (= LeRobot's pooled `per_group` pc_success when
+        tasks have equal episodes) with a Wilson interval on its pooled episodes; with all four groups,
+        "mean_of_groups" (the four rates averaged, the papers' average over groups). None if no group is whole.
+        """
+        from vlaforge.envs.tasks import DIFFICULTY_GROUPS
+
+        by_task = {t.task: t for t in self.tasks}
+        out: dict[str, Any] = {}
+        for group, names in DIFFICULTY_GROUPS.items():
+            if not all(name in by_task for name in names):
+                continue
+            members = [by_task[name] for name in names]
+            k = sum(t.successes for t in members)
+            n = sum(t.episodes for t in members)
+            lo, hi = wilson_interval(k, n, self.confidence)
+            out[group] = {
+                "tasks": len(members),
+                "successes": k,
+                "episodes": n,
+                "rate": float(np.mean([t.rate for t in members])),
+                "wilson_lo": lo,
+                "wilson_hi": hi,
+            }
+        if not out:
+            return None
+        if len(out) == len(DIFFICULTY_GROUPS):
+            out["mean_of_groups"] = float(np.mean([out[g]["rate"] for g in DIFFICULTY_GROUPS]))
+        return out
+
     def safety(self) -> dict[str, int] | None:
         """SafetyFilter interventions over all episodes (`sum_safety`); None when evaluated without one."""
         return sum_safety(self.episodes)
@@ -224,6 +255,7 @@ class EvalReport:
                 for t in self.tasks
             },
             "overall": self.overall(),
+            **({} if self.groups() is None else {"groups": self.groups()}),
             **({} if self.safety() is None else {"safety": self.safety()}),
             "latency": self.latency(),
             "config": self.config,
@@ -245,8 +277,13 @@ def markdown_table(report: EvalReport) -> str:
     lines.append(f"# Evaluation of {title}")
     lines.append("")
     seeds = cfg.get("seeds", ["?", "?"])
+    where = (
+        f"protocol `{cfg['protocol']}`"
+        if cfg.get("protocol") == "lerobot"
+        else f"split `{cfg.get('split', '?')}`"
+    )
     lines.append(
-        f"split `{cfg.get('split', '?')}`, {cfg.get('episodes', '?')} episodes per task "
+        f"{where}, {cfg.get('episodes', '?')} episodes per task "
         f"(seeds {seeds[0]}–{seeds[1]}), executor `{cfg.get('executor_label', '?')}`"
     )
     lines.append("")
@@ -265,6 +302,7 @@ def markdown_table(report: EvalReport) -> str:
         f"| **mean** | {o['successes']}/{o['episodes']} | **{pct(o['mean_success'])}** "
         f"| {pct(o['wilson_lo'])}–{pct(o['wilson_hi'])} | | | |"
     )
+    lines.extend(group_table(report))
     lat = report.latency()
     if lat["calls"]:
         lines.append("")
@@ -284,6 +322,27 @@ def markdown_table(report: EvalReport) -> str:
         )
     lines.extend(safety_table(report))
     return "\n".join(lines) + "\n"
+
+
+def group_table(report: EvalReport) -> list[str]:
+    """Lines of the MT50 difficulty-group section (empty when no group was evaluated whole)."""
+    groups = report.groups()
+    if groups is None:
+        return []
+    conf = int(round(100 * report.confidence))
+    lines = ["", "## Difficulty groups (Seo et al. 2022, as LeRobot reports them)", ""]
+    lines.append(f"| group | tasks | success | rate | {conf}% CI |")
+    lines.append("|---|---:|---:|---:|---:|")
+    for name, g in groups.items():
+        if name == "mean_of_groups":
+            continue
+        lines.append(
+            f"| {name} | {g['tasks']} | {g['successes']}/{g['episodes']} | {pct(g['rate'])} "
+            f"| {pct(g['wilson_lo'])}–{pct(g['wilson_hi'])} |"
+        )
+    if "mean_of_groups" in groups:
+        lines.append(f"| **mean of the 4 groups** | | | **{pct(groups['mean_of_groups'])}** | |")
+    return lines
 
 
 def safety_table(report: EvalReport) -> list[str]:

@@ -17,6 +17,7 @@ of the same checkpoint are comparable, and a score is not a memorised training s
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import time
 import warnings
@@ -60,11 +61,15 @@ def default_env_factory(
     cameras: tuple[str, ...] | None,
     image_size: tuple[int, int] | None,
     instruction: str | None,
+    protocol: str | None = None,
 ) -> Env:
-    """`vlaforge.envs.make_env`, leaving cameras / image size at the env's defaults when not given."""
+    """`vlaforge.envs.make_env`, leaving cameras / image size at the env's defaults when not given;
+    `protocol` (Meta-World: 'vlaforge' | 'lerobot', `vlaforge.envs.protocol`) when given."""
     from vlaforge.envs import make_env
 
     kwargs: dict[str, Any] = {"split": split, "instruction": instruction}
+    if protocol is not None:
+        kwargs["protocol"] = protocol
     if cameras is not None:
         kwargs["cameras"] = cameras
     if image_size is not None:
@@ -305,6 +310,9 @@ class EpisodeRunner:
 
     def run(self, job: EpisodeJob) -> EpisodeResult:
         env = self.env(job.task)
+        if hasattr(env, "render_images") and not getattr(self.policy, "reads_images", True):
+            # a policy that never looks (the scripted expert): render only the frames a video needs
+            env.render_images = job.record_video
         result = rollout(
             env,
             self.policy,
@@ -431,6 +439,7 @@ def evaluate(
     confidence: float = 0.95,
     metadata: Mapping[str, Any] | None = None,
     safety: SafetyLimits | None = None,
+    protocol: str | None = None,
 ) -> EvalReport:
     """Evaluate a policy on `tasks` × seeds seed0 .. seed0 + episodes - 1; write a report if out_dir.
 
@@ -439,6 +448,9 @@ def evaluate(
     instructions: optional {task: instruction} replacing the env's instruction (language
     generalisation tests). safety: filter every executed action with these limits and report the
     interventions per episode and per task. out_dir gets eval.json, eval.md, success.png and videos/.
+    protocol: a Meta-World evaluation protocol (`vlaforge.envs.protocol`): None or 'vlaforge' (ours, the
+    split's layout lists), 'lerobot' (LeRobot's: seeds draw the layouts, camera corner2, its task
+    descriptions; the caller picks its seeds, 1000.., and episodes, 10); recorded in the report's config.
     """
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
@@ -448,6 +460,13 @@ def evaluate(
         # the report use, as on the CLI. A custom env_factory gets the names exactly as given.
         tasks = list(dict.fromkeys(_full_name(t) for t in tasks))
         instructions = {_full_name(t): text for t, text in (instructions or {}).items()}
+        if protocol is not None:
+            protocol = _check_protocol(protocol, tasks)
+            env_factory = functools.partial(default_env_factory, protocol=protocol)
+    elif protocol is not None:
+        raise ValueError(
+            f"evaluate: protocol '{protocol}' builds its own envs; do not pass env_factory as well"
+        )
     if episodes < 1:
         raise ValueError(f"evaluate: episodes must be >= 1, got {episodes}")
     if workers < 1:
@@ -525,6 +544,7 @@ def evaluate(
         "policy_spec": spec,
         "wall_s": wall_s,
         "safety": None if safety is None else asdict(safety),
+        **({} if protocol is None else {"protocol": protocol}),
     }
     report = EvalReport.from_episodes(tasks, results, config, confidence=confidence)
     if out is not None:
@@ -532,6 +552,21 @@ def evaluate(
 
         write_report(report, out)
     return report
+
+
+def _check_protocol(protocol: str, tasks: list[str]) -> str:
+    """Check that `protocol` can run `tasks` (Meta-World tasks only); its name."""
+    from vlaforge.envs.make import family_of
+    from vlaforge.envs.protocol import get_protocol
+
+    name = get_protocol(protocol).name
+    other = [t for t in tasks if family_of(t).name != "metaworld"]
+    if other:
+        raise ValueError(
+            f"protocol '{name}' is a Meta-World protocol; {other[0]} is not a Meta-World task (LIBERO "
+            "evaluation uses the official initial states: --suite)"
+        )
+    return name
 
 
 def _run_pool(
