@@ -179,7 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cameras",
         default=None,
-        help="comma-separated; Meta-World: corner, gripper, behind_gripper (default corner,gripper); "
+        help="comma-separated; Meta-World: corner, gripper, behind_gripper, corner2 (default corner,gripper; "
+        "corner2 alone with --protocol lerobot); "
         "LIBERO: image, wrist_image (default both)",
     )
     p.add_argument(
@@ -189,7 +190,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed",
         type=int,
         default=0,
-        help="episode k of a task tries seed SEED+k (Meta-World: layout seed %% 50; LIBERO: sampled layout)",
+        help="episode k of a task tries seed SEED+k (Meta-World: layout seed %% 50, or with --protocol lerobot the "
+        "layout that seed draws, clear of its eval seeds 1000..1049; LIBERO: sampled layout)",
     )
     p.add_argument(
         "--split", choices=["train", "eval"], default="train", help="which layout list to record from"
