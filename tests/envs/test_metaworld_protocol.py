@@ -203,3 +203,15 @@ def test_corner2_matches_lerobots_gymnasium_render_path():
     same = np.abs(ours - theirs).mean()
     mirrored = np.abs(ours[::-1, ::-1] - theirs).mean()
     assert same < 15 and mirrored > 2 * same, (same, mirrored)
+
+
+def test_in_training_evaluation_takes_the_protocol_on_validation_seeds():
+    from vlaforge.envs.protocol import LEROBOT_EVAL_SEEDS
+    from vlaforge.train.config import TrainConfig
+
+    lerobot = get_protocol("lerobot")
+    assert lerobot.validation_seed0 >= LEROBOT_EVAL_SEEDS.stop  # never the test seeds
+    assert PROTOCOLS["vlaforge"].validation_seed0 == 0  # ours: unchanged (the eval split's seeds)
+    assert TrainConfig(eval_every=10, eval_tasks="mt50", eval_protocol="lerobot").eval_protocol == "lerobot"
+    with pytest.raises(ValueError, match="TrainConfig.eval_protocol='nope': unknown protocol"):
+        TrainConfig(eval_protocol="nope")

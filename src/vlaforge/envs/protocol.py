@@ -83,6 +83,7 @@ assert set(LEROBOT_INSTRUCTIONS) == set(MT50)
 LEROBOT_MT1_SEED = 42  # metaworld.MT1(task, seed=42): the task whose non-layout settings the env keeps
 LEROBOT_SEED0 = 1000  # lerobot EvalPipelineConfig.seed: episode k of every task resets with seed 1000 + k
 LEROBOT_EVAL_SEEDS = range(LEROBOT_SEED0, LEROBOT_SEED0 + 50)  # EvalConfig.n_episodes default 50
+LEROBOT_VALIDATION_SEED0 = 2000  # ours: in-training evaluation, clear of the test seeds and of recordings
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Protocol:
     cameras: the cameras the env offers (a policy must read exactly these under a fixed-camera protocol;
     None = any of `render.CAMERAS`). image_size: the size the protocol's observations have (a policy
     may read them smaller: the env then renders at the policy's size). episodes / seed0: episodes
-    per task and the first seed of an evaluation. fixed_cameras: refuse policies reading other cameras.
+    per task and the first seed of an evaluation. validation_seed0: the first seed of in-training
+    evaluations (`vlaforge train --eval-protocol`; LeRobot's: apart from its test seeds). fixed_cameras: refuse policies reading other cameras.
     splits: whether train / eval layout lists exist (ours) or the seed alone draws the layout (LeRobot).
     """
 
@@ -101,6 +103,7 @@ class Protocol:
     image_size: tuple[int, int]
     episodes: int
     seed0: int
+    validation_seed0: int
     fixed_cameras: bool
     splits: bool
     description: str
@@ -126,6 +129,7 @@ PROTOCOLS: dict[str, Protocol] = {
         image_size=(128, 128),
         episodes=20,
         seed0=0,
+        validation_seed0=0,  # in-training evaluation on the eval split, as before protocols existed
         fixed_cameras=False,
         splits=True,
         description="vlaforge's own: disjoint train/eval layout lists, two cameras, 2-3 phrasings per task",
@@ -136,6 +140,7 @@ PROTOCOLS: dict[str, Protocol] = {
         image_size=(480, 480),
         episodes=10,
         seed0=LEROBOT_SEED0,
+        validation_seed0=LEROBOT_VALIDATION_SEED0,
         fixed_cameras=True,
         splits=False,
         description="LeRobot's lerobot-eval --env.type=metaworld (the SmolVLA / pi0 / Evo-1 MT50 numbers)",

@@ -293,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         "eval_every": args.eval_every,
         "eval_tasks": args.eval_tasks,
         "eval_episodes": args.eval_episodes,
+        "eval_protocol": args.eval_protocol,
     }
     if args.resume:
         overrides = {
@@ -451,6 +452,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--eval-every", type=int, default=None, help="run simulator episodes every N steps")
     ev.add_argument("--eval-tasks", default=None, help="e.g. mt10 or reach,drawer-close")
     ev.add_argument("--eval-episodes", type=int, default=None, help="episodes per task (fixed eval seeds)")
+    ev.add_argument(
+        "--eval-protocol",
+        default=None,
+        help="Meta-World protocol of those episodes: vlaforge (default) or lerobot (for a `record --protocol "
+        "lerobot` dataset; validation seeds 2000.., never its test seeds 1000..)",
+    )
     co = p.add_argument_group("co-training (RT-2; VLA token recipes)")
     co.add_argument(
         "--cotrain-vl",

@@ -34,6 +34,10 @@ class TrainConfig:
     eval_every: int = 0  # run simulator episodes every N steps (0: never); logged as eval/success
     eval_tasks: str = ""  # e.g. "mt10" or "reach,drawer-close"
     eval_episodes: int = 2  # per task
+    # Meta-World protocol of the in-training episodes ("" = ours; "lerobot" for a `record --protocol lerobot`
+    # dataset: its camera and instructions, on validation seeds 2000.. so that the protocol's test seeds
+    # 1000.. never pick the best checkpoint)
+    eval_protocol: str = ""
     seed: int = 0
     log_every: int = 50
     save_every: int = 2000
@@ -67,6 +71,13 @@ class TrainConfig:
             raise bad("eval_every", "eval_every must be >= 0 and eval_episodes >= 1")
         if self.eval_every and not self.eval_tasks:
             raise bad("eval_tasks", "set the tasks to evaluate (e.g. 'mt10') when eval_every > 0")
+        if self.eval_protocol:
+            from vlaforge.envs.protocol import get_protocol
+
+            try:
+                get_protocol(self.eval_protocol)
+            except ValueError as e:
+                raise bad("eval_protocol", str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

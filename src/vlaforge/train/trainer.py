@@ -519,6 +519,7 @@ def _evaluate_during_training(
     cannot run `predict` on one rank, so a plain copy is built from them and evaluated instead.
     """
     from vlaforge.envs import resolve_tasks
+    from vlaforge.envs.protocol import get_protocol
     from vlaforge.eval.rollout import evaluate
 
     rng = (torch.get_rng_state(), np.random.get_state(), random.getstate())
@@ -534,10 +535,12 @@ def _evaluate_during_training(
             target,
             resolve_tasks(cfg.eval_tasks),
             episodes=cfg.eval_episodes,
+            seed0=get_protocol(cfg.eval_protocol or "vlaforge").validation_seed0,
             workers=1,
             videos_per_task=0,
             out_dir=run_dir / "evals" / f"{step:08d}",
             progress=False,
+            protocol=cfg.eval_protocol or None,
         )
     finally:
         if backup is not None:
