@@ -79,3 +79,29 @@ def test_cli_refuses_a_policy_with_other_cameras(tmp_path, monkeypatch):
               "--videos", "0", "--no-progress"])  # fmt: skip
     message = str(err.value)
     assert "\n" not in message and "observes camera corner2 only; the policy reads corner, gripper" in message
+
+
+def test_the_expert_is_evaluated_without_rendering_unless_filmed(tmp_path):
+    from eval_fakes import ReachEnv, make_fake_env
+
+    from vlaforge.eval.expert import ExpertPolicy
+    from vlaforge.eval.rollout import evaluate
+
+    rendered: list[bool] = []
+
+    class WatchedEnv(ReachEnv):
+        render_images = True  # the Meta-World / LIBERO switch (images off: physics only)
+
+        def reset(self, seed=None):
+            rendered.append(self.render_images)
+            return super().reset(seed)
+
+    def factory(task, **kwargs):
+        env = make_fake_env(task, **kwargs)
+        env.__class__ = WatchedEnv
+        return env
+
+    report = evaluate(ExpertPolicy(action_dim=1), ["reach-easy"], episodes=3, videos_per_task=1,
+                      env_factory=factory, out_dir=tmp_path, progress=False)  # fmt: skip
+    assert rendered == [True, False, False]  # only the filmed episode renders
+    assert report.tasks[0].successes == 3 and len(report.tasks[0].videos) == 1
