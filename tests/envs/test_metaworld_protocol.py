@@ -156,13 +156,13 @@ def test_expert_episode_ends_at_first_success_on_the_protocol():
 
 
 @pytest.mark.slow
-def test_every_mt50_task_builds_on_the_protocol_with_lerobots_camera():
-    """Camera 2 is corner2 and, once moved, corner4's pose in every task's model (all include xyz_base.xml)."""
+@pytest.mark.timeout(900)  # 50 Meta-World models (~1 min unloaded)
+def test_lerobots_moved_corner2_is_corner4_in_every_mt50_model():
+    """Camera 2 is corner2 and, once moved, corner4's pose in every task's model (all include xyz_base.xml).
+    (That every task builds and resets on the protocol is what benchmarks/bench_metaworld_experts.py runs.)"""
     require("metaworld", "sim")
     import metaworld.env_dict
     import mujoco
-
-    from vlaforge.envs.metaworld_env import make_env
 
     for task in MT50:
         raw = metaworld.env_dict.ALL_V3_ENVIRONMENTS[task]()
@@ -173,13 +173,10 @@ def test_every_mt50_task_builds_on_the_protocol_with_lerobots_camera():
         np.testing.assert_allclose(m.cam_quat[corner4], m.cam_quat[2])
         assert m.cam_fovy[corner4] == m.cam_fovy[2]
         raw.close()
-        env = make_env(task, protocol="lerobot", image_size=32)
-        obs = env.reset(1000)
-        assert obs.instruction == LEROBOT_INSTRUCTIONS[task] and obs.images["corner2"].shape == (32, 32, 3)
-        env.close()
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # gymnasium's first render builds its own GL context (slow on llvmpipe)
 def test_corner2_matches_lerobots_gymnasium_render_path():
     """LeRobot renders through gymnasium (480x480, its default lighting) and flips both axes; ours is
     the same view (shading differs: no shadows or multisampling), not its mirror image."""
