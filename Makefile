@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-slow test-all lint install system-deps clean
+.PHONY: demo test test-slow test-all test-peers lint install system-deps clean
 
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,27 @@ test-all: install
 	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/python -m pytest -m "slow or not slow"
 
+# Parity with the reference implementations (tests/peers, docs/parity.md): LeRobot 0.3.2's π0, timm's
+# DINOv2 / SigLIP as OpenVLA builds them, openpi's own websocket client. The peers live in their own
+# environment, never in vlaforge's dependencies; torch stays pinned to the CPU build. LeRobot 0.3.2 imports
+# torchvision, whose only build for our torch pin fails to import here: the stand-in of
+# benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH (benchmarks/lerobot/README.md).
+PEERS_VENV ?= .venv-peers
+PEERS_BIN  := $(PEERS_VENV)/bin
+# lerobot[pi0] 0.3.2 pins transformers<4.52, but its π0 code needs 4.52 (PaliGemma's language_model became
+# the bare GemmaModel there): the extra is left out and transformers pinned; pytest: paligemma_with_expert
+# imports it. diffusers<0.36 keeps huggingface-hub<1.0 for transformers 4.52.
+PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "huggingface-hub<1.0" "diffusers<0.36" "timm==1.0.*" \
+              "openpi-client==0.1.2" typing_extensions pytest
+
+$(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
+	@test -x $(PEERS_BIN)/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_BIN)/pip install -q -c constraints.txt --upgrade pip
+	$(PEERS_BIN)/pip install -q -c constraints.txt -e packages/vlaforge-client -e ".[serve,dev]" $(PEERS)
+	@touch $@
+
+test-peers: $(PEERS_VENV)/.stamp-install
+	VLAFORGE_REQUIRE_PEERS=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers -m "slow or not slow" -rs
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -24,10 +24,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip(
-    "lerobot.policies.pi0.modeling_pi0",
-    reason="LeRobot 0.3.2 with its pi0 extra is not installed (peer check: `make test-peers`)",
-)
+from tests.peers.need import need  # noqa: E402
+
+need("lerobot.policies.pi0.modeling_pi0", "LeRobot 0.3.2 (with transformers 4.52)")
 
 from tests.peers.lerobot_pi0 import EXPERT, IMG, SIGLIP, VLM, lerobot_pi0_tiny_fp32, write_tokenizer  # noqa: E402
 from vlaforge.convert.pi0 import convert_pi0  # noqa: E402

@@ -17,11 +17,10 @@ import time
 import numpy as np
 import pytest
 
-websocket_client_policy = pytest.importorskip(
-    "openpi_client.websocket_client_policy",
-    reason="openpi-client is not installed (peer check: `make test-peers` installs it in .venv-peers)",
-)
-image_tools = pytest.importorskip("openpi_client.image_tools", reason="openpi-client is not installed")
+from tests.peers.need import need
+
+websocket_client_policy = need("openpi_client.websocket_client_policy", "openpi-client 0.1.2")
+image_tools = need("openpi_client.image_tools", "openpi-client 0.1.2")
 
 API_KEY = "parity-key"
 

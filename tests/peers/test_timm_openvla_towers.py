@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-timm = pytest.importorskip("timm", reason="timm is not installed (peer check: `make test-peers` installs it)")
+from tests.peers.need import need  # noqa: E402
+
+timm = need("timm", "timm 1.0")
 
 from tests.convert.test_convert_openvla import (  # noqa: E402
     TEXT_CONFIG,
@@ -71,13 +73,13 @@ def released_names(model: torch.nn.Module, prefix: str) -> dict[str, torch.Tenso
 
 
 def timm_pixels(model: torch.nn.Module, frames: np.ndarray) -> torch.Tensor:
-    """timm's own eval transform for the model (``resolve_model_data_config`` + ``create_transform``), as
-    prismatic uses it, on 224 px frames (its resize is then the identity)."""
-    from PIL import Image
-
+    """The pixels prismatic's timm pipeline feeds the model: ``resolve_model_data_config``'s mean / std, with
+    ``input_size`` set to 224 px by prismatic, so that its resize (``resize-naive``) is the identity on 224 px
+    frames; computed without torchvision."""
     cfg = timm.data.resolve_model_data_config(model)
-    tf = timm.data.create_transform(**cfg, is_training=False)
-    return torch.stack([tf(Image.fromarray(f)) for f in frames])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255  # (B, 3, 224, 224)
+    mean, std = (torch.tensor(cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+    return (x - mean) / std
 
 
 def vision_spec(depth: int | None) -> dict | None:
@@ -142,10 +144,12 @@ def check_towers(tmp: Path, depth: int | None) -> dict[str, float]:
     return diffs
 
 
+@pytest.mark.timeout(1200)  # seconds unloaded; minutes on a busy 2-core machine
 def test_converted_towers_equal_timm_openvla_featurizers_at_reduced_depth(tmp_path):
     check_towers(tmp_path, depth=4)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_converted_towers_equal_timm_openvla_featurizers_at_released_configs(tmp_path):
     check_towers(tmp_path, depth=None)
