@@ -51,16 +51,15 @@ test-all: install
 # benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH (benchmarks/lerobot/README.md).
 PEERS_VENV ?= .venv-peers
 PEERS_BIN  := $(PEERS_VENV)/bin
-# lerobot[pi0] 0.3.2 pins transformers<4.52, but its π0 code needs 4.52 (PaliGemma's language_model became
-# the bare GemmaModel there): the extra is left out and transformers pinned; pytest: paligemma_with_expert
-# imports it. diffusers<0.36 keeps huggingface-hub<1.0 for transformers 4.52.
-PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "huggingface-hub<1.0" "diffusers<0.36" "timm==1.0.*" \
-              "openpi-client==0.1.2" typing_extensions pytest
+# Versions: tests/peers/constraints.txt (transformers 4.52.4 for LeRobot 0.3.2's π0 code, whose [pi0] extra
+# is therefore not installed; huggingface-hub<1.0; diffusers<0.36). pytest: paligemma_with_expert imports it.
+PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "timm==1.0.*" "openpi-client==0.1.2" typing_extensions
 
-$(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
+$(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(PEERS_BIN)/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_BIN)/pip install -q -c constraints.txt --upgrade pip
-	$(PEERS_BIN)/pip install -q -c constraints.txt -e packages/vlaforge-client -e ".[serve,dev]" $(PEERS)
+	$(PEERS_BIN)/pip install -q -c constraints.txt -c tests/peers/constraints.txt \
+		-e packages/vlaforge-client -e ".[serve,dev]" $(PEERS)
 	@touch $@
 
 test-peers: $(PEERS_VENV)/.stamp-install
