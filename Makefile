@@ -63,7 +63,7 @@ $(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constra
 	@touch $@
 
 test-peers: $(PEERS_VENV)/.stamp-install
-	VLAFORGE_REQUIRE_PEERS=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers -m "slow or not slow" -rs
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers -m "slow or not slow" -rs
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

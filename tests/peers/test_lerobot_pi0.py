@@ -11,7 +11,8 @@ and why), saved with its own ``save_pretrained`` (LeRobot 0.3.2's checkpoint lay
 * intermediate tensors: the prefix embeddings (images + prompt, real tokens only) and the velocity at the
   first Euler step (LeRobot ``u = ε − A`` at t = 1, vlaforge ``A − ε`` at τ = 0: opposite signs);
 * observations: both cameras; prompts of different lengths in one batch (token padding) with state and
-  actions padded to 32; one camera missing.
+  actions padded to 32; one camera missing; frames of other sizes than the model's 32 px (LeRobot's
+  aspect-preserving resize with padding).
 
 Runs where LeRobot 0.3.2 is installed (``make test-peers``); skipped elsewhere.
 """
@@ -129,6 +130,7 @@ CASES = {
     "both cameras, one prompt": ({c: (IMG, IMG) for c in CAMS}, TASKS[:1]),
     "both cameras, prompts of two lengths (token padding)": ({c: (IMG, IMG) for c in CAMS}, TASKS),
     "wrist camera missing": ({"image": (IMG, IMG)}, TASKS),
+    "frames of other sizes (resize with padding)": ({"image": (48, 64), "wrist_image": (24, IMG)}, TASKS),
 }
 
 

@@ -101,6 +101,7 @@ def check_towers(tmp: Path, depth: int | None) -> dict[str, float]:
         timm_px[kind] = timm_pixels(model, frames)
         with torch.no_grad():
             ref[kind] = openvla_features(model, timm_px[kind])  # (B, 256, D)
+        assert ref[kind].shape == (2, 256, model.embed_dim) and ref[kind].std() > 0.1  # not a degenerate case
         tensors |= released_names(model, PREFIXES[kind])
         del model
     vis = sum(f.shape[-1] for f in ref.values())  # 1024 + 1152
