@@ -40,6 +40,8 @@ CAMS = ("image", "wrist_image")  # LeRobot's LIBERO names; sorted = LeRobot's fe
 S, A, H = 8, 7, 10
 TOL = 1e-4
 TASKS = ["put the black bowl on the plate", "open the middle drawer of the cabinet"]
+FRAMES = {"image": (48, 64), "wrist_image": (24, IMG)}  # the cameras' frames (h, w) in LeRobot's config
+SQUARE = {c: (IMG, IMG) for c in CAMS}  # frames already at SigLIP's size
 
 
 def lerobot_config():
@@ -48,7 +50,7 @@ def lerobot_config():
 
     return PI0Config(
         input_features={
-            **{IMAGE_PREFIX + c: PolicyFeature(type=FeatureType.VISUAL, shape=(3, IMG, IMG)) for c in CAMS},
+            **{IMAGE_PREFIX + c: PolicyFeature(type=FeatureType.VISUAL, shape=(3, *FRAMES[c])) for c in CAMS},
             STATE_KEY: PolicyFeature(type=FeatureType.STATE, shape=(S,)),
         },
         output_features={ACTION_KEY: PolicyFeature(type=FeatureType.ACTION, shape=(A,))},
@@ -83,18 +85,30 @@ def pair(tmp_path_factory):
         theirs.eval()
         assert all(p.dtype == torch.float32 for p in theirs.parameters())
         theirs.save_pretrained(root / "lerobot")
-        report = convert_pi0(
-            root / "lerobot",
-            root / "ours",
-            tokenizer=tok,
-            variants={"gemma_2b": VLM, "gemma_300m": EXPERT},  # 0.3.2's config.json names no variant
-            vision={
-                "siglip": siglip_spec(
-                    IMG, SIGLIP["patch"], SIGLIP["width"], SIGLIP["layers"], SIGLIP["heads"], SIGLIP["mlp"]
-                )
-            },
-        )
-        yield theirs, Policy.load(root / "ours").eval(), report, modeling_pi0, root
+        ours, reports = {}, {}
+        for name, frame_size in (
+            ("frames", None),
+            ("square", (IMG, IMG)),
+        ):  # the config's frames / 32 px ones
+            reports[name] = convert_pi0(
+                root / "lerobot",
+                root / name,
+                tokenizer=tok,
+                frame_size=frame_size,
+                variants={"gemma_2b": VLM, "gemma_300m": EXPERT},  # 0.3.2's config.json names no variant
+                vision={
+                    "siglip": siglip_spec(
+                        IMG,
+                        SIGLIP["patch"],
+                        SIGLIP["width"],
+                        SIGLIP["layers"],
+                        SIGLIP["heads"],
+                        SIGLIP["mlp"],
+                    )
+                },
+            )
+            ours[name] = Policy.load(root / name).eval()
+        yield theirs, ours, reports["frames"], modeling_pi0, root
 
 
 def frames(n: int, hw: tuple[int, int], seed: int) -> torch.Tensor:
@@ -102,19 +116,19 @@ def frames(n: int, hw: tuple[int, int], seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (n, *hw, 3), dtype=torch.uint8, generator=g)  # (B, h, w, 3)
 
 
-def inputs(cams: dict[str, torch.Tensor], tasks: list[str], seed: int) -> tuple[dict, dict]:
-    """The same observation for both: LeRobot float (B, 3, h, w) in [0, 1]; vlaforge uint8 (B, h, w, 3)."""
+def inputs(
+    cams: dict[str, torch.Tensor], tasks: list[str], seed: int, policy_cameras: dict
+) -> tuple[dict, dict]:
+    """The same observation for both: LeRobot float (B, 3, h, w) in [0, 1]; vlaforge uint8 (B, h, w, 3).
+    A camera LeRobot does not get is, for vlaforge, any frame of its size marked missing (``_valid`` False)."""
     B = len(tasks)
     state = torch.randn(B, S, generator=torch.Generator().manual_seed(seed))
     theirs = {IMAGE_PREFIX + c: f.permute(0, 3, 1, 2).float() / 255 for c, f in cams.items()}
     theirs |= {STATE_KEY: state.clone(), "task": list(tasks)}
-    ours = {IMAGE_PREFIX + c: frames(B, (IMG, IMG), 99) for c in CAMS}  # a missing camera: any frame ...
-    ours |= {
-        IMAGE_PREFIX + c + IMAGE_VALID_SUFFIX: torch.zeros(B, dtype=torch.bool) for c in CAMS
-    }  # ... masked
-    ours |= {IMAGE_PREFIX + c: f for c, f in cams.items()}
-    ours |= {IMAGE_PREFIX + c + IMAGE_VALID_SUFFIX: torch.ones(B, dtype=torch.bool) for c in cams}
-    ours |= {STATE_KEY: state.clone(), "task": list(tasks)}
+    ours: dict = {STATE_KEY: state.clone(), "task": list(tasks)}
+    for c, hw in policy_cameras.items():
+        ours[IMAGE_PREFIX + c] = cams.get(c, frames(B, tuple(hw), 99))
+        ours[IMAGE_PREFIX + c + IMAGE_VALID_SUFFIX] = torch.full((B,), c in cams, dtype=torch.bool)
     return theirs, ours
 
 
@@ -126,21 +140,23 @@ def lerobot_chunk(policy, batch: dict, noise: torch.Tensor) -> torch.Tensor:
     return torch.stack([first, *policy._action_queue], dim=1)  # (B, H, A)
 
 
-CASES = {
-    "both cameras, one prompt": ({c: (IMG, IMG) for c in CAMS}, TASKS[:1]),
-    "both cameras, prompts of two lengths (token padding)": ({c: (IMG, IMG) for c in CAMS}, TASKS),
-    "wrist camera missing": ({"image": (IMG, IMG)}, TASKS),
-    "frames of other sizes (resize with padding)": ({"image": (48, 64), "wrist_image": (24, IMG)}, TASKS),
+CASES = {  # name -> (policy converted for "square" or the config's "frames", cameras sent, tasks)
+    "both cameras, one prompt": ("square", SQUARE, TASKS[:1]),
+    "both cameras, prompts of two lengths (token padding)": ("square", SQUARE, TASKS),
+    "wrist camera missing": ("square", {"image": SQUARE["image"]}, TASKS),
+    "48x64 and 24x32 frames (resize with padding)": ("frames", FRAMES, TASKS),
+    "48x64 frames, wrist camera missing": ("frames", {"image": FRAMES["image"]}, TASKS[1:]),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_actions_and_intermediates_equal_lerobot_pi0(pair, case):
-    theirs, ours, report, _, _ = pair
-    sizes, tasks = CASES[case]
+    theirs, converted, _, _, _ = pair
+    which, sizes, tasks = CASES[case]
+    ours = converted[which]
     B = len(tasks)
     cams = {c: frames(B, hw, seed=i) for i, (c, hw) in enumerate(sizes.items())}
-    lr_batch, our_batch = inputs(cams, tasks, seed=3)
+    lr_batch, our_batch = inputs(cams, tasks, seed=3, policy_cameras=ours.config.cameras)
     noise = torch.randn(B, H, 32, generator=torch.Generator().manual_seed(7))
     diffs = {}
     with torch.no_grad():
@@ -148,7 +164,7 @@ def test_actions_and_intermediates_equal_lerobot_pi0(pair, case):
         nb = theirs.normalize_inputs(dict(lr_batch))
         images, img_masks = theirs.prepare_images(nb)
         lang, lang_masks = theirs.prepare_language(nb)
-        their_prefix, their_valid, _ = theirs.model.embed_prefix(images, img_masks, lang, lang_masks)
+        their_prefix, their_valid, their_att = theirs.model.embed_prefix(images, img_masks, lang, lang_masks)
         our_prefix, our_valid = ours.embed_prefix(our_batch)
         for b in range(B):
             t, o = their_prefix[b][their_valid[b]], our_prefix[b][our_valid[b]]  # (P_real, D)
@@ -158,7 +174,7 @@ def test_actions_and_intermediates_equal_lerobot_pi0(pair, case):
             diffs[f"prefix row {b}"] = (t - o).abs().max().item()
         # velocity at the first Euler step (t = 1 / τ = 0, x = noise)
         state = theirs.prepare_state(nb)
-        pm, pa = their_valid, _prefix_att(theirs, images, img_masks, lang, lang_masks)
+        pm, pa = their_valid, their_att
         from lerobot.policies.pi0.modeling_pi0 import make_att_2d_masks
 
         _, kv = theirs.model.paligemma_with_expert.forward(
@@ -186,12 +202,11 @@ def test_actions_and_intermediates_equal_lerobot_pi0(pair, case):
         assert d <= TOL, f"{case}: {what} differs by {d:.3g} > {TOL}"
 
 
-def _prefix_att(theirs, images, img_masks, lang, lang_masks) -> torch.Tensor:
-    return theirs.model.embed_prefix(images, img_masks, lang, lang_masks)[2]
-
-
 def test_conversion_reads_lerobot_0_3_layout_and_statistics(pair):
-    theirs, ours, report, _, _ = pair
+    theirs, converted, report, _, _ = pair
+    ours = converted["frames"]
+    assert ours.config.vision["siglip"]["resize"] == "pad-top-left"  # LeRobot 0.3's resize_with_pad
+    assert ours.config.cameras == {c: list(hw) for c, hw in FRAMES.items()}
     assert report.ok and report.layout == "lerobot" and report.policy_class == "pi0"
     assert "buffers" in report.statistics or "normaliz" in report.statistics, report.statistics
     stats = theirs.normalize_inputs.buffer_observation_state
