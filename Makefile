@@ -53,13 +53,16 @@ PEERS_VENV ?= .venv-peers
 PEERS_BIN  := $(PEERS_VENV)/bin
 # Versions: tests/peers/constraints.txt (transformers 4.52.4 for LeRobot 0.3.2's π0 code, whose [pi0] extra
 # is therefore not installed; huggingface-hub<1.0; diffusers<0.36). pytest: paligemma_with_expert imports it.
-PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "timm==1.0.*" "openpi-client==0.1.2" typing_extensions
+# openpi-client 0.1.2 declares numpy<2, which breaks LeRobot's pyarrow; its client imports only numpy,
+# msgpack, websockets, typing_extensions and PIL (all installed here), so it goes in with --no-deps.
+PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "timm==1.0.*" typing_extensions
 
 $(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(PEERS_BIN)/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_BIN)/pip install -q -c constraints.txt --upgrade pip
 	$(PEERS_BIN)/pip install -q -c constraints.txt -c tests/peers/constraints.txt \
 		-e packages/vlaforge-client -e ".[serve,dev]" $(PEERS)
+	$(PEERS_BIN)/pip install -q --no-deps "openpi-client==0.1.2"
 	@touch $@
 
 test-peers: $(PEERS_VENV)/.stamp-install
