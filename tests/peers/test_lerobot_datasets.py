@@ -22,6 +22,7 @@ need("lerobot.datasets.lerobot_dataset", "LeRobot 0.3.2")
 from vlaforge.data import Dataset  # noqa: E402
 from vlaforge.data.convert import convert_dataset  # noqa: E402
 from vlaforge.data.synthetic import smooth_frames, write_synthetic_dataset  # noqa: E402
+from vlaforge.data.video import keep_thread_scheduling  # noqa: E402
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY  # noqa: E402
 
 CAMS = ("image", "wrist_image")
@@ -63,6 +64,18 @@ def assert_same_frames(ours: Dataset, theirs) -> dict[str, float]:
     return worst
 
 
+def write_episodes(writer, g: np.random.Generator) -> None:
+    """LeRobot's recording loop: ``add_frame`` per frame, ``save_episode`` per episode."""
+    for e, n in enumerate(LENGTHS):
+        frames = {c: smooth_frames(n, 32, 32, phase=e + 0.5 * k) for k, c in enumerate(CAMS)}
+        for i in range(n):
+            frame = {IMAGE_PREFIX + c: frames[c][i] for c in CAMS}
+            frame[STATE_KEY] = g.normal(size=S).astype(np.float32)
+            frame[ACTION_KEY] = g.normal(size=A).astype(np.float32)
+            writer.add_frame(frame, task=TASKS[e])
+        writer.save_episode()
+
+
 def test_vlaforge_reads_a_dataset_written_by_lerobot(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -83,15 +96,11 @@ def test_vlaforge_reads_a_dataset_written_by_lerobot(tmp_path):
         "local/by-lerobot", fps=FPS, features=features, root=root, video_backend="pyav"
     )
     g = np.random.default_rng(0)
-    for e, n in enumerate(LENGTHS):
-        frames = {c: smooth_frames(n, 32, 32, phase=e + 0.5 * k) for k, c in enumerate(CAMS)}
-        for i in range(n):
-            frame = {IMAGE_PREFIX + c: frames[c][i] for c in CAMS}
-            frame[STATE_KEY] = g.normal(size=S).astype(np.float32)
-            frame[ACTION_KEY] = g.normal(size=A).astype(np.float32)
-            writer.add_frame(frame, task=TASKS[e])
-        writer.save_episode()
+    # LeRobot encodes with SVT-AV1, which as root leaves the thread SCHED_FIFO (tests/conftest.py)
+    with keep_thread_scheduling():
+        write_episodes(writer, g)
 
+    ours = Dataset(root, accurate_color=False)  # PyAV's own RGB conversion, as LeRobot's reader
     ours = Dataset(root, accurate_color=False)  # PyAV's own RGB conversion, as LeRobot's reader
     theirs = lerobot_dataset("local/by-lerobot", root)
     assert ours.version == "v2.1" and ours.num_episodes == len(LENGTHS) and len(ours) == sum(LENGTHS)
