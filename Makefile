@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-slow test-all lint install system-deps clean
+.PHONY: demo test test-slow test-all test-peers lint install system-deps clean
 
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +44,29 @@ test-all: install
 	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/python -m pytest -m "slow or not slow"
 
+# Parity with the reference implementations (tests/peers, docs/parity.md): LeRobot 0.3.2's π0, timm's
+# DINOv2 / SigLIP as OpenVLA builds them, openpi's own websocket client. The peers live in their own
+# environment, never in vlaforge's dependencies; torch stays pinned to the CPU build. LeRobot 0.3.2 imports
+# torchvision, whose only build for our torch pin fails to import here: the stand-in of
+# benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH (benchmarks/lerobot/README.md).
+PEERS_VENV ?= .venv-peers
+PEERS_BIN  := $(PEERS_VENV)/bin
+# Versions: tests/peers/constraints.txt (transformers 4.52.4 for LeRobot 0.3.2's π0 code, whose [pi0] extra
+# is therefore not installed; huggingface-hub<1.0; diffusers<0.36). pytest: paligemma_with_expert imports it.
+# openpi-client 0.1.2 declares numpy<2, which breaks LeRobot's pyarrow; its client imports only numpy,
+# msgpack, websockets, typing_extensions and PIL (all installed here), so it goes in with --no-deps.
+PEERS      := "lerobot==0.3.2" "transformers==4.52.4" "timm==1.0.*" typing_extensions
+
+$(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints.txt packages/vlaforge-client/pyproject.toml
+	@test -x $(PEERS_BIN)/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_BIN)/pip install -q -c constraints.txt --upgrade pip
+	$(PEERS_BIN)/pip install -q -c constraints.txt -c tests/peers/constraints.txt \
+		-e packages/vlaforge-client -e ".[serve,dev]" $(PEERS)
+	$(PEERS_BIN)/pip install -q --no-deps "openpi-client==0.1.2"
+	@touch $@
+
+test-peers: $(PEERS_VENV)/.stamp-install
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers -m "slow or not slow" -rs
+
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,8 +1,10 @@
 """OpenVLA converter on a synthetic tiny checkpoint with the released file's key names and config fields.
 
-The reference outputs are computed from the synthetic tensors directly: a plain-torch timm ViT
-(fused qkv, ``no_embed_class`` position table, CLS + register tokens, layer scale, second-to-last
-block), prismatic's projector, and our DecoderLM loaded from the same ``language_model.*`` tensors.
+The reference outputs are computed from the synthetic tensors directly: a ViT written out here in plain
+torch the way timm computes it (fused qkv, ``no_embed_class`` position table, CLS + register tokens, layer
+scale, second-to-last block; not timm itself), prismatic's projector, and our DecoderLM loaded from the
+same ``language_model.*`` tensors. The check against the real timm package (DINOv2 / SigLIP-So400m as
+OpenVLA builds them) is ``tests/peers/test_timm_openvla_towers.py`` (``make test-peers``).
 """
 
 from __future__ import annotations
@@ -217,7 +219,8 @@ def write_openvla(root: Path, tensors: dict[str, torch.Tensor]) -> Path:
 
 
 def timm_vit_features(t: dict, prefix: str, pixels: torch.Tensor, heads: int) -> torch.Tensor:
-    """What prismatic's ``get_intermediate_layers(n={depth - 2})`` returns: (B, N, D), prefix dropped."""
+    """A hand-written timm-style ViT forward: what prismatic's ``get_intermediate_layers(n={depth - 2})``
+    returns, (B, N, D), prefix dropped."""
     w = t[prefix + "patch_embed.proj.weight"]
     D = w.shape[0]
     x = F.conv2d(pixels, w, t[prefix + "patch_embed.proj.bias"], stride=PATCH).flatten(2).transpose(1, 2)
@@ -289,7 +292,7 @@ def test_lm_logits_equal_decoderlm_loaded_from_the_same_tensors(converted):
         torch.testing.assert_close(policy.lm(ids).logits, ref(ids).logits, rtol=0, atol=0)
 
 
-def test_vision_towers_and_projector_match_a_timm_reference(converted):
+def test_vision_towers_and_projector_match_a_handwritten_timm_style_vit(converted):
     tensors, _, out, _ = converted
     policy = Policy.load(out)
     g = torch.Generator().manual_seed(2)

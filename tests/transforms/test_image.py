@@ -36,3 +36,28 @@ def test_resize_and_config_validation():
     assert resize(torch.rand(1, 3, 16, 16), (8, 8)).shape == (1, 3, 8, 8)
     with pytest.raises(ValueError, match="crop_scale"):
         AugmentConfig(crop_scale=(0.0, 1.0))
+
+
+def test_resize_with_pad_top_left_keeps_the_aspect_and_pads_top_and_left_with_black():
+    from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_images
+    from vlaforge.transforms.image import resize_with_pad_top_left
+
+    g = torch.Generator().manual_seed(0)
+    wide = torch.rand(2, 3, 24, 32, generator=g)  # fits the width: 8 black rows on top, pixels unchanged
+    out = resize_with_pad_top_left(wide, (32, 32))
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[..., :8, :], torch.zeros(2, 3, 8, 32))
+    torch.testing.assert_close(out[..., 8:, :], wide, rtol=0, atol=1e-6)
+    tall = torch.rand(1, 3, 64, 40, generator=g)  # halved to 32 x 20: 12 black columns on the left
+    out = resize_with_pad_top_left(tall, (32, 32))
+    assert torch.equal(out[..., :12], torch.zeros(1, 3, 32, 12))
+    ref = torch.nn.functional.interpolate(tall, size=(32, 20), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out[..., 12:], ref, rtol=0, atol=0)
+    # through a tower's preprocessing: black padding is -1 after SigLIP's (x - 0.5) / 0.5
+    spec = ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3, resize="pad-top-left")
+    px = preprocess_images(torch.full((1, 16, 32, 3), 255, dtype=torch.uint8), spec)  # (1, 3, 32, 32)
+    assert torch.equal(px[..., :16, :], -torch.ones(1, 3, 16, 32)) and torch.equal(
+        px[..., 16:, :], torch.ones(1, 3, 16, 32)
+    )
+    with pytest.raises(ValueError, match="resize must be one of"):
+        ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3, resize="crop")

@@ -111,8 +111,12 @@ the processor files (``policy_preprocessor.json`` names the ``normalizer_process
 ``inf`` placeholders): pass ``--stats DATASET`` (its ``meta/stats.json``); ``--stats`` also replaces
 a checkpoint's own statistics, e.g. for fine-tuning on another robot.
 
-Not reproduced (listed in ``conversion.json``'s notes where they apply): openpi's / LeRobot's
-aspect-preserving resize-with-pad of the camera frames (vlaforge resizes straight to 224 px), for π0
+Camera frames: LeRobot 0.3 checkpoints (``resize_imgs_with_padding`` in config.json) get LeRobot 0.3's
+own resize (aspect-preserving bilinear without antialiasing, black padding on the top and left:
+``vision.siglip.resize = "pad-top-left"``), checked against LeRobot 0.3.2 in ``tests/peers``.
+
+Not reproduced (listed in ``conversion.json``'s notes where they apply): the centred resize-with-pad of
+openpi and LeRobot >= 0.4 (vlaforge stretches those frames to 224 px with antialiasing), for π0
 openpi's prompt clean-up (``_`` -> space; the π0.5 prompt applies it), LeRobot's ``adapt_to_pi_aloha``
 joint transforms, the ``1e-6`` (openpi) / ``1e-8`` (LeRobot) normalization epsilon (vlaforge: ``1e-8``
 and a ``1e-3`` scale floor). π0.5 only: a state below q01 is bin 0 (openpi's ``np.digitize`` gives
@@ -349,6 +353,7 @@ class CheckpointSpec:
     min_period: float = 4e-3
     max_period: float = 4.0
     image_size: int = DEFAULT_IMAGE_SIZE
+    image_resize: str = "stretch"  # how frames reach image_size: "stretch" | "pad-top-left" (LeRobot 0.3)
     token_len: int = DEFAULT_TOKEN_LEN
     cameras: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # in the model's image order
     state_dim: int | None = None
@@ -422,6 +427,8 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> 
             f"config.json image resolution {res} is not square; SigLIP needs a square input"
         )
     spec.image_size = int(res[0])
+    if cfg.get("resize_imgs_with_padding") is not None and cfg.get("image_resolution") is None:
+        spec.image_resize = "pad-top-left"  # LeRobot 0.3's PI0Config: resize_with_pad, padded top/left
     feats = cfg.get("input_features") or {}
     for key, feat in feats.items():
         ftype, shape = str(feat.get("type", "")), list(feat.get("shape", []))
@@ -803,6 +810,8 @@ def pi0_policy_config(
         siglip = json.loads(json.dumps(SIGLIP_SO400M))
         siglip["hf"]["image_size"] = spec.image_size
         vision = {"siglip": siglip}
+    if spec.image_resize != "stretch":  # the reference's frame resize, unless the caller chose one
+        vision = {k: {"resize": spec.image_resize, **v} for k, v in vision.items()}
     fields: dict[str, Any] = {
         "recipe": "pi0",
         "cameras": cameras,

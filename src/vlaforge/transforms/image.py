@@ -30,6 +30,19 @@ def resize(images: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
     return F.interpolate(images, size=size, mode=mode, align_corners=False, antialias=True)
 
 
+def resize_with_pad_top_left(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float (B, 3, H, W) -> (B, 3, *size): aspect-preserving bilinear resize (no antialiasing) so that the
+    frame fits, then zero (black) padding on the top and the left, exactly as LeRobot 0.3's π0
+    ``resize_with_pad`` (sizes truncated with ``int``; the interpolation runs even when nothing changes).
+    π0 checkpoints trained by LeRobot 0.3 saw their frames this way (openpi pads centred instead)."""
+    h, w = images.shape[-2:]
+    th, tw = size
+    ratio = max(w / tw, h / th)
+    rh, rw = int(h / ratio), int(w / ratio)
+    out = F.interpolate(images, size=(rh, rw), mode="bilinear", align_corners=False)  # (B, 3, rh, rw)
+    return F.pad(out, (max(0, tw - rw), 0, max(0, th - rh), 0), value=0.0)  # (B, 3, th, tw)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     crop_scale: tuple[float, float] = (0.8, 1.0)

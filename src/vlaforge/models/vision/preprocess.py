@@ -12,6 +12,10 @@ without the aspect-preserving resize + center crop of the Hugging Face DINOv2 pr
 same. Resizing uses torch's antialiased bicubic, which is close to (not bit-identical with) PIL's
 bicubic that the reference pipelines use; the result is clamped to [0, 1] before normalization, as
 PIL's uint8 output is.
+
+``resize="pad-top-left"`` instead fits the frame into the square without distortion and pads it with
+black on the top and left (bilinear, not antialiased): LeRobot 0.3's π0 preprocessing, which the π0
+converter selects for LeRobot 0.3 checkpoints (``resize_imgs_with_padding`` in their config).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlaforge.transforms.image import resize, to_float_image
+from vlaforge.transforms.image import resize, resize_with_pad_top_left, to_float_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+RESIZE_MODES = ("stretch", "pad-top-left")
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class ImagePreprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
+    resize: str = "stretch"  # or "pad-top-left" (LeRobot 0.3's π0 resize_with_pad)
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:
@@ -49,6 +55,8 @@ class ImagePreprocess:
             raise ValueError(
                 f"ImagePreprocess.interpolation must be bicubic or bilinear, got {self.interpolation!r}"
             )
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"image resize must be one of {RESIZE_MODES}, got {self.resize!r}")
 
     @property
     def output_range(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -77,7 +85,9 @@ def preprocess_images(images: torch.Tensor | np.ndarray, spec: ImagePreprocess) 
             "convert float images with (img * 255).round().to(torch.uint8) first"
         )
     x = to_float_image(x)  # (B, 3, H, W) in [0, 1]
-    if x.shape[-2:] != (spec.size, spec.size):
+    if spec.resize == "pad-top-left":
+        x = resize_with_pad_top_left(x, (spec.size, spec.size))  # (B, 3, S, S)
+    elif x.shape[-2:] != (spec.size, spec.size):
         x = resize(x, (spec.size, spec.size), spec.interpolation)  # (B, 3, S, S)
         x = x.clamp(0.0, 1.0)  # bicubic overshoots; PIL's uint8 output cannot
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,7 +108,13 @@ class VisionTower(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, *, kind: str, feature_layer: int | None, image_size: int | None = None
+        self,
+        model: nn.Module,
+        *,
+        kind: str,
+        feature_layer: int | None,
+        image_size: int | None = None,
+        resize: str = "stretch",
     ):
         super().__init__()
         config = model.config
@@ -132,6 +139,8 @@ class VisionTower(nn.Module):
         self.preprocess: ImagePreprocess = (
             siglip_preprocess(image_size) if kind == "siglip" else dinov2_preprocess(image_size)
         )
+        if resize != self.preprocess.resize:  # how frames of another size reach image_size
+            self.preprocess = dataclasses.replace(self.preprocess, resize=resize)
         if feature_layer is not None:
             for name, module in model.named_modules():
                 if name.rsplit(".", 1)[-1] in _FINAL_NORMS:
@@ -141,12 +150,18 @@ class VisionTower(nn.Module):
 
     @classmethod
     def from_config(
-        cls, config: Any, *, feature_layer: int | None = -2, image_size: int | None = None
+        cls,
+        config: Any,
+        *,
+        feature_layer: int | None = -2,
+        image_size: int | None = None,
+        resize: str = "stretch",
     ) -> VisionTower:
-        """Random weights from an HF config object (SiglipVisionConfig, Dinov2Config, ...)."""
+        """Random weights from an HF config object (SiglipVisionConfig, Dinov2Config, ...).
+        resize: ``ImagePreprocess.resize`` ("stretch", or "pad-top-left" for LeRobot 0.3 π0 checkpoints)."""
         kind, cls_name, cfg = _vision_config(config, feature_layer)
         model = getattr(_transformers(), cls_name)(cfg)
-        return cls(model, kind=kind, feature_layer=feature_layer, image_size=image_size)
+        return cls(model, kind=kind, feature_layer=feature_layer, image_size=image_size, resize=resize)
 
     @classmethod
     def from_pretrained(

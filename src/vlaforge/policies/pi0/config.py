@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vlaforge.models.lm import LMConfig
+from vlaforge.models.vision.preprocess import RESIZE_MODES
 from vlaforge.policies.config import ConfigMethods
 
 PI0_FORMAT = 1
@@ -34,7 +35,8 @@ class Pi0Config(ConfigMethods):
     lm: dict[str, Any] = field(default_factory=dict)  # backbone LMConfig fields (vocab_size filled at build)
     expert_width: int = 64  # action expert hidden size (π0: 1024)
     expert_mlp_dim: int = 256  # action expert MLP size (π0: 4096)
-    # name -> {"hf": HF SigLIP vision config dict (with model_type), "image_size", "feature_layer"}
+    # name -> {"hf": HF SigLIP vision config dict (with model_type), "image_size", "feature_layer",
+    #          optional "resize": "stretch" (default) | "pad-top-left" (LeRobot 0.3 checkpoints)}
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt: str = PROMPT  # template with {instruction}
     text_max_len: int = 16  # prompt tokens (words for tiny recipes, subwords for HF tokenizers)
@@ -85,6 +87,9 @@ class Pi0Config(ConfigMethods):
             raise bad("time_min_period", f"need 0 < time_min_period < time_max_period={self.time_max_period}")
         if len(self.vision) != 1:
             raise bad("vision", "π0 uses exactly one vision tower (SigLIP)")
+        resize = next(iter(self.vision.values())).get("resize", "stretch")
+        if resize not in RESIZE_MODES:
+            raise bad("vision", f"'resize' is {resize!r}; choose one of {RESIZE_MODES}")
         if self.datasets or self.dataset_dims:
             raise bad("datasets", "the π0 recipes do not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)

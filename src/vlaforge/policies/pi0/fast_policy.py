@@ -302,6 +302,7 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
             hf_vision_config(spec["hf"]),
             feature_layer=spec.get("feature_layer"),
             image_size=spec.get("image_size"),
+            resize=spec.get("resize", "stretch"),
         )
         self.projector = LinearProjector(self.vision_tower.width, lm_cfg.hidden_size)
         self.camera_names = sorted(c.cameras)

@@ -130,6 +130,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
             hf_vision_config(spec["hf"]),
             feature_layer=spec.get("feature_layer"),
             image_size=spec.get("image_size"),
+            resize=spec.get("resize", "stretch"),
         )
         self.projector = LinearProjector(self.vision_tower.width, D)
         self.camera_names = sorted(c.cameras)
