@@ -90,9 +90,42 @@ def check_lm(cache: Path) -> dict:
 
 
 def check_vision() -> dict:
-    from vlaforge.models.vision.efficientnet_lite import lite0_parity
+    import numpy as np
+    from efficientnet_lite_pytorch import EfficientNet
 
-    return lite0_parity()
+    from vlaforge.models.packaged import EFFICIENTNET_LITE0
+    from vlaforge.models.vision.efficientnet_lite import (
+        EfficientNetLite0,
+        Lite0ImageEncoder,
+        lite0_preprocess,
+        load_lite0_weights,
+    )
+    from vlaforge.models.vision.preprocess import preprocess_images
+
+    out: dict = {"source": str(EFFICIENTNET_LITE0.path())}
+    t = _times()
+    ours = load_lite0_weights(EfficientNetLite0("logits").eval())
+    out["load"] = _since(t)
+    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(EFFICIENTNET_LITE0.path())).eval()
+    images = np.random.default_rng(0).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8)
+    x = preprocess_images(images, lite0_preprocess(224))  # (8, 3, 224, 224)
+    with torch.no_grad():
+        logits, ref_logits = ours(x), ref(x)  # (8, 1000)
+        tokens = Lite0ImageEncoder(224, features="head")(images)  # (8, 49, 1280)
+        ref_tokens = ref.extract_features(x).flatten(2).transpose(1, 2)
+        t = _times()
+        Lite0ImageEncoder(128)(images[:, :128, :128])  # (8, 16, 320)
+        out["encode_8x128px"] = _since(t)
+    out.update(
+        images=len(images),
+        max_abs_logit_diff=float((logits - ref_logits).abs().max()),
+        max_abs_logit=float(ref_logits.abs().max()),
+        max_abs_head_feature_diff=float((tokens - ref_tokens).abs().max()),
+        max_abs_head_feature=float(ref_tokens.abs().max()),
+        top1_equal=bool((logits.argmax(-1) == ref_logits.argmax(-1)).all()),
+    )
+    print(out, flush=True)
+    return out
 
 
 def main() -> None:
