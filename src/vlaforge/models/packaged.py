@@ -36,7 +36,9 @@ class PackagedWeights:
             if f.is_file():
                 return f
         where = f" (package found at {roots[0]}, but without {self.file})" if roots else ""
-        raise FileNotFoundError(f"{self.name}: weights not installed{where}; install them with: {self.install}")
+        raise FileNotFoundError(
+            f"{self.name}: weights not installed{where}; install them with: {self.install}"
+        )
 
     def available(self) -> bool:
         try:

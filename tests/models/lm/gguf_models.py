@@ -18,7 +18,21 @@ gguf = require_or_skip("gguf", "pretrained")
 transformers = require_or_skip("transformers", "text")
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-MERGES = ["Ġ t", "h e", "Ġt he", "o p", "Ġ o", "Ġo p", "e n", "Ġop en", "r a", "w e", "Ġ d", "Ġd ra", "Ġdra we"]
+MERGES = [
+    "Ġ t",
+    "h e",
+    "Ġt he",
+    "o p",
+    "Ġ o",
+    "Ġo p",
+    "e n",
+    "Ġop en",
+    "r a",
+    "w e",
+    "Ġ d",
+    "Ġd ra",
+    "Ġdra we",
+]
 
 
 def tiny_vocab() -> list[str]:
@@ -91,7 +105,9 @@ def write_gguf(
         if not quantize or w.ndim == 1:
             writer.add_tensor(name, np.ascontiguousarray(w, dtype=np.float32))
             continue
-        qtype = gguf.GGMLQuantizationType.Q8_0 if name == "token_embd.weight" else gguf.GGMLQuantizationType.Q4_1
+        qtype = (
+            gguf.GGMLQuantizationType.Q8_0 if name == "token_embd.weight" else gguf.GGMLQuantizationType.Q4_1
+        )
         writer.add_tensor(name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

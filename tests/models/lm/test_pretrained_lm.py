@@ -13,15 +13,20 @@ import torch
 from tests.extras import REQUIRE_EXTRAS_ENV
 from tests.models.lm.gguf_models import VOCAB, gguf, tiny_llama, transformers, write_gguf
 from tests.models.lm.hf_models import save_hf
-from vlaforge.models.lm import LMCheckpointError, load_hf_checkpoint
-from vlaforge.models.lm import convert_cache, pretrained
+from vlaforge.models.lm import LMCheckpointError, convert_cache, load_hf_checkpoint, pretrained
 from vlaforge.models.lm.gguf import read_gguf
 from vlaforge.models.lm.pretrained import PACKAGED_LMS, load_pretrained_lm, pretrained_lm_dir
 from vlaforge.models.packaged import PackagedWeights
 from vlaforge.models.prompt import HFPromptTokenizer
 
 TOL = 1e-4  # float32 logits of ~|10|: both sides dequantize the same bits, the rest is summation order
-TEXTS = ["Ġthe", "open the drawer", "  two  spaces, punctuation! 123", "<|im_start|>user\nhi<|im_end|>", "é ü 漢"]
+TEXTS = [
+    "Ġthe",
+    "open the drawer",
+    "  two  spaces, punctuation! 123",
+    "<|im_start|>user\nhi<|im_end|>",
+    "é ü 漢",
+]
 
 
 @pytest.fixture

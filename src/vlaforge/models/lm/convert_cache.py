@@ -95,7 +95,9 @@ def write_entry(entry: Path, build: Callable[[Path], dict[str, Any]]) -> Path:
     try:
         extra = build(tmp)
         files = {
-            p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in sorted(tmp.iterdir()) if p.is_file()
+            p.name: {"size": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(tmp.iterdir())
+            if p.is_file()
         }
         record = {"conversion_version": CONVERSION_VERSION, **extra, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")

@@ -57,7 +57,12 @@ _GGUF_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
 # Tensors llama.cpp may add that carry nothing DecoderLM uses (precomputed RoPE tables).
 _IGNORED = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 # Metadata arrays too large to keep (the vocabulary and merges are read by the tokenizer converter).
-_BIG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
+_BIG_ARRAYS = (
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.merges",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.scores",
+)
 
 
 def import_gguf() -> Any:
@@ -160,7 +165,9 @@ def config_from_gguf(meta: dict[str, Any], path: Path, *, tied: bool, vocab_size
             f"{path}: GGUF llama.rope.scaling.type is {scaling!r}; only the default RoPE is implemented"
         )
     hidden, heads = int(need("embedding_length")), int(need("attention.head_count"))
-    head_dim = int(meta.get("llama.attention.key_length") or meta.get("llama.rope.dimension_count") or hidden // heads)
+    head_dim = int(
+        meta.get("llama.attention.key_length") or meta.get("llama.rope.dimension_count") or hidden // heads
+    )
     try:
         return LMConfig(
             family="llama",
@@ -218,13 +225,19 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
             continue
         shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists the fastest dimension first
         if shape != expected[hf]:
-            mismatched.append(f"{name}: file has {list(shape)}, the model expects {list(expected[hf])} ({hf})")
+            mismatched.append(
+                f"{name}: file has {list(shape)}, the model expects {list(expected[hf])} ({hf})"
+            )
     if missing or unexpected or mismatched:
         parts = [f"{path}: GGUF tensors do not match the llama model its metadata describes"]
         for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if items:
-                parts.append(f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
-        raise LMCheckpointError("\n".join(parts), missing=missing, unexpected=unexpected, mismatched=mismatched)
+                parts.append(
+                    f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else "")
+                )
+        raise LMCheckpointError(
+            "\n".join(parts), missing=missing, unexpected=unexpected, mismatched=mismatched
+        )
 
     tensors: dict[str, torch.Tensor] = {}
     quantization: dict[str, int] = {}
@@ -234,7 +247,9 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
             continue
         kind = t.tensor_type.name
         quantization[kind] = quantization.get(kind, 0) + 1
-        w = np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)  # a copy: the file is mapped read-only
+        w = np.array(
+            gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32
+        )  # a copy: the file is mapped read-only
         w = w.reshape(expected[hf])  # (out, in) as HF stores it
         if name.endswith("attn_q.weight"):
             w = unpermute_rope_rows(w, cfg.num_heads)

@@ -33,7 +33,6 @@ from vlaforge.models.lm.decoder import DecoderLM
 from vlaforge.models.lm.gguf import read_gguf
 from vlaforge.models.packaged import SMOLLM2_135M, PackagedWeights
 
-
 PACKAGED_LMS: dict[str, PackagedWeights] = {SMOLLM2_135M.name: SMOLLM2_135M}
 
 
@@ -89,7 +88,9 @@ def resolve_lm_source(source: str | Path) -> tuple[str, Path]:
     )
 
 
-def pretrained_lm_dir(source: str | Path, *, cache_root: str | Path | None = None, refresh: bool = False) -> Path:
+def pretrained_lm_dir(
+    source: str | Path, *, cache_root: str | Path | None = None, refresh: bool = False
+) -> Path:
     """The Hugging Face directory ``source`` loads from: the directory itself, or, for a GGUF, its
     converted cache entry (built now if absent or damaged). Holds tokenizer.json for GGUF sources."""
     kind, path = resolve_lm_source(source)

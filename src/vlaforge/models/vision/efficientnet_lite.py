@@ -70,7 +70,9 @@ def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
 class ConvBN(nn.Module):
     """conv (no bias, TF-SAME padding) -> BatchNorm -> ReLU6 (unless ``act=False``)."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True):
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+    ):
         super().__init__()
         self.kernel, self.stride, self.act = kernel, stride, act
         self.conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=0, groups=groups, bias=False)
@@ -107,7 +109,9 @@ class EfficientNetLite0(nn.Module):
     def __init__(self, features: Features = "stride32", dropout: float = 0.2):
         super().__init__()
         if features not in FEATURE_CHANNELS:
-            raise ValueError(f"EfficientNetLite0.features must be one of {list(FEATURE_CHANNELS)}, got {features!r}")
+            raise ValueError(
+                f"EfficientNetLite0.features must be one of {list(FEATURE_CHANNELS)}, got {features!r}"
+            )
         self.features = features
         self.stem = ConvBN(3, 32, kernel=3, stride=2)
         blocks: list[nn.Module] = []
@@ -138,7 +142,13 @@ class EfficientNetLite0(nn.Module):
 _PACKAGE_KEY = re.compile(r"^_blocks\.(\d+)\._(expand_conv|depthwise_conv|project_conv|bn0|bn1|bn2)\.(.+)$")
 _BLOCK_PART = {"expand_conv": "expand.conv", "bn0": "expand.bn", "depthwise_conv": "depthwise.conv",
                "bn1": "depthwise.bn", "project_conv": "project.conv", "bn2": "project.bn"}  # fmt: skip
-_TOP_PART = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv", "_bn1": "head.bn", "_fc": "classifier"}
+_TOP_PART = {
+    "_conv_stem": "stem.conv",
+    "_bn0": "stem.bn",
+    "_conv_head": "head.conv",
+    "_bn1": "head.bn",
+    "_fc": "classifier",
+}
 
 
 def package_to_ours(key: str) -> str | None:
@@ -170,14 +180,18 @@ def load_lite0_weights(model: EfficientNetLite0, path: str | Path | None = None)
             unexpected.append(key)
         elif ours in expected:
             if tuple(tensor.shape) != tuple(expected[ours].shape):
-                mismatched.append(f"{key}: file has {list(tensor.shape)}, the model expects {list(expected[ours].shape)}")
+                mismatched.append(
+                    f"{key}: file has {list(tensor.shape)}, the model expects {list(expected[ours].shape)}"
+                )
             state[ours] = tensor
     missing = [k for k in expected if k not in state]
     if missing or unexpected or mismatched:
         parts = [f"{file}: does not match EfficientNet-Lite0"]
         for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
             if items:
-                parts.append(f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else ""))
+                parts.append(
+                    f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else "")
+                )
         raise CheckpointError("\n".join(parts))
     model.load_state_dict(state, strict=True)
     return model
@@ -208,7 +222,9 @@ class Lite0ImageEncoder(nn.Module):
     ):
         super().__init__()
         if features == "logits":
-            raise ValueError("Lite0ImageEncoder gives feature-map tokens; features='logits' is EfficientNetLite0's")
+            raise ValueError(
+                "Lite0ImageEncoder gives feature-map tokens; features='logits' is EfficientNetLite0's"
+            )
         self.preprocess = lite0_preprocess(image_size)
         self.net = EfficientNetLite0(features)
         if weights is not False:
@@ -229,7 +245,9 @@ class Lite0ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         param = next(self.net.parameters())
-        x = preprocess_images(images, self.preprocess).to(device=param.device, dtype=param.dtype)  # (B, 3, S, S)
+        x = preprocess_images(images, self.preprocess).to(
+            device=param.device, dtype=param.dtype
+        )  # (B, 3, S, S)
         with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
             fmap = self.net(x)  # (B, C, g, g)
         return fmap.flatten(2).transpose(1, 2)  # (B, g*g, C), row-major over the grid
