@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlaforge.errors import mismatch_report
 from vlaforge.models.lm.checkpoint import LMCheckpointError, ours_to_hf
 from vlaforge.models.lm.config import LMConfig
 from vlaforge.models.lm.decoder import DecoderLM
@@ -229,14 +230,12 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
                 f"{name}: file has {list(shape)}, the model expects {list(expected[hf])} ({hf})"
             )
     if missing or unexpected or mismatched:
-        parts = [f"{path}: GGUF tensors do not match the llama model its metadata describes"]
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                parts.append(
-                    f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else "")
-                )
+        title = f"{path}: GGUF tensors do not match the llama model its metadata describes"
         raise LMCheckpointError(
-            "\n".join(parts), missing=missing, unexpected=unexpected, mismatched=mismatched
+            mismatch_report(title, missing, unexpected, mismatched),
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
         )
 
     tensors: dict[str, torch.Tensor] = {}

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlaforge.errors import CheckpointError
+from vlaforge.errors import CheckpointError, mismatch_report
 from vlaforge.models.packaged import EFFICIENTNET_LITE0
 from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_images
 
@@ -186,13 +186,9 @@ def load_lite0_weights(model: EfficientNetLite0, path: str | Path | None = None)
             state[ours] = tensor
     missing = [k for k in expected if k not in state]
     if missing or unexpected or mismatched:
-        parts = [f"{file}: does not match EfficientNet-Lite0"]
-        for what, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
-            if items:
-                parts.append(
-                    f"  {what} ({len(items)}): " + "; ".join(items[:10]) + (" ..." if len(items) > 10 else "")
-                )
-        raise CheckpointError("\n".join(parts))
+        raise CheckpointError(
+            mismatch_report(f"{file}: does not match EfficientNet-Lite0", missing, unexpected, mismatched)
+        )
     model.load_state_dict(state, strict=True)
     return model
 
