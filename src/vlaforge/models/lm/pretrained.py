@@ -50,6 +50,7 @@ def convert_gguf(source: Path, out: Path) -> dict[str, Any]:
     """Write ``source`` (a Llama GGUF) into ``out`` as a Hugging Face directory: config.json,
     model.safetensors (float32, HF names), tokenizer.json (+ tokenizer_config.json). -> manifest fields."""
     start = time.perf_counter()
+    transformers = _import_transformers()  # before the long read: a missing package fails at once
     ckpt = read_gguf(source)
     hf_config = ckpt.config.to_hf_config()
     for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
@@ -61,7 +62,6 @@ def convert_gguf(source: Path, out: Path) -> dict[str, Any]:
     save_file(ckpt.tensors, str(out / SAFETENSORS_FILE), metadata={"format": "pt", "source": source.name})
     del ckpt
 
-    transformers = _import_transformers()
     logging = transformers.utils.logging
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # no "converting tokenizer" chatter in a training log
