@@ -39,7 +39,7 @@ test: install
 
 # The slow suite (marker `slow`: DDP/FSDP equivalence, end-to-end CLI, evaluation through the server, the
 # client's fresh-venv install, compiled paths, the experts in the simulators), run by CI (.ci/run) after
-# `make test`: 43 tests, about 5 minutes on the 2-core machine.
+# `make test`: 48 tests (the 4 peer checks skip here: `make test-peers`), about 7 minutes on the 2-core machine.
 test-slow: install
 	VLAFORGE_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -m slow
 
