@@ -184,6 +184,11 @@ def test_watched_goals_report_other_tasks(env):
     watching = env._watched_goals(others)
     assert set(watching) == set(others)
     assert watching["libero_goal/turn_on_the_stove"] == [["turnon", "flat_stove_1"]]
+    # A goal whose objects are not in this scene (LIBERO-Object's groceries) cannot be done here: not watched.
+    soup = "libero_object/pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+    assert soup not in env._watched_goals([soup, *others]) and set(others) <= set(
+        env._watched_goals([soup, *others])
+    )
     saved = env._watched
     env._watched = watching
     try:

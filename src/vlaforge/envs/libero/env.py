@@ -459,8 +459,9 @@ class LiberoEnv:
         return bool(np.any(np.all(np.abs(official - current) < LAYOUT_TOLERANCE, axis=1)))
 
     def _watched_goals(self, tasks: tuple[str, ...] | list[str]) -> dict[str, list[list[str]]]:
-        """Other tasks' BDDL goals (those that differ from this task's), checked in this scene every step
-        (objects must exist here), and this task's goal reached with the wrong object (`_twin_goals`)."""
+        """Other tasks' BDDL goals (those that differ from this task's and whose objects are all in this scene:
+        a LIBERO-Object scene holds only some of the ten groceries), checked every step, and this task's
+        goal reached with the wrong object (`_twin_goals`). `episode_outcomes()["goals_watched"]` lists them."""
         if not tasks:
             return {}
         from libero.libero.envs.bddl_utils import robosuite_parse_problem
@@ -475,11 +476,8 @@ class LiberoEnv:
         for task in tasks:
             other = get_task(task)
             goal = robosuite_parse_problem(other.bddl_file)["goal_state"]
-            missing = sorted({arg for pred in goal for arg in pred[1:] if arg not in names})
-            if missing:
-                raise ValueError(
-                    f"watch_tasks: {other.full_name} refers to {missing}, not in the scene of {self.task}"
-                )
+            if any(arg not in names for pred in goal for arg in pred[1:]):
+                continue  # cannot be done in this scene: not watched (the benchmarks then report n/a)
             if (
                 goal != own
             ):  # LIBERO-Spatial: every task's goal is "bowl 1 on the plate"; nothing to tell apart
