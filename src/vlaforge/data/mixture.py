@@ -86,7 +86,12 @@ class MixtureDataset(torch.utils.data.Dataset):
                 raise DatasetError(f"dataset '{name}' is empty")
         self.weights = self._normalized_weights(weights)
         self.seed = seed
-        self.camera_maps = self._camera_maps(cameras or {})
+        self.camera_maps = self._camera_maps(
+            cameras or {}
+        )  # name -> {its camera: the mixture's}, renames only
+        self._renames = {  # the same as feature keys
+            n: {IMAGE_PREFIX + a: IMAGE_PREFIX + b for a, b in m.items()} for n, m in self.camera_maps.items()
+        }
         self.dataset_fps = {n: float(ds.fps) for n, ds in self.datasets.items()}
         self.fps = self.dataset_fps[self.names[0]]
         self.dataset_dims: dict[str, tuple[int, int]] = {
@@ -142,7 +147,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         return {n: w / total for n, w in raw.items()}
 
     def _camera_maps(self, cameras: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
-        """Each dataset's {feature key: the mixture's feature key} for its renamed cameras."""
+        """Each dataset's {camera name: the mixture's camera name} for its renamed cameras, checked."""
         unknown = sorted(set(cameras) - set(self.names))
         if unknown:
             raise DatasetError(f"camera map names unknown datasets {unknown}; the mixture has {self.names}")
@@ -164,13 +169,13 @@ class MixtureDataset(torch.utils.data.Dataset):
                 raise DatasetError(
                     f"camera map for '{name}' gives two cameras one name: {dict(zip(have, targets))}"
                 )
-            out[name] = {IMAGE_PREFIX + a: IMAGE_PREFIX + b for a, b in mapping.items() if a != b}
+            out[name] = {a: b for a, b in mapping.items() if a != b}
         return out
 
     def _renamed(self, name: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
         """`mapping` (features, statistics or an item) with dataset `name`'s cameras under the mixture's
         names (an item's "<camera>_is_pad" too)."""
-        rename = self.camera_maps[name]
+        rename = self._renames[name]
         if not rename:
             return dict(mapping)
         out = {}

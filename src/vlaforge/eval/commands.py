@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
     from vlaforge.eval.expert import ExpertPolicy
     from vlaforge.eval.results import markdown_table
     from vlaforge.eval.rollout import evaluate
-    from vlaforge.inference.load import check_fast_paths, load_policy, trained_datasets
+    from vlaforge.inference.load import check_fast_paths, dataset_choice_problem, load_policy
     from vlaforge.runtime.executor import ExecutorConfig
 
     if args.rtc and args.ensemble:
@@ -108,23 +108,11 @@ def _run(args: argparse.Namespace) -> int:
         fast = {k: True for k in ("int8", "bf16", "compile") if getattr(args, k)}
         try:
             check_fast_paths(**fast)  # before any env or worker starts; the policy's own checks run at load
-            datasets = trained_datasets(args.run_dir)
         except ValueError as e:
             raise SystemExit(f"vlaforge eval: {e}") from None
-        if datasets and args.dataset is None:
-            raise SystemExit(
-                f"vlaforge eval: {args.run_dir} was trained on several datasets {datasets}: "
-                "choose the one to act as with --dataset NAME"
-            )
-        if args.dataset is not None and args.dataset not in datasets:
-            raise SystemExit(
-                f"vlaforge eval: --dataset {args.dataset}: "
-                + (
-                    f"{args.run_dir} was trained on {datasets}"
-                    if datasets
-                    else "the policy was trained on one dataset"
-                )
-            )
+        problem = dataset_choice_problem(args.run_dir, args.dataset, "the one to act as")
+        if problem:
+            raise SystemExit(f"vlaforge eval: {problem}")
         chosen = {"dataset": args.dataset} if args.dataset else {}
         factory = functools.partial(load_policy, args.run_dir, **fast, **chosen)
         name = str(args.run_dir) + "".join(f" ({k})" for k in fast)

@@ -91,6 +91,19 @@ def load_policy(
     return policy
 
 
+def dataset_choice_problem(path: str, dataset: str | None, purpose: str) -> str | None:
+    """What is wrong with `--dataset` for the policy at `path` (None: nothing), checked from its config
+    before anything is loaded: a mixture policy needs one of its datasets, a one-dataset policy none.
+    purpose: what the command asks the user to choose, e.g. "the one to act as"."""
+    datasets = trained_datasets(path)
+    if datasets and dataset is None:
+        return f"{path} was trained on several datasets {datasets}: choose {purpose} with --dataset NAME"
+    if dataset is not None and dataset not in datasets:
+        known = f"{path} was trained on {datasets}" if datasets else "the policy was trained on one dataset"
+        return f"--dataset {dataset}: {known}"
+    return None
+
+
 def trained_datasets(path: str) -> list[str]:
     """The datasets a cross-embodiment policy was trained on, read from its config: [] for one dataset,
     or where the config cannot be read (loading the policy then says why)."""

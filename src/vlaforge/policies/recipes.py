@@ -20,7 +20,6 @@ from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.octo.recipes import Recipe, octo_config_from_dataset, policy_from_config
 from vlaforge.policies.registry import all_recipe_names, recipe_family
-from vlaforge.types import IMAGE_PREFIX
 
 __all__ = [
     "all_recipe_names",
@@ -69,11 +68,7 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
             for n, r in getattr(mixture, "dataset_fps", {}).items()
             if float(r) != float(mixture.fps)
         },
-        dataset_cameras={
-            n: {k.removeprefix(IMAGE_PREFIX): v.removeprefix(IMAGE_PREFIX) for k, v in cams.items()}
-            for n, cams in getattr(mixture, "camera_maps", {}).items()
-            if cams
-        },
+        dataset_cameras={n: dict(cams) for n, cams in getattr(mixture, "camera_maps", {}).items() if cams},
         unnormalized_action_dims=[],  # per dataset, in the normalizer's masks
     )
     masks = {}

@@ -9,7 +9,7 @@ import os
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vlaforge.inference.load import load_policy, trained_datasets
+    from vlaforge.inference.load import dataset_choice_problem, load_policy
     from vlaforge.serve.server import PolicyServer
 
     logging.basicConfig(
@@ -24,12 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
             safety = load_limits(args.safety)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"--safety: {e}") from None
-    datasets = trained_datasets(args.run_dir)
-    if datasets and args.dataset is None:
-        raise SystemExit(
-            f"vlaforge serve: {args.run_dir} was trained on several datasets {datasets}: "
-            "choose the robot it serves with --dataset NAME"
-        )
+    problem = dataset_choice_problem(args.run_dir, args.dataset, "the robot it serves")
+    if problem:
+        raise SystemExit(f"vlaforge serve: {problem}")
     try:
         policy = load_policy(
             args.run_dir,
