@@ -144,20 +144,31 @@ def test_record_two_episodes_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three recordings; ~1 minute alone, several under load
 def test_worker_count_does_not_change_the_dataset(tmp_path):
     require("metaworld", "sim")
     from vlaforge.data import Dataset
     from vlaforge.envs.record import record
 
     kwargs = dict(image_size=32, progress=False, cameras=("corner",))
-    a = Dataset(record("reach,drawer-close", 2, tmp_path / "a", workers=0, **kwargs))
-    b = Dataset(record("reach,drawer-close", 2, tmp_path / "b", workers=2, **kwargs))
-    assert a.num_episodes == b.num_episodes == 4
+    tasks = "reach,drawer-close"
+    inline = Dataset(record(tasks, 2, tmp_path / "inline", workers=0, **kwargs))
+    one = Dataset(record(tasks, 2, tmp_path / "one", workers=1, **kwargs))
+    two = Dataset(record(tasks, 2, tmp_path / "two", workers=2, **kwargs))
+    assert inline.num_episodes == one.num_episodes == two.num_episodes == 4
+    image = "observation.images.corner"
     for e in range(4):
-        ea, eb = a.episode(e), b.episode(e)
-        assert ea["task"] == eb["task"]
-        np.testing.assert_array_equal(ea[ACTION_KEY], eb[ACTION_KEY])
-        np.testing.assert_array_equal(ea["observation.images.corner"], eb["observation.images.corner"])
+        ei, e1, e2 = inline.episode(e), one.episode(e), two.episode(e)
+        for key in ("task", ACTION_KEY, STATE_KEY):  # the same trajectories, however many workers
+            np.testing.assert_array_equal(ei[key], e2[key], err_msg=f"episode {e} {key}")
+            np.testing.assert_array_equal(e1[key], e2[key], err_msg=f"episode {e} {key}")
+        # Worker processes render alike, pixel for pixel, whatever their number.
+        np.testing.assert_array_equal(e1[image], e2[image], err_msg=f"episode {e}")
+        # The main process's renderer is another GL context, made after everything the process did
+        # before (one CI run of the whole slow suite saw ~2 % of the pixels of one episode differ by
+        # up to 31 levels from the workers' frames, never reproduced here): the same frames up to that.
+        diff = np.abs(ei[image].astype(np.int16) - e2[image].astype(np.int16))
+        assert (diff > 0).mean() < 0.05 and diff.mean() < 1.0, (e, (diff > 0).mean(), diff.max())
 
 
 def test_record_raises_when_the_expert_always_fails(tmp_path):
