@@ -226,10 +226,14 @@ class Lite0ImageEncoder(nn.Module):
         if weights is not False:
             load_lite0_weights(self.net, weights)
         self.frozen = frozen
+        self.features = features
+        self.image_size = image_size
         self.out_channels = self.net.out_channels
         stride = 16 if features == "stride16" else 32
         self.grid = math.ceil(image_size / stride)
         self.num_tokens = self.grid**2
+        # VisionTower's names, so the pretrained-LM policies use either tower alike (`encode`, too)
+        self.width, self.num_patches = self.out_channels, self.num_tokens
         if frozen:
             self.net.requires_grad_(False)
         self.train(False)
@@ -247,3 +251,7 @@ class Lite0ImageEncoder(nn.Module):
         with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
             fmap = self.net(x)  # (B, C, g, g)
         return fmap.flatten(2).transpose(1, 2)  # (B, g*g, C), row-major over the grid
+
+    def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 frames (B, H, W, 3) -> tokens (B, N, C): `forward`, under `VisionTower.encode`'s name."""
+        return self(images)
