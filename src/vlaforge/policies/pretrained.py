@@ -32,7 +32,7 @@ LITE0 = EFFICIENTNET_LITE0.name  # "efficientnet-lite0"
 
 
 def lite0_spec(image_size: int = 128, *, features: str = "stride32", frozen: bool = True) -> dict[str, Any]:
-    """The vision spec of a Lite0 tower (`lm_base.vision_tower_from_spec`): at 128 px, stride 32 gives
+    """The vision spec of a Lite0 tower (`models.vision.spec`): at 128 px, stride 32 gives
     16 tokens of 320 channels per camera. Frozen by default: the CPU budget of these recipes."""
     return {"lite0": {"features": features, "frozen": frozen}, "image_size": image_size}
 

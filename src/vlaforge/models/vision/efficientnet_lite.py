@@ -40,7 +40,7 @@ from torch import nn
 
 from vlaforge.errors import CheckpointError, mismatch_report
 from vlaforge.models.packaged import EFFICIENTNET_LITE0
-from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_images
+from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_float, preprocess_images
 
 Features = Literal["stride16", "stride32", "head", "logits"]
 FEATURE_CHANNELS = {"stride16": 112, "stride32": 320, "head": 1280, "logits": 1000}
@@ -244,10 +244,13 @@ class Lite0ImageEncoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 frames (B, H, W, 3), or float (B, 3, H, W) in [0, 1] (augmented frames) -> (B, N, C)."""
         param = next(self.net.parameters())
-        x = preprocess_images(images, self.preprocess).to(
-            device=param.device, dtype=param.dtype
-        )  # (B, 3, S, S)
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = preprocess_float(images, self.preprocess)  # (B, 3, S, S)
+        else:
+            x = preprocess_images(images, self.preprocess)  # (B, 3, S, S)
+        x = x.to(device=param.device, dtype=param.dtype)
         with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
             fmap = self.net(x)  # (B, C, g, g)
         return fmap.flatten(2).transpose(1, 2)  # (B, g*g, C), row-major over the grid

@@ -37,7 +37,7 @@ class Pi0Config(ConfigMethods):
     expert_mlp_dim: int = 256  # action expert MLP size (π0: 4096)
     # name -> {"hf": HF SigLIP vision config dict (with model_type), "image_size", "feature_layer",
     #          optional "resize": "stretch" (default) | "pad-top-left" (LeRobot 0.3 checkpoints)}
-    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`lm_base.vision_tower_from_spec`)
+    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`models.vision.spec`)
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt: str = PROMPT  # template with {instruction}
     text_max_len: int = 16  # prompt tokens (words for tiny recipes, subwords for HF tokenizers)

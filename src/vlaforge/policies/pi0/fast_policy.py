@@ -57,13 +57,14 @@ from vlaforge.models.lm.generate import GreedyOutput
 from vlaforge.models.lm.loss import per_sample_mean, token_cross_entropy
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
 from vlaforge.models.vision import LinearProjector
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     decode_info,
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device, vision_tower_from_spec
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.pi0.fast_config import (
     ACTION_PROMPT,
     END_TOKEN,

@@ -49,6 +49,7 @@ from vlaforge.models.lm import DecoderLM, KVCache, LMConfig, load_hf_checkpoint
 from vlaforge.models.prompt import PromptTokenizer
 from vlaforge.models.time_embedding import sincos_time_embedding
 from vlaforge.models.vision import LinearProjector
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     action_chunk_targets,
@@ -56,7 +57,7 @@ from vlaforge.policies.base import (
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device, vision_tower_from_spec
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.expert import (
     ActionExpert,

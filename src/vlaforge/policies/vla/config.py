@@ -41,7 +41,7 @@ class VLAConfig(ConfigMethods):
     # --- model ---
     lm: dict[str, Any] = field(default_factory=dict)  # LMConfig fields (vocab_size may be filled at build)
     # name -> {"hf": HF vision config dict (with model_type), "image_size": int|None, "feature_layer": int|None}
-    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`lm_base.vision_tower_from_spec`)
+    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`models.vision.spec`)
     # Several towers are fused per patch in this order (OpenVLA: dino then siglip).
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     projector: str = "mlp"  # "mlp": prismatic's fused-GELU MLP; "linear": PaliGemma's

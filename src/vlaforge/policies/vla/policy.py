@@ -54,6 +54,7 @@ from vlaforge.models.vision import (
     Lite0ImageEncoder,
     VisionTower,
 )
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     action_chunk_targets,
@@ -61,7 +62,7 @@ from vlaforge.policies.base import (
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device, vision_tower_from_spec
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.vla.action_tokenizer import ActionTokenizer
 from vlaforge.policies.vla.config import VLAConfig
 from vlaforge.policies.vla.film import FiLM
