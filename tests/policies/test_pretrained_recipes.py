@@ -18,6 +18,7 @@ from tests.extras import REQUIRE_EXTRAS_ENV
 from tests.models.lm.gguf_models import tiny_llama, write_gguf
 from tests.models.lm.hf_models import save_hf, tiny_hf_lm
 from tests.policies.policy_fakes import TASKS, TinyDataset
+from vlaforge.bench.embodiment import parameter_counts
 from vlaforge.models.lm import PACKAGED_LMS, load_pretrained_lm, pretrained_lm_dir
 from vlaforge.models.packaged import EFFICIENTNET_LITE0, SMOLLM2_135M
 from vlaforge.models.vision import EfficientNetLite0, Lite0ImageEncoder
@@ -119,6 +120,8 @@ def test_recipe_loads_its_sources_truncated_and_frozen(recipe, sources):
     for name, t in want.state_dict().items():
         assert torch.equal(tower.state_dict()[name], t), name
     assert not any(p.requires_grad for p in tower.parameters())
+    counts = parameter_counts(policy)  # what `vlaforge bench` reports
+    assert counts["total"] - counts["trainable"] == sum(p.numel() for p in tower.parameters())
     if recipe not in LM_RECIPES:
         assert policy.config.pretrained == {"vision": str(pth)}
         return
