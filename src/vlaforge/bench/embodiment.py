@@ -123,21 +123,35 @@ def load_checkpoint_policy(path: str | Path) -> Policy:
 
 
 def parameter_counts(policy: Policy) -> dict[str, int]:
-    """Parameters per part: encoders (images, state, text, embeddings), transformer, head.
+    """Parameters per part: encoders (images, state, text, embeddings), transformer, head; ``trainable``:
+    those with ``requires_grad`` (the recipes on pretrained parts freeze their Lite0 tower).
 
     LM policies: vision (tower + projector + FiLM), lm (the decoder LM; π0: LM + action expert), and
     the rest (π0's action / state projections, OFT's action head, proprio projector).
     """
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     total = policy.num_parameters()
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)  # frozen Lite0 excluded
     family = lm_family(policy)
     if family is not None:
         vision = sum(n(m) for m in (getattr(policy, a, None) for a in ("vision_tower", "projector", "film"))
                      if isinstance(m, torch.nn.Module))  # fmt: skip
         lm = n(lm_module(policy, family))
-        return {"total": total, "vision": vision, "lm": lm, "other": total - vision - lm}
+        return {
+            "total": total,
+            "trainable": trainable,
+            "vision": vision,
+            "lm": lm,
+            "other": total - vision - lm,
+        }
     transformer, head = n(policy.transformer), n(policy.head)
-    return {"total": total, "encoders": total - transformer - head, "transformer": transformer, "head": head}
+    return {
+        "total": total,
+        "trainable": trainable,
+        "encoders": total - transformer - head,
+        "transformer": transformer,
+        "head": head,
+    }
 
 
 def sampler_steps(policy: Policy, steps: int | None = None) -> tuple[str, int]:

@@ -66,6 +66,8 @@ def render_tables(report: dict[str, Any]) -> str:
     ]
     for res in report["results"]:
         label, params = model_label(res), f"{res['params']['total'] / 1e6:.2f}M"
+        if res["params"].get("trainable", res["params"]["total"]) != res["params"]["total"]:
+            params += f" ({res['params']['trainable'] / 1e6:.2f}M trainable)"
         for name, r in res["paths"].items():
             if r["status"] != "ok":
                 why = r.get("reason") or r.get("error", "")

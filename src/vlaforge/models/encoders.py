@@ -165,6 +165,24 @@ class ConvStemTokenizer(nn.Module):
         return x.reshape(*lead, self.num_tokens, self.width)  # (..., N, D)
 
 
+class FeatureTokenizer(nn.Module):
+    """Feature-map tokens of a pretrained image tower (B, N, C) -> (B, N, D): Octo's per-group linear
+    projection + learned positional embedding (the conv stem's last two steps, after a pretrained stem)."""
+
+    def __init__(self, in_dim: int, width: int, num_tokens: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, width)
+        self.num_tokens, self.width = num_tokens, width
+        self.pos_emb = nn.Parameter(torch.randn(1, num_tokens, width) * 0.02)  # (1, N, D)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if feats.shape[-2] != self.num_tokens:
+            raise ValueError(
+                f"FeatureTokenizer: expected (B, {self.num_tokens}, C) features, got {tuple(feats.shape)}"
+            )
+        return self.proj(feats.to(self.proj.weight.dtype)) + self.pos_emb  # (B, N, D)
+
+
 class StateEncoder(nn.Module):
     """Proprioceptive state (..., S) -> one token (..., 1, D): linear projection + learned embedding."""
 

@@ -14,6 +14,9 @@ from typing import Any, ClassVar, Self
 from vlaforge.models.prompt import PROMPT_OVERFLOW
 from vlaforge.types import PolicySpec
 
+# The keys of a config's ``pretrained`` record (`ConfigMethods._check_pretrained`, `policies/pretrained.py`).
+PRETRAINED_KEYS = ("lm", "lm_layers", "vision")
+
 
 class ConfigMethods:
     """What every policy config dataclass (`octo.PolicyConfig`, `vla.VLAConfig`, `pi0.Pi0Config`) does alike.
@@ -45,6 +48,26 @@ class ConfigMethods:
         """The pretrained-LM configs' ``prompt_overflow`` names a known policy (`PROMPT_OVERFLOW`)."""
         if self.prompt_overflow not in PROMPT_OVERFLOW:
             raise bad("prompt_overflow", f"choose one of {PROMPT_OVERFLOW}")
+
+    def _check_pretrained(self, bad: Callable[[str, str], ValueError]) -> None:
+        """``pretrained`` (the recipes on pretrained parts, `policies/pretrained.py`): where the recipe
+        builder took the weights from: ``lm`` (a packaged name, .gguf file or HF directory), ``lm_layers``
+        (the first N decoder layers kept), ``vision`` (the Lite0 weights). Provenance once built: a
+        checkpoint holds every weight and never reads these sources."""
+        p = self.pretrained  # type: ignore[attr-defined]
+        if not isinstance(p, dict):
+            raise bad("pretrained", "must be a dict with keys from " + str(PRETRAINED_KEYS))
+        unknown = sorted(set(p) - set(PRETRAINED_KEYS))
+        if unknown:
+            raise bad("pretrained", f"unknown keys {unknown}; known: {list(PRETRAINED_KEYS)}")
+        for key in ("lm", "vision"):
+            if p.get(key) is not None and (not isinstance(p[key], str) or not p[key]):
+                raise bad("pretrained", f"'{key}' must be a packaged name or a path (a non-empty string)")
+        n = p.get("lm_layers")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise bad("pretrained", "'lm_layers' must be a positive int (the first N layers) or null (all)")
+        if n is not None and p.get("lm") is None:
+            raise bad("pretrained", "'lm_layers' truncates a pretrained LM: name it in 'lm'")
 
     @property
     def spec(self) -> PolicySpec:

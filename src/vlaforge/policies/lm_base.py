@@ -53,19 +53,6 @@ MAX_WARNED_INSTRUCTIONS = 4096  # distinct truncated instructions remembered (a 
 IMAGE_VALID_SUFFIX = "_valid"  # batch[IMAGE_PREFIX + cam + "_valid"]: (B,) bool, False = camera missing
 
 
-def hf_vision_config(d: dict[str, Any]) -> Any:
-    """An HF vision config object from a plain dict with ``model_type`` (SigLIP, DINOv2, ...)."""
-    import transformers
-
-    d = dict(d)
-    model_type = d.pop("model_type", None)
-    if model_type is None:
-        raise ValueError(
-            f"vision tower config needs a 'model_type' (e.g. 'siglip_vision_model'), got keys {sorted(d)}"
-        )
-    return transformers.AutoConfig.for_model(model_type, **d)
-
-
 @contextlib.contextmanager
 def on_meta_device(enabled: bool) -> Iterator[None]:
     """Build modules on the meta device when `enabled` (no random init of billions of weights that a

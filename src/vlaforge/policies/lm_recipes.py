@@ -24,6 +24,7 @@ import numpy as np
 from vlaforge.models.lm import lm_preset
 from vlaforge.models.prompt import HFPromptTokenizer, PromptTokenizer, WordPromptTokenizer
 from vlaforge.policies.embodiment import dataset_embodiment
+from vlaforge.policies.pretrained import LITE0, SMOLLM2, lite0_spec, merge_pretrained, pretrained_lm_fields
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, STATE_KEY
 
@@ -125,6 +126,20 @@ PALIGEMMA_LM = lm_fields("gemma-2b", vocab_size=257152)
 PALIGEMMA = {"lm": PALIGEMMA_LM, "vision": {"siglip": SIGLIP_SO400M}, "language": "hf", "bos_token_id": 2}
 
 
+# The recipes on pretrained parts (issue 16, docs/pretrained.md "Recipes"): SmolLM2-135M-Instruct cut to
+# its first 15 of 30 layers (SmolVLA keeps the first half of SmolVLM's LM) with its own tokenizer, and a
+# frozen ImageNet EfficientNet-Lite0 (128 px -> 16 tokens of 320 channels per camera; frozen: the CPU
+# budget). `lm` is read from the source at build (`with_pretrained_lm`); no BOS before the prompt.
+SMOL_LM_LAYERS = 15
+SMOL_LITE0 = {
+    "pretrained": {"lm": SMOLLM2, "lm_layers": SMOL_LM_LAYERS, "vision": LITE0},
+    "language": "hf",
+    "vision": {"lite0": lite0_spec(128)},
+}
+# SmolVLA's optimizer (lr 1e-4, weight decay 1e-10) at a CPU batch.
+SMOL_TRAIN = train_defaults(1e-4, 16, warmup_steps=100, weight_decay=1e-10)
+
+
 def config_from_dataset(
     config_class: type[ConfigT], recipe: VLARecipe, dataset: Any, overrides: dict[str, Any], **fields: Any
 ) -> ConfigT:
@@ -132,9 +147,12 @@ def config_from_dataset(
 
     Precedence, lowest first: the embodiment, `fields` (derived from the dataset, e.g. gripper
     dimensions), the recipe's own fields, then the non-None `overrides` (config fields, or
-    ``camera_names=[...]`` to choose the cameras).
+    ``camera_names=[...]`` to choose the cameras). A ``pretrained`` override is merged key by key into
+    the recipe's (`policies.pretrained.merge_pretrained`).
     """
     overrides = dict(overrides)
+    if "pretrained" in recipe.model and overrides.get("pretrained") is not None:
+        overrides["pretrained"] = merge_pretrained(recipe.model["pretrained"], overrides["pretrained"])
     base: dict[str, Any] = {
         "recipe": recipe.name,
         **dataset_embodiment(dataset, overrides.pop("camera_names", None), cameras=recipe.cameras),
@@ -143,6 +161,17 @@ def config_from_dataset(
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     return config_class(**base)
+
+
+def with_pretrained_lm(cfg: ConfigT, tokenizer_dir: str | Path | None) -> tuple[ConfigT, str | Path | None]:
+    """A recipe on a pretrained LM (``cfg.pretrained["lm"]``): its ``lm`` fields read from the source (cut
+    to ``lm_layers``), and the source's directory as the tokenizer directory unless one is given.
+    Other configs are returned as they are. The weights load after the build (`load_pretrained_parts`)."""
+    pretrained = getattr(cfg, "pretrained", None) or {}
+    if pretrained.get("lm") is None:
+        return cfg, tokenizer_dir
+    lm, directory = pretrained_lm_fields(pretrained)
+    return cfg.replace(lm=lm), tokenizer_dir if tokenizer_dir is not None else directory  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------- normalizer and tokenizer

@@ -19,6 +19,7 @@ from vlaforge.policies.embodiment import gripper_dims, task_texts
 from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.octo.recipes import Recipe, octo_config_from_dataset, policy_from_config
+from vlaforge.policies.pretrained import load_pretrained_parts
 from vlaforge.policies.registry import all_recipe_names, recipe_family
 
 __all__ = [
@@ -75,7 +76,9 @@ def make_mixture_policy(recipe: str, mixture: Any, **overrides: Any) -> Policy:
     for name, ds in mixture.datasets.items():
         masks[name] = np.ones(cfg.action_dim, dtype=bool)
         masks[name][gripper_dims(ds.features)] = False
-    return policy_from_config(cfg, mixture.stats, task_texts(mixture), action_masks=masks)
+    policy = policy_from_config(cfg, mixture.stats, task_texts(mixture), action_masks=masks)
+    load_pretrained_parts(cfg.pretrained, vision=policy.image_backbone)  # octo-lite0: ImageNet weights
+    return policy
 
 
 def family_overrides(recipe: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -9,10 +9,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from tests.extras import REQUIRE_EXTRAS_ENV
 from tests.models.lm.gguf_models import VOCAB, gguf, tiny_llama, transformers, write_gguf
-from tests.models.lm.hf_models import save_hf
+from tests.models.lm.hf_models import save_hf, tiny_hf_lm
 from vlaforge.models.lm import LMCheckpointError, convert_cache, load_hf_checkpoint, pretrained
 from vlaforge.models.lm.gguf import read_gguf
 from vlaforge.models.lm.pretrained import PACKAGED_LMS, load_pretrained_lm, pretrained_lm_dir
@@ -149,6 +150,31 @@ def test_hf_directory_source_loads_its_own_weights(tmp_path):
     with torch.no_grad():
         assert (model(ids).logits - hf(ids).logits).abs().max().item() < TOL
         assert torch.equal(model(ids).logits, load_hf_checkpoint(directory)(ids).logits)
+
+
+def test_truncated_lm_equals_the_reference_cut_to_its_first_layers(tmp_path):
+    """num_layers=N (SmolVLA's truncation): the first N layers of the file, the final norm and the head,
+    bit for bit what transformers computes with its layer list cut to N; later layers are never read."""
+    hf = tiny_hf_lm("llama", seed=5, vocab_size=VOCAB, num_hidden_layers=3)
+    directory = save_hf(hf, tmp_path / "hf")
+    model = load_pretrained_lm(directory, num_layers=2)
+    assert model.config.num_layers == 2 and len(model.layers) == 2
+    hf.model.layers = hf.model.layers[:2]
+    hf.config.num_hidden_layers = 2
+    ids = _ids(seed=6)
+    with torch.no_grad():
+        assert (model(ids).logits - hf(ids).logits).abs().max().item() < TOL
+    # the dropped layer's tensors are not even read: a wrong shape there does not matter
+    file = directory / "model.safetensors"
+    tensors = load_file(file)
+    tensors["model.layers.2.mlp.up_proj.weight"] = torch.zeros(7, 64)
+    save_file(tensors, file, metadata={"format": "pt"})
+    assert load_pretrained_lm(directory, num_layers=2).config.num_layers == 2
+    with pytest.raises(LMCheckpointError, match="model.layers.2.mlp.up_proj.weight"):
+        load_pretrained_lm(directory)
+    for bad in (0, 4, 2.5):
+        with pytest.raises(ValueError, match="num_layers"):
+            load_pretrained_lm(directory, num_layers=bad)
 
 
 def test_gguf_tensor_with_wrong_shape_is_refused_by_name(tmp_path):

@@ -110,6 +110,13 @@ def hf_to_ours(name: str) -> str | None:
     return None
 
 
+def layer_index(name: str) -> int:
+    """The decoder layer of a DecoderLM state_dict name (``layers.3.attn.q_proj.weight`` -> 3); -1 for the
+    embeddings, the final norm and the output head."""
+    m = _OUR_LAYER.match(name)
+    return int(m.group(1)) if m else -1
+
+
 def ours_to_hf(name: str) -> str:
     """DecoderLM state_dict name -> HF parameter name."""
     if name in _TOP_LEVEL_INV:
@@ -194,6 +201,7 @@ def load_hf_checkpoint(
     device: torch.device | str = "cpu",
     key_prefix: str = "",
     config: LMConfig | dict[str, Any] | None = None,
+    num_layers: int | None = None,
 ) -> DecoderLM:
     """A :class:`DecoderLM` with the weights of a local Hugging Face checkpoint directory (eval mode).
 
@@ -201,6 +209,9 @@ def load_hf_checkpoint(
     key_prefix: HF names are read as ``key_prefix + name`` (e.g. "language_model." for a VLM file);
         keys outside the prefix are ignored.
     config: overrides ``config.json`` (an LMConfig, or an HF config dict such as a VLM's text_config).
+    num_layers: keep only the first ``num_layers`` decoder layers (SmolVLA keeps the first half of
+        SmolVLM's LM); the weights of the later layers are not read, and the model's config says
+        ``num_layers``. The embeddings, the final norm and the output head are kept. None: all layers.
     """
     root = Path(path)
     if not root.is_dir():
@@ -213,6 +224,18 @@ def load_hf_checkpoint(
         cfg = config
     else:
         cfg = read_lm_config(root)
+    full_layers = cfg.num_layers  # layers full_layers.. would be unexpected keys
+    if num_layers is not None:
+        if (
+            isinstance(num_layers, bool)
+            or not isinstance(num_layers, int)
+            or not 1 <= num_layers <= full_layers
+        ):
+            raise ValueError(
+                f"{root}: num_layers={num_layers!r}: keep between 1 and the model's {full_layers} layers"
+            )
+        cfg = cfg.replace(num_layers=num_layers)
+    dropped_from = cfg.num_layers  # layers dropped_from..full_layers-1 are in the files but not read
     files = weight_files(root)
 
     with torch.device("meta"):
@@ -232,6 +255,8 @@ def load_hf_checkpoint(
                 if hf_name.endswith(IGNORED_KEY_SUFFIXES):
                     continue
                 ours = hf_to_ours(hf_name)
+                if ours is not None and dropped_from <= layer_index(ours) < full_layers:
+                    continue  # a layer after the kept ones (num_layers=)
                 if ours == "lm_head.weight" and cfg.tie_embeddings:
                     tied_head = (file, key)  # checked against the embeddings after loading
                     continue

@@ -108,17 +108,20 @@ def load_pretrained_lm(
     device: torch.device | str = "cpu",
     cache_root: str | Path | None = None,
     refresh: bool = False,
+    num_layers: int | None = None,
 ) -> DecoderLM:
     """A :class:`DecoderLM` (eval mode) with pretrained weights from ``source`` (see the module docstring).
 
     cache_root: overrides the cache location (``$VLAFORGE_CACHE`` / ``$XDG_CACHE_HOME/vlaforge``).
     refresh: convert a GGUF again even if a valid cache entry exists.
+    num_layers: keep only the first ``num_layers`` decoder layers (SmolVLA's truncation; the later
+        layers' weights are not read; embeddings, final norm and head are kept). None: all layers.
     Raises FileNotFoundError naming the package to install, LMCheckpointError for weights that do not
     match the architecture (naming the tensor and both shapes).
     """
     directory = pretrained_lm_dir(source, cache_root=cache_root, refresh=refresh)
     try:
-        return load_hf_checkpoint(directory, dtype=dtype, device=device)
+        return load_hf_checkpoint(directory, dtype=dtype, device=device, num_layers=num_layers)
     except LMCheckpointError as e:
         if directory == Path(source):
             raise

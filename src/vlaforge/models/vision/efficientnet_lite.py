@@ -40,7 +40,7 @@ from torch import nn
 
 from vlaforge.errors import CheckpointError, mismatch_report
 from vlaforge.models.packaged import EFFICIENTNET_LITE0
-from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_images
+from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_float, preprocess_images
 
 Features = Literal["stride16", "stride32", "head", "logits"]
 FEATURE_CHANNELS = {"stride16": 112, "stride32": 320, "head": 1280, "logits": 1000}
@@ -226,10 +226,14 @@ class Lite0ImageEncoder(nn.Module):
         if weights is not False:
             load_lite0_weights(self.net, weights)
         self.frozen = frozen
+        self.features = features
+        self.image_size = image_size
         self.out_channels = self.net.out_channels
         stride = 16 if features == "stride16" else 32
         self.grid = math.ceil(image_size / stride)
         self.num_tokens = self.grid**2
+        # VisionTower's names, so the pretrained-LM policies use either tower alike (`encode`, too)
+        self.width, self.num_patches = self.out_channels, self.num_tokens
         if frozen:
             self.net.requires_grad_(False)
         self.train(False)
@@ -240,10 +244,17 @@ class Lite0ImageEncoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 frames (B, H, W, 3), or float (B, 3, H, W) in [0, 1] (augmented frames) -> (B, N, C)."""
         param = next(self.net.parameters())
-        x = preprocess_images(images, self.preprocess).to(
-            device=param.device, dtype=param.dtype
-        )  # (B, 3, S, S)
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = preprocess_float(images, self.preprocess)  # (B, 3, S, S)
+        else:
+            x = preprocess_images(images, self.preprocess)  # (B, 3, S, S)
+        x = x.to(device=param.device, dtype=param.dtype)
         with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
             fmap = self.net(x)  # (B, C, g, g)
         return fmap.flatten(2).transpose(1, 2)  # (B, g*g, C), row-major over the grid
+
+    def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 frames (B, H, W, 3) -> tokens (B, N, C): `forward`, under `VisionTower.encode`'s name."""
+        return self(images)

@@ -84,7 +84,14 @@ def preprocess_images(images: torch.Tensor | np.ndarray, spec: ImagePreprocess) 
             f"images must be uint8 (B, H, W, 3) RGB frames, got {x.dtype} {tuple(x.shape)}; "
             "convert float images with (img * 255).round().to(torch.uint8) first"
         )
-    x = to_float_image(x)  # (B, 3, H, W) in [0, 1]
+    return preprocess_float(to_float_image(x), spec)  # (B, 3, S, S)
+
+
+def preprocess_float(x: torch.Tensor, spec: ImagePreprocess) -> torch.Tensor:
+    """float (B, 3, H, W) in [0, 1] (e.g. augmented frames) -> float (B, 3, size, size) normalized for the
+    tower: `preprocess_images` after its uint8 -> [0, 1] step."""
+    if not x.is_floating_point() or x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must be float (B, 3, H, W) in [0, 1], got {x.dtype} {tuple(x.shape)}")
     if spec.resize == "pad-top-left":
         x = resize_with_pad_top_left(x, (spec.size, spec.size))  # (B, 3, S, S)
     elif x.shape[-2:] != (spec.size, spec.size):

@@ -48,6 +48,12 @@ class PolicyConfig(ConfigMethods):
     )
     stem_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     patch: int = 2  # final patch conv after the stem (tokens per camera = (size / 2^len(stem) / patch)^2)
+    # {} : the conv stem above, per camera (Octo). {"lite0": {"lite0": {"features", "frozen"}, "image_size"}}:
+    # one pretrained EfficientNet-Lite0 shared by the cameras (`models/vision/spec.py`), then per camera a
+    # linear projection + learned positions (octo-lite0); the stem fields are then unused.
+    vision: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Recipes on pretrained parts: {"vision": source} read by the recipe builder (policies/pretrained.py).
+    pretrained: dict[str, Any] = field(default_factory=dict)
     n_readouts: int = 1  # readout tokens per timestep
     language: str = "words"  # "words": tokenizer built from the dataset; "minilm": frozen sentence encoder
     text_max_len: int = 16
@@ -79,9 +85,18 @@ class PolicyConfig(ConfigMethods):
                 raise bad(fld, "must be >= 1")
         if self.width % self.heads:
             raise bad("width", f"must be divisible by heads={self.heads}")
+        if self.vision and (len(self.vision) != 1 or "lite0" not in next(iter(self.vision.values()))):
+            raise bad("vision", "Octo's image tokens come from the conv stem ({}) or one Lite0 spec")
+        self._check_pretrained(bad)
+        if self.pretrained.get("lm") is not None:
+            raise bad("pretrained", "the Octo layout has no pretrained LM (its language is words or MiniLM)")
+        if self.pretrained.get("vision") is not None and not self.vision:
+            raise bad("pretrained", "pretrained vision weights need a Lite0 'vision' spec")
         for name, hw in self.cameras.items():
             if len(hw) != 2 or min(hw) < 1:
                 raise bad("cameras", f"camera '{name}' needs [height, width], got {hw}")
+            if self.vision:
+                continue  # Lite0 resizes every frame to its image_size
             down = 2 ** len(self.stem_channels) * self.patch
             if hw[0] % down or hw[1] % down:
                 raise bad(

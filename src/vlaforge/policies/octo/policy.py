@@ -34,6 +34,7 @@ from vlaforge.errors import CheckpointError
 from vlaforge.models.attention import apply_key_padding, build_attention_mask, octo_blocks
 from vlaforge.models.encoders import (
     ConvStemTokenizer,
+    FeatureTokenizer,
     LanguageEncoder,
     PretrainedTextEncoder,
     StateEncoder,
@@ -41,6 +42,7 @@ from vlaforge.models.encoders import (
 )
 from vlaforge.models.heads import make_head
 from vlaforge.models.transformer import BlockTransformer
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -94,6 +96,8 @@ class Policy(PolicyMethods, nn.Module):
                     raise ValueError(f"normalizer does not fit the policy config: {e}") from e
 
         self.camera_names = sorted(c.cameras)
+        # octo-lite0: one pretrained tower shared by the cameras, then per camera projection + positions
+        self.image_backbone = vision_tower_from_spec(next(iter(c.vision.values()))) if c.vision else None
         self.image_encoders = nn.ModuleDict(
             {
                 cam: ConvStemTokenizer(
@@ -102,6 +106,8 @@ class Policy(PolicyMethods, nn.Module):
                     patch=c.patch,
                     image_size=tuple(c.encoder_image_size or c.cameras[cam]),
                 )
+                if self.image_backbone is None
+                else FeatureTokenizer(self.image_backbone.width, D, self.image_backbone.num_patches)
                 for cam in self.camera_names
             }
         )
@@ -224,8 +230,10 @@ class Policy(PolicyMethods, nn.Module):
                 x = resize(x, tuple(c.encoder_image_size))  # (B*T, 3, he, we): cheaper stem
             if train and c.augment:
                 x = augment(x, self.augment_cfg)
-            x = x * 2.0 - 1.0  # Octo scales images to [-1, 1]
-            tok = self.image_encoders[cam](x)  # (B*T, n, D)
+            if self.image_backbone is None:
+                tok = self.image_encoders[cam](x * 2.0 - 1.0)  # (B*T, n, D): Octo scales images to [-1, 1]
+            else:  # the tower's own preprocessing (Lite0: resize, (255·x − 127) / 128)
+                tok = self.image_encoders[cam](self.image_backbone(x))  # (B*T, n, C) -> (B*T, n, D)
             obs_tokens.append(tok.reshape(B, T, -1, D))
         names = self._batch_datasets(batch, B)
         s = self.normalizer.normalize(STATE_KEY, state.to(self.device).float(), names)  # (B, T, S)
@@ -487,6 +495,11 @@ def _single_name(batch: dict[str, Any]) -> str | None:
 
 def count_tokens(config: PolicyConfig) -> int:
     """Sequence length of one sample, for sizing and benchmarks."""
-    down = 2 ** len(config.stem_channels) * config.patch
-    patches = sum(math.prod(config.encoder_image_size or v) // down**2 for v in config.cameras.values())
+    if config.vision:  # a Lite0 tower: (S / stride)^2 tokens per camera
+        (spec,) = config.vision.values()
+        stride = 16 if spec["lite0"].get("features") == "stride16" else 32
+        patches = len(config.cameras) * math.ceil(spec["image_size"] / stride) ** 2
+    else:
+        down = 2 ** len(config.stem_channels) * config.patch
+        patches = sum(math.prod(config.encoder_image_size or v) // down**2 for v in config.cameras.values())
     return config.text_max_len + config.history * (patches + 1 + config.n_readouts)

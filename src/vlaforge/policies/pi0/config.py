@@ -37,6 +37,7 @@ class Pi0Config(ConfigMethods):
     expert_mlp_dim: int = 256  # action expert MLP size (π0: 4096)
     # name -> {"hf": HF SigLIP vision config dict (with model_type), "image_size", "feature_layer",
     #          optional "resize": "stretch" (default) | "pad-top-left" (LeRobot 0.3 checkpoints)}
+    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`models.vision.spec`)
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt: str = PROMPT  # template with {instruction}
     text_max_len: int = 16  # prompt tokens (words for tiny recipes, subwords for HF tokenizers)
@@ -59,6 +60,9 @@ class Pi0Config(ConfigMethods):
     language: str = (
         "words"  # "words": tokenizer built from the dataset; "hf": the checkpoint's tokenizer.json
     )
+    # Recipes on pretrained parts: {"lm": source, "lm_layers": N, "vision": source} read by the recipe
+    # builder (policies/pretrained.py); {} = random init. Provenance only once built.
+    pretrained: dict[str, Any] = field(default_factory=dict)
     format_version: int = PI0_FORMAT
     # config.json files written before the registry hold `augment` and `head` (only the CLI read them):
     # dropped on loading (`ConfigMethods.from_dict`), so those checkpoints keep loading.
@@ -94,6 +98,7 @@ class Pi0Config(ConfigMethods):
             raise bad("datasets", "the π0 recipes do not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)
         self._check_prompt_overflow(bad)
+        self._check_pretrained(bad)
         if self.lm:
             lm = LMConfig(**self.lm)
             if self.expert_width % 2 or self.expert_width < 2:

@@ -56,14 +56,15 @@ from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.lm.generate import GreedyOutput
 from vlaforge.models.lm.loss import per_sample_mean, token_cross_entropy
 from vlaforge.models.prompt import PromptTokenizer, WordPromptTokenizer
-from vlaforge.models.vision import LinearProjector, VisionTower
+from vlaforge.models.vision import LinearProjector
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     decode_info,
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.pi0.fast_config import (
     ACTION_PROMPT,
     END_TOKEN,
@@ -298,12 +299,7 @@ class Pi0FastPolicy(FastTokenMethods, LMPolicyMethods, nn.Module):
         with on_meta_device(lm_on_meta):
             self.lm = DecoderLM(lm_cfg)
         (spec,) = c.vision.values()
-        self.vision_tower = VisionTower.from_config(
-            hf_vision_config(spec["hf"]),
-            feature_layer=spec.get("feature_layer"),
-            image_size=spec.get("image_size"),
-            resize=spec.get("resize", "stretch"),
-        )
+        self.vision_tower = vision_tower_from_spec(spec)
         self.projector = LinearProjector(self.vision_tower.width, lm_cfg.hidden_size)
         self.camera_names = sorted(c.cameras)
         self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)

@@ -14,6 +14,10 @@ on ``batch["subtask"]``, decode a subtask before the actions) and their words jo
 * ``pi05-tiny``: ``pi0-tiny``'s towers (tiny SigLIP 32 px, 16 tokens per camera -> 4-layer Gemma width
   128 + expert width 64), adaRMS time conditioning, FAST tokens on the last LM ids, knowledge
   insulation, α = 10; chunk 8 (Meta-World's 80 Hz); prompt budget 48 words.
+* ``pi05-smol``: ``pi0-smol``'s pretrained parts (frozen Lite0 -> SmolLM2-135M cut to 15 layers, its
+  tokenizer) with π0.5's changes: state as text, adaRMS expert (288 / 768), FAST tokens on SmolLM2's last
+  1024 vocabulary ids (cross-entropy through the backbone) + α·flow with knowledge insulation; chunk 8,
+  prompt budget 64 subword tokens (SmolLM2 writes each digit of the state as its own token).
 * ``pi05``: SigLIP So400m/14-224 -> Linear -> PaliGemma's Gemma-2B (vocabulary 257152, BOS 2) + expert
   1024 / 4096 (openpi's gemma_300m), chunk 50, prompt budget 200 tokens (openpi's pi05
   ``max_token_len``), FAST ids below PaliGemma's last 128 ids. Needs the checkpoint's
@@ -29,17 +33,21 @@ from typing import Any
 from vlaforge.policies.lm_recipes import (
     PALIGEMMA,
     PI0_TRAIN,
+    SMOL_LITE0,
+    SMOL_TRAIN,
     TINY_GEMMA,
     TINY_SIGLIP,
     TINY_TRAIN,
     VLARecipe,
     config_from_dataset,
     get_from,
+    with_pretrained_lm,
 )
 from vlaforge.policies.pi0.fast_recipes import fast_token_policy
 from vlaforge.policies.pi0.fast_tokenizer import FastTokenizer
 from vlaforge.policies.pi0.pi05_config import SUBTASK_END, SUBTASK_PROMPT, Pi05Config
 from vlaforge.policies.pi0.pi05_policy import Pi05Policy
+from vlaforge.policies.pretrained import load_pretrained_parts
 
 _CHECKPOINT = "PaliGemma / π0.5 checkpoint"
 
@@ -60,6 +68,22 @@ PI05_RECIPES: dict[str, VLARecipe] = {
                 "subtask_max_len": 12,
             },
             TINY_TRAIN,
+            cameras="all",
+        ),
+        VLARecipe(
+            "pi05-smol",
+            "π0.5 + knowledge insulation on pretrained parts, CPU-trainable: pi0-smol's frozen Lite0 -> "
+            "SmolLM2-135M (15 of 30 layers) + adaRMS expert (288 / 768); FAST tokens on SmolLM2's last "
+            "ids (CE) + flow (α = 10), chunk 8",
+            {
+                "chunk": 8,
+                **SMOL_LITE0,
+                "expert_width": 288,
+                "expert_mlp_dim": 768,
+                "text_max_len": 64,
+                "subtask_max_len": 16,
+            },
+            SMOL_TRAIN,
             cameras="all",
         ),
         VLARecipe(
@@ -125,7 +149,8 @@ def make_pi05_policy(
     if texts and overrides.get("predict_subtask") is None:
         overrides["predict_subtask"] = True
     cfg = pi05_config_from_dataset(recipe, dataset, **overrides)
-    return fast_token_policy(
+    cfg, tokenizer_dir = with_pretrained_lm(cfg, tokenizer_dir)  # pi05-smol: SmolLM2's shape and tokenizer
+    policy = fast_token_policy(
         Pi05Policy,
         cfg,
         dataset,
@@ -134,3 +159,5 @@ def make_pi05_policy(
         checkpoint=_CHECKPOINT,
         vocab_texts=[SUBTASK_PROMPT + SUBTASK_END, *texts],
     )
+    load_pretrained_parts(cfg.pretrained, lm=policy.backbone, vision=policy.vision_tower)
+    return policy

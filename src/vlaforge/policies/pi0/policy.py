@@ -48,7 +48,8 @@ from vlaforge.models.heads.flow_matching import FlowMatching
 from vlaforge.models.lm import DecoderLM, KVCache, LMConfig, load_hf_checkpoint
 from vlaforge.models.prompt import PromptTokenizer
 from vlaforge.models.time_embedding import sincos_time_embedding
-from vlaforge.models.vision import LinearProjector, VisionTower
+from vlaforge.models.vision import LinearProjector
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     action_chunk_targets,
@@ -56,7 +57,7 @@ from vlaforge.policies.base import (
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.expert import (
     ActionExpert,
@@ -126,12 +127,7 @@ class Pi0Policy(LMPolicyMethods, nn.Module):
             self.transformer = self._make_transformer(DecoderLM(lm_cfg), exp_cfg)
         D, De = lm_cfg.hidden_size, c.expert_width
         (spec,) = c.vision.values()
-        self.vision_tower = VisionTower.from_config(
-            hf_vision_config(spec["hf"]),
-            feature_layer=spec.get("feature_layer"),
-            image_size=spec.get("image_size"),
-            resize=spec.get("resize", "stretch"),
-        )
+        self.vision_tower = vision_tower_from_spec(spec)
         self.projector = LinearProjector(self.vision_tower.width, D)
         self.camera_names = sorted(c.cameras)
         self.n_image_tokens = self.vision_tower.num_patches * len(self.camera_names)

