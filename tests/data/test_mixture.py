@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from tests.synthetic import write_libero_like
 from vlaforge.data import Dataset, DatasetError, MixtureDataset, write_synthetic_dataset
 
 
@@ -143,15 +144,7 @@ def test_incompatible_datasets_are_named(other, message):
 def test_camera_map_renames_one_datasets_cameras_and_keeps_each_control_rate(tmp_path):
     """Meta-World (corner, gripper; 80 Hz) beside LIBERO (image, wrist_image; 20 Hz), as Octo mixes them."""
     mw = write_synthetic_dataset(tmp_path / "mw", episodes=2, length=6, cameras=("corner", "gripper"), fps=80)
-    lib = write_synthetic_dataset(
-        tmp_path / "lib",
-        episodes=2,
-        length=6,
-        cameras=("image", "wrist_image"),
-        state_dim=8,
-        action_dim=7,
-        fps=20,
-    )
+    lib = write_libero_like(tmp_path / "lib", length=6)
     parts = {"mt10": Dataset(mw, chunk=2), "libero": Dataset(lib, chunk=2)}
     with pytest.raises(DatasetError, match="camera 'corner' is in dataset 'mt10' but not in 'libero'"):
         MixtureDataset(parts)

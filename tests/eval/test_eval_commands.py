@@ -10,6 +10,7 @@ from eval_fakes import ConstantPolicy, make_fake_env
 
 import vlaforge.envs
 import vlaforge.inference.load
+from tests.synthetic import write_libero_like
 from vlaforge.cli import main
 from vlaforge.eval import commands
 
@@ -90,15 +91,7 @@ def test_a_cross_embodiment_run_trains_with_a_camera_map_and_evaluates_as_one_da
     reach = write_synthetic_dataset(
         tmp_path / "reach", episodes=2, length=8, state_dim=2, action_dim=1, fps=10
     )
-    arm = write_synthetic_dataset(
-        tmp_path / "arm",
-        episodes=2,
-        length=8,
-        cameras=("image", "wrist_image"),
-        state_dim=8,
-        action_dim=7,
-        fps=20,
-    )
+    arm = write_libero_like(tmp_path / "arm")
     small = {"width": 32, "depth": 1, "heads": 2, "mlp_dim": 64, "stem_channels": [8, 16], "history": 1}
     run = tmp_path / "run"
     rc = main(["train", "--data", f"arm={arm},reach={reach}", "--camera-map", "reach:corner=image,gripper=wrist_image",

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import default_collate
 
 from tests.policies.policy_fakes import TINY
+from tests.synthetic import write_libero_like
 from vlaforge.data import Dataset, MixtureDataset, write_synthetic_dataset
 from vlaforge.policies.octo.policy import Policy
 from vlaforge.policies.recipes import make_mixture_policy
@@ -185,15 +186,7 @@ def test_a_dataset_with_its_own_camera_names_and_rate_acts_through_its_view(tmp_
     """Meta-World-like (corner, gripper; 80 Hz) mapped onto LIBERO-like cameras (image, wrist_image; 20 Hz):
     its view takes the env's own camera names and acts at its own rate, through a save and load."""
     mw = write_synthetic_dataset(tmp_path / "mw", episodes=2, length=8, cameras=("corner", "gripper"), fps=80)
-    lib = write_synthetic_dataset(
-        tmp_path / "lib",
-        episodes=2,
-        length=8,
-        cameras=("image", "wrist_image"),
-        state_dim=8,
-        action_dim=7,
-        fps=20,
-    )
+    lib = write_libero_like(tmp_path / "lib")
     mixture = MixtureDataset(
         {"libero": Dataset(lib, history=2, chunk=4), "mt10": Dataset(mw, history=2, chunk=4)},
         cameras={"mt10": {"corner": "image", "gripper": "wrist_image"}},
