@@ -510,8 +510,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-warmup", type=int, default=1)
     p.add_argument("--train-threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--table", action="store_true",
-                   help="measure nothing: print the tables of --out again (after a change to how they are written)")
+    p.add_argument(
+        "--table",
+        action="store_true",
+        help="measure nothing: print the tables of --out again (after a change to how they are written)",
+    )
     args = p.parse_args(argv)
     args.only = [m for m in args.only.split(",") if m]
     unknown = sorted(set(args.only) - set(MEASUREMENTS))

@@ -162,13 +162,17 @@ def test_worker_count_does_not_change_the_dataset(tmp_path):
         for key in ("task", ACTION_KEY, STATE_KEY):  # the same trajectories, however many workers
             np.testing.assert_array_equal(ei[key], e2[key], err_msg=f"episode {e} {key}")
             np.testing.assert_array_equal(e1[key], e2[key], err_msg=f"episode {e} {key}")
-        # Worker processes render alike, pixel for pixel, whatever their number.
-        np.testing.assert_array_equal(e1[image], e2[image], err_msg=f"episode {e}")
-        # The main process's renderer is another GL context, made after everything the process did
-        # before (one CI run of the whole slow suite saw ~2 % of the pixels of one episode differ by
-        # up to 31 levels from the workers' frames, never reproduced here): the same frames up to that.
-        diff = np.abs(ei[image].astype(np.int16) - e2[image].astype(np.int16))
-        assert (diff > 0).mean() < 0.05 and diff.mean() < 1.0, (e, (diff > 0).mean(), diff.max())
+        # The frames: the same up to the video encoder. libx264 as PyAV 18 bundles it (threads=1) gave
+        # two different bitstreams for the same yuv frames in ~1 of 150 encodes here under load (cause
+        # unknown; not the colour conversion, whose output was identical). CI saw 2-5 % of the pixels
+        # differ, by up to 39 levels, mean 0.1-0.3, PSNR 43-48 dB; a wrong frame would be far from that.
+        for name, other in (("inline", ei), ("one worker", e1)):
+            diff = np.abs(other[image].astype(np.float64) - e2[image].astype(np.float64))
+            psnr = 10 * np.log10(255**2 / max(float((diff**2).mean()), 1e-12))
+            assert diff.mean() < 1.0 and psnr > 35.0, (
+                f"episode {e}, {name} vs two workers: mean difference {diff.mean():.2f} levels, "
+                f"PSNR {psnr:.1f} dB, {(diff > 0).mean():.1%} of pixels differ"
+            )
 
 
 def test_record_raises_when_the_expert_always_fails(tmp_path):

@@ -221,3 +221,17 @@ def test_run_training_refuses_bad_setups_with_value_errors(tmp_path):
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit, match="^vlaforge train: .*are not unique"):
         main(["train", "--data", "a=x,a=y", "--out", str(tmp_path / "run")])
+
+
+def test_word_dropout_is_a_saved_training_setting(tmp_path, capsys):
+    data = write_synthetic_dataset(tmp_path / "data", episodes=2, length=8, height=32, width=32)
+    run = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(run), "--steps", "2", "--model-overrides", SMALL]
+    assert _train(*args, "--word-dropout", "0.25") == 0
+    assert json.loads((run / "train_config.json").read_text())["train"]["word_dropout"] == 0.25
+    assert main(["train", "--resume", str(run), "--steps", "3"]) == 0  # resumes with the same setting
+    assert json.loads((run / "train_config.json").read_text())["train"]["word_dropout"] == 0.25
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=r"word_dropout=1.5: must be in \[0, 1\)"):
+        _train("--data", str(data), "--out", str(tmp_path / "bad"), "--word-dropout", "1.5")
+    assert not (tmp_path / "bad").exists()

@@ -93,6 +93,8 @@ def run_training(
             f"recipe {recipe} | head {policy.head_name} | language {policy.config.language} | {n / 1e6:.2f}M params"
         )
         print(f"dataset {data}: {len(dataset)} samples, {dataset.num_episodes} episodes")
+        if cfg.word_dropout:
+            print(f"instructions: each word deleted with probability {cfg.word_dropout} (--word-dropout)")
         if cotrain:
             print(f"co-training: {dataset!r}")
         if ft.get("freeze") or ft.get("train_only") or ft.get("lora"):
@@ -216,6 +218,10 @@ def check_training_setup(
         raise ValueError("--init-from with several --data is not supported yet")
     if cotrain:
         _check_cotrain(recipe, mixture, ft, float(cotrain["robot_fraction"]))
+        if overrides.get("word_dropout"):
+            raise ValueError(
+                "--word-dropout with --cotrain-vl is not supported (it would cut words from the VL prompts)"
+            )
 
 
 def _check_cotrain(recipe: str, mixture: bool, ft: dict, robot_fraction: float) -> None:
@@ -294,6 +300,7 @@ def _run(args: argparse.Namespace) -> int:
         "eval_tasks": args.eval_tasks,
         "eval_episodes": args.eval_episodes,
         "eval_protocol": args.eval_protocol,
+        "word_dropout": args.word_dropout,
     }
     if args.resume:
         overrides = {
@@ -457,6 +464,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="Meta-World protocol of those episodes: vlaforge (default) or lerobot (for a `record --protocol "
         "lerobot` dataset; validation seeds 2000.., never its test seeds 1000..)",
+    )
+    p.add_argument(
+        "--word-dropout",
+        type=float,
+        default=None,
+        metavar="P",
+        help="instruction augmentation: delete each word of a sample's instruction with probability P "
+        "(e.g. 0.15), so the policy does not key on one exact phrasing (default 0 = off)",
     )
     co = p.add_argument_group("co-training (RT-2; VLA token recipes)")
     co.add_argument(

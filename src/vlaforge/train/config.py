@@ -38,6 +38,9 @@ class TrainConfig:
     # dataset: its camera and instructions, on validation seeds 2000.. so that the protocol's test seeds
     # 1000.. never pick the best checkpoint)
     eval_protocol: str = ""
+    # Instruction augmentation: each word of a sample's instruction deleted with this probability
+    # (`transforms.text.drop_words`), so no single word or position decides the task.
+    word_dropout: float = 0.0
     seed: int = 0
     log_every: int = 50
     save_every: int = 2000
@@ -67,6 +70,8 @@ class TrainConfig:
             raise bad("grad_accum", "must be >= 1")
         if self.parallel not in PARALLEL_MODES:
             raise bad("parallel", f"use one of {PARALLEL_MODES} (multi-process training under torchrun)")
+        if not 0 <= self.word_dropout < 1:
+            raise bad("word_dropout", "must be in [0, 1), e.g. 0.15 (0 = off)")
         if self.eval_every < 0 or self.eval_episodes < 1:
             raise bad("eval_every", "eval_every must be >= 0 and eval_episodes >= 1")
         if self.eval_every and not self.eval_tasks:

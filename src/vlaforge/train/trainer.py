@@ -40,6 +40,7 @@ from vlaforge.train.ema import EMA
 from vlaforge.train.lora import export_state_dict
 from vlaforge.train.sampler import StepBatchSampler, StepKeyedBatches, StepSeededDataset
 from vlaforge.train.schedule import lr_at
+from vlaforge.transforms.text import WordDropoutDataset
 
 TRAINER_STATE = "trainer_state.pt"
 
@@ -334,7 +335,9 @@ def _make_loader(dataset: Any, cfg: TrainConfig, start_step: int, di: distribute
     return DataLoader(
         # Any randomness in dataset[i] is seeded from (seed, micro-step, i): the same whichever worker
         # reads it, however many workers there are, and after a resume.
-        StepSeededDataset(dataset, cfg.seed),
+        StepSeededDataset(
+            WordDropoutDataset(dataset, cfg.word_dropout) if cfg.word_dropout else dataset, cfg.seed
+        ),
         batch_sampler=StepKeyedBatches(sampler),
         num_workers=cfg.num_workers,
         worker_init_fn=_worker_init if cfg.num_workers else None,
