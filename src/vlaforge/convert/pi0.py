@@ -113,10 +113,12 @@ a checkpoint's own statistics, e.g. for fine-tuning on another robot.
 
 Camera frames: LeRobot 0.3 checkpoints (``resize_imgs_with_padding`` in config.json) get LeRobot 0.3's
 own resize (aspect-preserving bilinear without antialiasing, black padding on the top and left:
-``vision.siglip.resize = "pad-top-left"``), checked against LeRobot 0.3.2 in ``tests/peers``.
+``vision.siglip.resize = "pad-top-left"``), checked against LeRobot 0.3.2 in ``tests/peers``; openpi and
+LeRobot >= 0.4 checkpoints (``image_resolution`` in config.json) get their ``resize_with_pad_torch`` (the
+same fit, padding split between both sides, frames of the model's size unchanged:
+``vision.siglip.resize = "pad-centre"``), checked against LeRobot 0.6.1's π0.5 in ``tests/peers``.
 
-Not reproduced (listed in ``conversion.json``'s notes where they apply): the centred resize-with-pad of
-openpi and LeRobot >= 0.4 (vlaforge stretches those frames to 224 px with antialiasing), for π0
+Not reproduced (listed in ``conversion.json``'s notes where they apply): for π0
 openpi's prompt clean-up (``_`` -> space; the π0.5 prompt applies it), LeRobot's ``adapt_to_pi_aloha``
 joint transforms, the ``1e-6`` (openpi) / ``1e-8`` (LeRobot) normalization epsilon (vlaforge: ``1e-8``
 and a ``1e-3`` scale floor). π0.5 only: a state below q01 is bin 0 (openpi's ``np.digitize`` gives
@@ -353,7 +355,8 @@ class CheckpointSpec:
     min_period: float = 4e-3
     max_period: float = 4.0
     image_size: int = DEFAULT_IMAGE_SIZE
-    image_resize: str = "stretch"  # how frames reach image_size: "stretch" | "pad-top-left" (LeRobot 0.3)
+    # how frames reach image_size: "stretch" | "pad-top-left" (LeRobot 0.3) | "pad-centre" (openpi, LeRobot >= 0.4)
+    image_resize: str = "stretch"
     token_len: int = DEFAULT_TOKEN_LEN
     cameras: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # in the model's image order
     state_dim: int | None = None
@@ -397,6 +400,7 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> 
         spec.chunk = int(cfg.get("action_horizon", spec.chunk))
         spec.max_state_dim = spec.max_action_dim = int(cfg.get("action_dim", 32))  # openpi pads both to it
         spec.cameras = [(c, (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)) for c in OPENPI_CAMERAS]
+        spec.image_resize = "pad-centre"  # openpi's preprocess_observation_pytorch: resize_with_pad_torch
         return spec
     kind = cfg.get("type")
     if kind not in (None, "pi0", "pi05"):
@@ -429,6 +433,8 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> 
     spec.image_size = int(res[0])
     if cfg.get("resize_imgs_with_padding") is not None and cfg.get("image_resolution") is None:
         spec.image_resize = "pad-top-left"  # LeRobot 0.3's PI0Config: resize_with_pad, padded top/left
+    elif cfg.get("image_resolution") is not None:
+        spec.image_resize = "pad-centre"  # LeRobot >= 0.4: openpi's resize_with_pad_torch, centred
     feats = cfg.get("input_features") or {}
     for key, feat in feats.items():
         ftype, shape = str(feat.get("type", "")), list(feat.get("shape", []))
