@@ -39,7 +39,8 @@ own spelling depends on the transformers version that wrote the file and both ar
 ``PG.vision_tower.`` / ``PG.multi_modal_projector.`` / ``PG.language_model.lm_head`` (older)::
 
     PG.model.language_model.embed_tokens.weight           transformer.backbone.embed_tokens.weight
-        (or the tied PG.lm_head.weight when the file kept only that copy; both: must be equal)
+        (or the tied PG.lm_head.weight when the file kept only that copy; both: the embeddings, a
+        head of other values is noted: LeRobot >= 0.6 leaves it untied and untrained)
     PG.model.language_model.layers.N.input_layernorm        transformer.backbone.layers.N.attn_norm
     PG.model.language_model.layers.N.self_attn.{q,k,v,o}_proj  transformer.backbone.layers.N.attn.{q,k,v,o}_proj
     PG.model.language_model.layers.N.post_attention_layernorm  transformer.backbone.layers.N.mlp_norm
@@ -1012,8 +1013,9 @@ def convert_pi0(
         Pi0ConversionError,
     )
     weights = read_planned(plan, found, index, expected, dtype)
-    if tied_head is not None:
-        _check_tied(index, names.embed, tied_head)
+    untied = None if tied_head is None else _check_tied(index, names.embed, tied_head)
+    if untied is not None:
+        report.notes.append(untied)
     report.converted = len(weights)
     policy.save(out, state_dict=weights)
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -1071,17 +1073,27 @@ def _stat_dim(statistics: Statistics, key: str) -> int:
     return int(np.asarray(values).reshape(-1).shape[0])
 
 
-def _check_tied(index: dict[str, str], embed: str, head: str) -> None:
-    """PaliGemma ties its head to the embeddings: a file holding both must hold the same matrix."""
+def _check_tied(index: dict[str, str], embed: str, head: str) -> str | None:
+    """PaliGemma ties its head to the embeddings; vlaforge uses the embeddings for both. A head of another
+    shape is an inconsistent file (raises); a head with other values is a note: LeRobot >= 0.6 builds its
+    PaliGemma untied (``PaliGemmaForConditionalGenerationWithPiGemma`` replaces the model the head was tied
+    to), so the file's head keeps its initial values while the embeddings train; π0 / π0.5 action sampling
+    reads only the embeddings."""
     with safe_open(index[embed], framework="pt") as f:
         a = f.get_tensor(embed)
     with safe_open(index[head], framework="pt") as f:
         b = f.get_tensor(head)
-    if a.shape != b.shape or not torch.equal(a, b):
+    if a.shape != b.shape:
         raise CheckpointError(
-            f"{head} differs from {embed}, but PaliGemma ties them; the file is inconsistent "
-            "(vlaforge uses the embeddings for both)"
+            f"{head} {tuple(b.shape)} and {embed} {tuple(a.shape)} differ in shape, but PaliGemma ties them; "
+            "the file is inconsistent"
         )
+    if torch.equal(a, b):
+        return None
+    return (
+        f"{head} differs from {embed} (LeRobot >= 0.6 does not tie them; its action sampling reads only the "
+        "embeddings): the converted policy ties its head to the embeddings and drops the file's head"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CLI
