@@ -78,7 +78,9 @@ test-peers: $(PEERS_VENV)/.stamp-install
 # the CPU wheel on this machine is for Python 3.11 only). LeRobot 0.6.1 declares torch<2.12 and torchvision:
 # it goes in with --no-deps, next to what its π0.5 imports (its core requirements minus torch, torchvision,
 # cmake) and transformers 5.5.4 (its [pi] extra: >=5.4,<5.6; stock PyPI, no patched branch). Versions:
-# tests/peers/constraints-next.txt. Not in .ci/run.
+# tests/peers/constraints-next.txt. lerobot.configs imports torchvision (torchvision.io, transforms.v2) at
+# module level: the stand-in of benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH, as for
+# test-peers. --no-compile: byte-compiling torch's sources costs minutes on a busy 2-core machine. Not in .ci/run.
 PEERS_NEXT_PYTHON ?= python3.12
 PEERS_NEXT_VENV   ?= .venv-peers-next
 PEERS_NEXT_BIN    := $(PEERS_NEXT_VENV)/bin
@@ -90,12 +92,13 @@ PEERS_NEXT        := "torch==2.13.0" "transformers==5.5.4" tokenizers "draccus>=
 $(PEERS_NEXT_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints-next.txt
 	@test -x $(PEERS_NEXT_BIN)/python || $(PEERS_NEXT_PYTHON) -m venv $(PEERS_NEXT_VENV)
 	$(PEERS_NEXT_BIN)/pip install -q -c constraints.txt --upgrade pip
-	$(PEERS_NEXT_BIN)/pip install -q -c constraints.txt -c tests/peers/constraints-next.txt -e ".[dev]" $(PEERS_NEXT)
-	$(PEERS_NEXT_BIN)/pip install -q --no-deps "lerobot==0.6.1"
+	$(PEERS_NEXT_BIN)/pip install -q --no-compile -c constraints.txt -c tests/peers/constraints-next.txt \
+		-e ".[dev]" $(PEERS_NEXT)
+	$(PEERS_NEXT_BIN)/pip install -q --no-compile --no-deps "lerobot==0.6.1"
 	@touch $@
 
 test-peers-next: $(PEERS_NEXT_VENV)/.stamp-install
-	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 $(PEERS_NEXT_BIN)/python -m pytest tests/peers/test_lerobot_pi05.py -m "slow or not slow" -rs
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_NEXT_BIN)/python -m pytest tests/peers/test_lerobot_pi05.py -m "slow or not slow" -rs
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) $(PEERS_NEXT_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

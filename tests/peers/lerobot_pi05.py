@@ -39,8 +39,14 @@ SIGLIP = {"width": 48, "layers": 2, "heads": 2, "mlp": 96, "patch": 8}
 IMG = 32  # SigLIP input size (PI05Config.image_resolution)
 
 
+# vlaforge's converted π0.5 keeps openpi's FAST-token ids (1024 ids below the last 128 of the vocabulary):
+# the tiny vocabulary is filled up with unused words to hold them.
+VOCAB = 1280
+
+
 def vocabulary() -> list[str]:
-    return ["<pad>", "<eos>", "<bos>", "<unk>", *dict.fromkeys(TASK_WORDS + PROMPT_WORDS + BINS)]
+    words = ["<pad>", "<eos>", "<bos>", "<unk>", *dict.fromkeys(TASK_WORDS + PROMPT_WORDS + BINS)]
+    return words + [f"<unused{i}>" for i in range(VOCAB - len(words))]
 
 
 def vocab_size() -> int:

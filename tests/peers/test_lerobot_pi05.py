@@ -228,7 +228,9 @@ def test_conversion_reads_lerobot_0_6_layout_and_processor_statistics(pair):
     assert ours.config.vision["siglip"]["resize"] == "pad-centre"  # LeRobot >= 0.4's resize_with_pad_torch
     assert ours.config.cameras == {c: list(hw) for c, hw in FRAMES.items()}
     assert ours.config.chunk == H and ours.config.text_max_len == TOKENS - 1
-    assert "policy_preprocessor.json" in report.statistics, report.statistics
+    assert "normalizer_processor" in report.statistics, report.statistics  # the processor state files
+    # LeRobot 0.6.1 builds PaliGemma's lm_head untied from the embeddings (and never reads it): noted, not fatal
+    assert any("does not tie them" in n for n in report.notes), report.notes
     # quantile normalization: LeRobot's normalizer step vs the converted policy's, on the same state
     state = states(4, seed=5)
     from lerobot.processor.converters import batch_to_transition, transition_to_batch
