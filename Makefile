@@ -10,7 +10,7 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: demo test test-slow test-all test-peers lint install system-deps clean
+.PHONY: demo test test-slow test-all test-peers test-peers-next lint install system-deps clean
 
 $(VENV)/.stamp-install: pyproject.toml constraints.txt packages/vlaforge-client/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,5 +71,34 @@ $(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constra
 test-peers: $(PEERS_VENV)/.stamp-install
 	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers -m "slow or not slow" -rs
 
+# π0.5 against LeRobot 0.6.1's own code (tests/peers/test_lerobot_pi05.py, docs/parity.md). LeRobot >= 0.5
+# needs Python >= 3.12 (PEP 695 syntax in lerobot.utils.io_utils, imported by its π0.5 config), hence a third
+# environment on its own interpreter (PEERS_NEXT_PYTHON, e.g. pyenv's 3.12). torch stays 2.13.0, but the only
+# 2.13.0 build for Python 3.12 that PyPI has is the CUDA one: its CUDA 13 libraries come along (several GB;
+# the CPU wheel on this machine is for Python 3.11 only). LeRobot 0.6.1 declares torch<2.12 and torchvision:
+# it goes in with --no-deps, next to what its π0.5 imports (its core requirements minus torch, torchvision,
+# cmake) and transformers 5.5.4 (its [pi] extra: >=5.4,<5.6; stock PyPI, no patched branch). Versions:
+# tests/peers/constraints-next.txt. lerobot.configs imports torchvision (torchvision.io, transforms.v2) at
+# module level: the stand-in of benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH, as for
+# test-peers. --no-compile: byte-compiling torch's sources costs minutes on a busy 2-core machine. Not in .ci/run.
+PEERS_NEXT_PYTHON ?= python3.12
+PEERS_NEXT_VENV   ?= .venv-peers-next
+PEERS_NEXT_BIN    := $(PEERS_NEXT_VENV)/bin
+PEERS_NEXT        := "torch==2.13.0" "transformers==5.5.4" tokenizers "draccus>=0.11.6,<0.12" \
+	"huggingface-hub>=1.6,<2" "einops>=0.8,<0.9" "gymnasium>=1.1.1,<2" "opencv-python-headless>=4.9,<4.14" \
+	"Pillow>=10" "requests>=2.32" "safetensors>=0.4.3" "packaging>=24.2,<26" "termcolor>=2.4" "tqdm>=4.66" \
+	"scipy>=1.14"
+
+$(PEERS_NEXT_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints-next.txt
+	@test -x $(PEERS_NEXT_BIN)/python || $(PEERS_NEXT_PYTHON) -m venv $(PEERS_NEXT_VENV)
+	$(PEERS_NEXT_BIN)/pip install -q -c constraints.txt --upgrade pip
+	$(PEERS_NEXT_BIN)/pip install -q --no-compile -c constraints.txt -c tests/peers/constraints-next.txt \
+		-e ".[dev]" $(PEERS_NEXT)
+	$(PEERS_NEXT_BIN)/pip install -q --no-compile --no-deps "lerobot==0.6.1"
+	@touch $@
+
+test-peers-next: $(PEERS_NEXT_VENV)/.stamp-install
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_NEXT_BIN)/python -m pytest tests/peers/test_lerobot_pi05.py -m "slow or not slow" -rs
+
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(PEERS_NEXT_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

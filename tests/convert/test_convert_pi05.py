@@ -81,7 +81,8 @@ def expected_config() -> Pi05Config:
         lm=dataclasses.asdict(lm),
         expert_width=DE,
         expert_mlp_dim=64,
-        vision=VISION,
+        # LeRobot >= 0.4 (image_resolution in config.json): openpi's centred resize with padding
+        vision={k: {"resize": "pad-centre", **v} for k, v in VISION.items()},
         prompt="Task: {instruction}, State: {state};\nAction: ",
         text_max_len=TOKEN_LEN - 1,
         bos_token_id=2,

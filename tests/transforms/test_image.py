@@ -61,3 +61,31 @@ def test_resize_with_pad_top_left_keeps_the_aspect_and_pads_top_and_left_with_bl
     )
     with pytest.raises(ValueError, match="resize must be one of"):
         ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3, resize="crop")
+
+
+def test_resize_with_pad_centred_splits_the_black_padding_and_leaves_frames_of_the_size_alone():
+    from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_images
+    from vlaforge.transforms.image import resize_with_pad_centred
+
+    g = torch.Generator().manual_seed(0)
+    wide = torch.rand(2, 3, 48, 64, generator=g)  # halved to 24 x 32: 4 black rows above, 4 below
+    out = resize_with_pad_centred(wide, (32, 32))
+    ref = torch.nn.functional.interpolate(wide, size=(24, 32), mode="bilinear", align_corners=False)
+    assert out.shape == (2, 3, 32, 32)
+    assert torch.equal(out[..., :4, :], torch.zeros(2, 3, 4, 32))
+    assert torch.equal(out[..., 28:, :], torch.zeros(2, 3, 4, 32))
+    torch.testing.assert_close(out[..., 4:28, :], ref.clamp(0, 1), rtol=0, atol=0)
+    tall = torch.rand(1, 3, 64, 42, generator=g)  # halved to 32 x 21: 11 columns, 5 on the left, 6 right
+    out = resize_with_pad_centred(tall, (32, 32))
+    assert torch.equal(out[..., :5], torch.zeros(1, 3, 32, 5)) and torch.equal(
+        out[..., 26:], torch.zeros(1, 3, 32, 6)
+    )
+    assert out[..., 5:26].abs().sum() > 0
+    same = torch.rand(1, 3, 32, 32, generator=g)
+    assert resize_with_pad_centred(same, (32, 32)) is same  # openpi resizes only frames of another size
+    # through a tower's preprocessing: black padding is -1 after SigLIP's (x - 0.5) / 0.5
+    spec = ImagePreprocess(32, (0.5,) * 3, (0.5,) * 3, resize="pad-centre")
+    px = preprocess_images(torch.full((1, 16, 32, 3), 255, dtype=torch.uint8), spec)  # (1, 3, 32, 32)
+    assert torch.equal(px[..., :8, :], -torch.ones(1, 3, 8, 32))
+    assert torch.equal(px[..., 8:24, :], torch.ones(1, 3, 16, 32))
+    assert torch.equal(px[..., 24:, :], -torch.ones(1, 3, 8, 32))

@@ -39,7 +39,8 @@ own spelling depends on the transformers version that wrote the file and both ar
 ``PG.vision_tower.`` / ``PG.multi_modal_projector.`` / ``PG.language_model.lm_head`` (older)::
 
     PG.model.language_model.embed_tokens.weight           transformer.backbone.embed_tokens.weight
-        (or the tied PG.lm_head.weight when the file kept only that copy; both: must be equal)
+        (or the tied PG.lm_head.weight when the file kept only that copy; both: the embeddings, a
+        head of other values is noted: LeRobot >= 0.6 leaves it untied and untrained)
     PG.model.language_model.layers.N.input_layernorm        transformer.backbone.layers.N.attn_norm
     PG.model.language_model.layers.N.self_attn.{q,k,v,o}_proj  transformer.backbone.layers.N.attn.{q,k,v,o}_proj
     PG.model.language_model.layers.N.post_attention_layernorm  transformer.backbone.layers.N.mlp_norm
@@ -113,10 +114,12 @@ a checkpoint's own statistics, e.g. for fine-tuning on another robot.
 
 Camera frames: LeRobot 0.3 checkpoints (``resize_imgs_with_padding`` in config.json) get LeRobot 0.3's
 own resize (aspect-preserving bilinear without antialiasing, black padding on the top and left:
-``vision.siglip.resize = "pad-top-left"``), checked against LeRobot 0.3.2 in ``tests/peers``.
+``vision.siglip.resize = "pad-top-left"``), checked against LeRobot 0.3.2 in ``tests/peers``; openpi and
+LeRobot >= 0.4 checkpoints (``image_resolution`` in config.json) get their ``resize_with_pad_torch`` (the
+same fit, padding split between both sides, frames of the model's size unchanged:
+``vision.siglip.resize = "pad-centre"``), checked against LeRobot 0.6.1's π0.5 in ``tests/peers``.
 
-Not reproduced (listed in ``conversion.json``'s notes where they apply): the centred resize-with-pad of
-openpi and LeRobot >= 0.4 (vlaforge stretches those frames to 224 px with antialiasing), for π0
+Not reproduced (listed in ``conversion.json``'s notes where they apply): for π0
 openpi's prompt clean-up (``_`` -> space; the π0.5 prompt applies it), LeRobot's ``adapt_to_pi_aloha``
 joint transforms, the ``1e-6`` (openpi) / ``1e-8`` (LeRobot) normalization epsilon (vlaforge: ``1e-8``
 and a ``1e-3`` scale floor). π0.5 only: a state below q01 is bin 0 (openpi's ``np.digitize`` gives
@@ -353,7 +356,8 @@ class CheckpointSpec:
     min_period: float = 4e-3
     max_period: float = 4.0
     image_size: int = DEFAULT_IMAGE_SIZE
-    image_resize: str = "stretch"  # how frames reach image_size: "stretch" | "pad-top-left" (LeRobot 0.3)
+    # how frames reach image_size: "stretch" | "pad-top-left" (LeRobot 0.3) | "pad-centre" (openpi, LeRobot >= 0.4)
+    image_resize: str = "stretch"
     token_len: int = DEFAULT_TOKEN_LEN
     cameras: list[tuple[str, tuple[int, int]]] = field(default_factory=list)  # in the model's image order
     state_dim: int | None = None
@@ -397,6 +401,7 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> 
         spec.chunk = int(cfg.get("action_horizon", spec.chunk))
         spec.max_state_dim = spec.max_action_dim = int(cfg.get("action_dim", 32))  # openpi pads both to it
         spec.cameras = [(c, (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)) for c in OPENPI_CAMERAS]
+        spec.image_resize = "pad-centre"  # openpi's preprocess_observation_pytorch: resize_with_pad_torch
         return spec
     kind = cfg.get("type")
     if kind not in (None, "pi0", "pi05"):
@@ -429,6 +434,8 @@ def checkpoint_spec(cfg: dict[str, Any], layout: str, *, pi05: bool = False) -> 
     spec.image_size = int(res[0])
     if cfg.get("resize_imgs_with_padding") is not None and cfg.get("image_resolution") is None:
         spec.image_resize = "pad-top-left"  # LeRobot 0.3's PI0Config: resize_with_pad, padded top/left
+    elif cfg.get("image_resolution") is not None:
+        spec.image_resize = "pad-centre"  # LeRobot >= 0.4: openpi's resize_with_pad_torch, centred
     feats = cfg.get("input_features") or {}
     for key, feat in feats.items():
         ftype, shape = str(feat.get("type", "")), list(feat.get("shape", []))
@@ -1006,8 +1013,9 @@ def convert_pi0(
         Pi0ConversionError,
     )
     weights = read_planned(plan, found, index, expected, dtype)
-    if tied_head is not None:
-        _check_tied(index, names.embed, tied_head)
+    untied = None if tied_head is None else _check_tied(index, names.embed, tied_head)
+    if untied is not None:
+        report.notes.append(untied)
     report.converted = len(weights)
     policy.save(out, state_dict=weights)
     (out / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -1065,17 +1073,27 @@ def _stat_dim(statistics: Statistics, key: str) -> int:
     return int(np.asarray(values).reshape(-1).shape[0])
 
 
-def _check_tied(index: dict[str, str], embed: str, head: str) -> None:
-    """PaliGemma ties its head to the embeddings: a file holding both must hold the same matrix."""
+def _check_tied(index: dict[str, str], embed: str, head: str) -> str | None:
+    """PaliGemma ties its head to the embeddings; vlaforge uses the embeddings for both. A head of another
+    shape is an inconsistent file (raises); a head with other values is a note: LeRobot >= 0.6 builds its
+    PaliGemma untied (``PaliGemmaForConditionalGenerationWithPiGemma`` replaces the model the head was tied
+    to), so the file's head keeps its initial values while the embeddings train; π0 / π0.5 action sampling
+    reads only the embeddings."""
     with safe_open(index[embed], framework="pt") as f:
         a = f.get_tensor(embed)
     with safe_open(index[head], framework="pt") as f:
         b = f.get_tensor(head)
-    if a.shape != b.shape or not torch.equal(a, b):
+    if a.shape != b.shape:
         raise CheckpointError(
-            f"{head} differs from {embed}, but PaliGemma ties them; the file is inconsistent "
-            "(vlaforge uses the embeddings for both)"
+            f"{head} {tuple(b.shape)} and {embed} {tuple(a.shape)} differ in shape, but PaliGemma ties them; "
+            "the file is inconsistent"
         )
+    if torch.equal(a, b):
+        return None
+    return (
+        f"{head} differs from {embed} (LeRobot >= 0.6 does not tie them; its action sampling reads only the "
+        "embeddings): the converted policy ties its head to the embeddings and drops the file's head"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -43,6 +43,23 @@ def resize_with_pad_top_left(images: torch.Tensor, size: tuple[int, int]) -> tor
     return F.pad(out, (max(0, tw - rw), 0, max(0, th - rh), 0), value=0.0)  # (B, 3, th, tw)
 
 
+def resize_with_pad_centred(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """float (B, 3, H, W) in [0, 1] -> (B, 3, *size): aspect-preserving bilinear resize (no antialiasing),
+    clamped to [0, 1], then zero (black) padding split between both sides (the odd pixel at the bottom /
+    right), as openpi's and LeRobot >= 0.4's ``resize_with_pad_torch`` (sizes truncated with ``int``;
+    frames already of ``size`` pass unchanged). π0 / π0.5 checkpoints from openpi and LeRobot >= 0.4 saw
+    their frames this way."""
+    h, w = images.shape[-2:]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return images
+    ratio = max(w / tw, h / th)
+    rh, rw = int(h / ratio), int(w / ratio)
+    out = F.interpolate(images, size=(rh, rw), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    top, left = (th - rh) // 2, (tw - rw) // 2
+    return F.pad(out, (left, tw - rw - left, top, th - rh - top), value=0.0)  # (B, 3, th, tw)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     crop_scale: tuple[float, float] = (0.8, 1.0)

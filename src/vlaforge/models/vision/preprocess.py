@@ -16,6 +16,9 @@ PIL's uint8 output is.
 ``resize="pad-top-left"`` instead fits the frame into the square without distortion and pads it with
 black on the top and left (bilinear, not antialiased): LeRobot 0.3's π0 preprocessing, which the π0
 converter selects for LeRobot 0.3 checkpoints (``resize_imgs_with_padding`` in their config).
+``resize="pad-centre"`` is the same fit with the padding split between both sides (and frames already
+of the size left alone): openpi's and LeRobot >= 0.4's ``resize_with_pad_torch``, selected for their π0
+/ π0.5 checkpoints.
 """
 
 from __future__ import annotations
@@ -25,13 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlaforge.transforms.image import resize, resize_with_pad_top_left, to_float_image
+from vlaforge.transforms.image import (
+    resize,
+    resize_with_pad_centred,
+    resize_with_pad_top_left,
+    to_float_image,
+)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
-RESIZE_MODES = ("stretch", "pad-top-left")
+RESIZE_MODES = ("stretch", "pad-top-left", "pad-centre")
 
 
 @dataclass(frozen=True)
@@ -42,7 +50,7 @@ class ImagePreprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
-    resize: str = "stretch"  # or "pad-top-left" (LeRobot 0.3's π0 resize_with_pad)
+    resize: str = "stretch"  # "pad-top-left" (LeRobot 0.3's π0) or "pad-centre" (openpi, LeRobot >= 0.4)
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:
@@ -94,6 +102,8 @@ def preprocess_float(x: torch.Tensor, spec: ImagePreprocess) -> torch.Tensor:
         raise ValueError(f"images must be float (B, 3, H, W) in [0, 1], got {x.dtype} {tuple(x.shape)}")
     if spec.resize == "pad-top-left":
         x = resize_with_pad_top_left(x, (spec.size, spec.size))  # (B, 3, S, S)
+    elif spec.resize == "pad-centre":
+        x = resize_with_pad_centred(x, (spec.size, spec.size))  # (B, 3, S, S)
     elif x.shape[-2:] != (spec.size, spec.size):
         x = resize(x, (spec.size, spec.size), spec.interpolation)  # (B, 3, S, S)
         x = x.clamp(0.0, 1.0)  # bicubic overshoots; PIL's uint8 output cannot

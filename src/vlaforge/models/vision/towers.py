@@ -158,7 +158,8 @@ class VisionTower(nn.Module):
         resize: str = "stretch",
     ) -> VisionTower:
         """Random weights from an HF config object (SiglipVisionConfig, Dinov2Config, ...).
-        resize: ``ImagePreprocess.resize`` ("stretch", or "pad-top-left" for LeRobot 0.3 π0 checkpoints)."""
+        resize: ``ImagePreprocess.resize`` ("stretch", "pad-top-left" for LeRobot 0.3 π0 checkpoints,
+        "pad-centre" for openpi / LeRobot >= 0.4 ones)."""
         kind, cls_name, cfg = _vision_config(config, feature_layer)
         model = getattr(_transformers(), cls_name)(cfg)
         return cls(model, kind=kind, feature_layer=feature_layer, image_size=image_size, resize=resize)

@@ -36,7 +36,8 @@ class Pi0Config(ConfigMethods):
     expert_width: int = 64  # action expert hidden size (π0: 1024)
     expert_mlp_dim: int = 256  # action expert MLP size (π0: 4096)
     # name -> {"hf": HF SigLIP vision config dict (with model_type), "image_size", "feature_layer",
-    #          optional "resize": "stretch" (default) | "pad-top-left" (LeRobot 0.3 checkpoints)}
+    #          optional "resize": "stretch" (default) | "pad-top-left" (LeRobot 0.3 checkpoints)
+    #          | "pad-centre" (openpi / LeRobot >= 0.4 checkpoints)}
     #   or {"lite0": {"features", "frozen"}, "image_size"}: EfficientNet-Lite0 (`models.vision.spec`)
     vision: dict[str, dict[str, Any]] = field(default_factory=dict)
     prompt: str = PROMPT  # template with {instruction}

@@ -81,4 +81,19 @@ class VideoReader:
         return out
 
 
-__all__ = ["VideoReader"]
+def decode_image(*_args: Any, **_kwargs: Any) -> torch.Tensor:
+    """Not provided. LeRobot >= 0.5 imports it at the top of ``lerobot/transforms/transforms.py`` (reached
+    through ``lerobot.configs``); only its JPEG augmentation calls it, which nothing here enables."""
+    raise NotImplementedError(
+        "torchvision stub: io.decode_image is not provided (LeRobot's JPEG augmentation)"
+    )
+
+
+def encode_jpeg(*_args: Any, **_kwargs: Any) -> torch.Tensor:
+    """Not provided; imported beside ``decode_image`` by LeRobot >= 0.5, called only by the same augmentation."""
+    raise NotImplementedError(
+        "torchvision stub: io.encode_jpeg is not provided (LeRobot's JPEG augmentation)"
+    )
+
+
+__all__ = ["VideoReader", "decode_image", "encode_jpeg"]
