@@ -25,6 +25,7 @@ import contextlib
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 from vlaforge.convert.pi0 import GemmaVariant
 
@@ -111,22 +112,15 @@ def lerobot_pi05_tiny(tokenizer_dir: Path) -> Iterator[types.ModuleType]:
             unk_token="<unk>",
         )
 
-    saved = (
-        modeling_pi05.get_gemma_config,
-        modeling_pi05.PaliGemmaForConditionalGenerationWithPiGemma,
-        modeling_pi05.PiGemmaForCausalLM,
-        tokenizer_processor.AutoTokenizer,
-    )
-    try:
-        modeling_pi05.get_gemma_config = tiny_gemma_config
-        modeling_pi05.PaliGemmaForConditionalGenerationWithPiGemma = tiny_paligemma
-        modeling_pi05.PiGemmaForCausalLM = tiny_expert
-        tokenizer_processor.AutoTokenizer = types.SimpleNamespace(from_pretrained=local_tokenizer)
+    with (
+        mock.patch.multiple(
+            modeling_pi05,
+            get_gemma_config=tiny_gemma_config,
+            PaliGemmaForConditionalGenerationWithPiGemma=tiny_paligemma,
+            PiGemmaForCausalLM=tiny_expert,
+        ),
+        mock.patch.object(
+            tokenizer_processor, "AutoTokenizer", types.SimpleNamespace(from_pretrained=local_tokenizer)
+        ),
+    ):
         yield modeling_pi05
-    finally:
-        (
-            modeling_pi05.get_gemma_config,
-            modeling_pi05.PaliGemmaForConditionalGenerationWithPiGemma,
-            modeling_pi05.PiGemmaForCausalLM,
-            tokenizer_processor.AutoTokenizer,
-        ) = saved

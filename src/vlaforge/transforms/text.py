@@ -17,11 +17,15 @@ import random
 from typing import Any
 
 
+def _check_p(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"word dropout p={p}: must be in [0, 1)")
+
+
 def drop_words(text: str, p: float, rng: random.Random | None = None) -> str:
     """``text`` with each whitespace-separated word deleted with probability ``p``; never all of them
     (if every word would go, one of them, chosen at random, stays). ``p = 0`` returns ``text``."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"word dropout p={p}: must be in [0, 1)")
+    _check_p(p)
     words = text.split()
     if p == 0.0 or len(words) < 2:
         return text
@@ -40,7 +44,7 @@ class WordDropoutDataset:
     """
 
     def __init__(self, dataset: Any, p: float):
-        drop_words("a b", p)  # validates p
+        _check_p(p)
         self.dataset, self.p = dataset, p
 
     def __len__(self) -> int:
