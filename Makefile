@@ -69,7 +69,7 @@ $(PEERS_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constra
 	@touch $@
 
 test-peers: $(PEERS_VENV)/.stamp-install
-	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers --ignore=tests/peers/test_lerobot_pi05.py -m "slow or not slow" -rs
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_BIN)/python -m pytest tests/peers --ignore=tests/peers/test_lerobot_pi05.py --ignore=tests/peers/test_lerobot_datasets_v3.py -m "slow or not slow" -rs
 
 # π0.5 against LeRobot 0.6.1's own code (tests/peers/test_lerobot_pi05.py, docs/parity.md). LeRobot >= 0.5
 # needs Python >= 3.12 (PEP 695 syntax in lerobot.utils.io_utils, imported by its π0.5 config), hence a third
@@ -81,13 +81,16 @@ test-peers: $(PEERS_VENV)/.stamp-install
 # tests/peers/constraints-next.txt. lerobot.configs imports torchvision (torchvision.io, transforms.v2) at
 # module level: the stand-in of benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH, as for
 # test-peers. --no-compile: byte-compiling torch's sources costs minutes on a busy 2-core machine. Not in .ci/run.
+# Datasets v3.0 both ways (tests/peers/test_lerobot_datasets_v3.py): LeRobot's [dataset] extra minus torchcodec
+# (the checks decode with PyAV): datasets, pandas, jsonlines (its v2.1 -> v3.0 converter) and PyAV <16, which
+# lerobot.datasets needs (av.option; PyAV 19 has none).
 PEERS_NEXT_PYTHON ?= python3.12
 PEERS_NEXT_VENV   ?= .venv-peers-next
 PEERS_NEXT_BIN    := $(PEERS_NEXT_VENV)/bin
 PEERS_NEXT        := "torch==2.13.0" "transformers==5.5.4" tokenizers "draccus>=0.11.6,<0.12" \
 	"huggingface-hub>=1.6,<2" "einops>=0.8,<0.9" "gymnasium>=1.1.1,<2" "opencv-python-headless>=4.9,<4.14" \
 	"Pillow>=10" "requests>=2.32" "safetensors>=0.4.3" "packaging>=24.2,<26" "termcolor>=2.4" "tqdm>=4.66" \
-	"scipy>=1.14"
+	"scipy>=1.14" "datasets>=4.8,<5" "pandas>=2,<3" "jsonlines>=4,<5" "av>=15,<16"
 
 $(PEERS_NEXT_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints-next.txt
 	@test -x $(PEERS_NEXT_BIN)/python || $(PEERS_NEXT_PYTHON) -m venv $(PEERS_NEXT_VENV)
@@ -98,7 +101,7 @@ $(PEERS_NEXT_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/co
 	@touch $@
 
 test-peers-next: $(PEERS_NEXT_VENV)/.stamp-install
-	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_NEXT_BIN)/python -m pytest tests/peers/test_lerobot_pi05.py -m "slow or not slow" -rs
+	VLAFORGE_REQUIRE_PEERS=1 HF_HUB_OFFLINE=1 PYTHONPATH=benchmarks/lerobot/torchvision_stub $(PEERS_NEXT_BIN)/python -m pytest tests/peers/test_lerobot_pi05.py tests/peers/test_lerobot_datasets_v3.py -m "slow or not slow" -rs
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) $(PEERS_NEXT_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

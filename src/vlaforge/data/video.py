@@ -64,9 +64,20 @@ class RGBConverter:
 
         self._reformatter = VideoReformatter()
         self._interpolation = _interpolation(accurate_color)
+        # Recent PyAV (18 here) asks swscale for automatic threading unless told `threads=1`; older PyAV (15, which
+        # LeRobot 0.6.1 pins) has no `threads` argument and leaves swscale at its single-threaded default.
+        self._threads: dict[str, int] = {"threads": 1}
 
     def __call__(self, frame: Any) -> np.ndarray:
-        out = self._reformatter.reformat(frame, format="rgb24", interpolation=self._interpolation, threads=1)
+        try:
+            out = self._reformatter.reformat(
+                frame, format="rgb24", interpolation=self._interpolation, **self._threads
+            )
+        except TypeError as e:
+            if not self._threads or "threads" not in str(e):
+                raise
+            self._threads = {}  # an older PyAV: no `threads` argument
+            out = self._reformatter.reformat(frame, format="rgb24", interpolation=self._interpolation)
         return out.to_ndarray()
 
 
