@@ -80,11 +80,14 @@ test-peers: $(PEERS_VENV)/.stamp-install
 # cmake) and transformers 5.5.4 (its [pi] extra: >=5.4,<5.6; stock PyPI, no patched branch). Versions:
 # tests/peers/constraints-next.txt. lerobot.configs imports torchvision (torchvision.io, transforms.v2) at
 # module level: the stand-in of benchmarks/lerobot/torchvision_stub goes first on PYTHONPATH, as for
-# test-peers. --no-compile: byte-compiling torch's sources costs minutes on a busy 2-core machine. Not in .ci/run.
+# test-peers. --no-compile: byte-compiling torch's sources costs minutes on a busy 2-core machine. .ci/run runs
+# it last, while its time allows.
 # Datasets v3.0 both ways (tests/peers/test_lerobot_datasets_v3.py): LeRobot's [dataset] extra minus torchcodec
 # (the checks decode with PyAV): datasets, pandas, jsonlines (its v2.1 -> v3.0 converter) and PyAV <16, which
 # lerobot.datasets needs (av.option; PyAV 19 has none).
-PEERS_NEXT_PYTHON ?= python3.12
+# pyenv's 3.12 when there is one (its `python3.12` shim answers only where 3.12 is the active version), else
+# python3.12 on PATH
+PEERS_NEXT_PYTHON ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) python3.12)
 PEERS_NEXT_VENV   ?= .venv-peers-next
 PEERS_NEXT_BIN    := $(PEERS_NEXT_VENV)/bin
 PEERS_NEXT        := "torch==2.13.0" "transformers==5.5.4" tokenizers "draccus>=0.11.6,<0.12" \
