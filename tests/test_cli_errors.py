@@ -31,3 +31,10 @@ def test_missing_and_corrupt_inputs_are_one_line(tmp_path, capsys):
     (tmp_path / "ckpt" / "policy").mkdir(parents=True)
     (tmp_path / "ckpt" / "policy" / "config.json").write_text('{"policy_class": "pi0"}')
     assert "incomplete" in _one_line(capsys, ["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "x")])
+
+
+def test_quickstart_flags_are_checked_before_anything_runs(tmp_path, capsys):
+    out = ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")]
+    assert "--workers must be >= 1, got 0" in _one_line(capsys, ["quickstart", "--workers", "0", *out])
+    assert "--minutes must be > 0" in _one_line(capsys, ["quickstart", "--minutes", "0", *out])
+    assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()

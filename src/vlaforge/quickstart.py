@@ -14,13 +14,42 @@ import argparse
 import functools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 DEFAULT_TASKS = "drawer-close-v3,button-press-topdown-v3,window-close-v3"
 
 
+def summary(run: Path, tasks: list[str], stage_times: dict[str, float], command: str) -> dict:
+    """What `quickstart.json` holds: the command, the machine, stage times, training (steps, samples/s,
+    final loss, parameters) and evaluation (per task and overall with Wilson intervals, latency), read
+    from the run's own `train_summary.json` and `eval/eval.json`."""
+    from vlaforge.info import machine_info
+
+    train = json.loads((run / "train_summary.json").read_text())
+    ev = json.loads((run / "eval" / "eval.json").read_text())
+    return {
+        "command": command,
+        "machine": machine_info(),
+        "load_1min_at_end": os.getloadavg()[0],
+        "tasks": tasks,
+        "mean_success": ev["overall"]["mean_success"],
+        **stage_times,
+        "train": {k: train[k] for k in ("steps", "samples_per_s", "final_loss", "parameters", "wall_s")},
+        "eval": {"overall": ev["overall"], "tasks": ev["tasks"], "latency": ev["latency"]},
+    }
+
+
 def _run(args: argparse.Namespace) -> int:
+    for flag, value in (("--workers", args.workers), ("--episodes-per-task", args.episodes_per_task),
+                        ("--eval-episodes", args.eval_episodes), ("--steps", args.steps)):  # fmt: skip
+        if value < 1:
+            print(f"vlaforge quickstart: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if not args.minutes > 0:
+        print(f"vlaforge quickstart: --minutes must be > 0, got {args.minutes:g}", file=sys.stderr)
+        return 2
     os.environ.setdefault("MUJOCO_GL", "egl")
     from vlaforge.data import Dataset
     from vlaforge.envs import resolve_tasks
@@ -72,8 +101,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     stage_times["eval_s"] = time.perf_counter() - t
     stage_times["total_s"] = time.perf_counter() - t0
+    command = (
+        f"vlaforge quickstart --tasks {args.tasks} --episodes-per-task {args.episodes_per_task} "
+        f"--minutes {args.minutes:g} --steps {args.steps} --head {args.head} --eval-episodes {args.eval_episodes} "
+        f"--workers {args.workers} --seed {args.seed} --data {args.data} --out {args.out}"
+    )
     (run / "quickstart.json").write_text(
-        json.dumps({"tasks": tasks, "mean_success": report.mean_success, **stage_times}, indent=2)
+        json.dumps(summary(run, tasks, stage_times, command), indent=2) + "\n"
     )
     print()
     print(report.to_markdown())
