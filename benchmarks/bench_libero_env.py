@@ -1,6 +1,6 @@
 """LIBERO environment speed: build time, physics, rendering, and a full control step.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_libero_env.py            # ~5 min; results/libero_env.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_libero_env.py            # ~6 min; results/libero_env.json
 
 Side by side in one run, on the same task and official initial state, 128x128 frames:
   - robosuite's own renderer (`OffScreenRenderEnv`, what openpi / LeRobot evaluations build) at 128 px;
@@ -57,7 +57,12 @@ def ours(task: str, steps: int, mesh_cells: int | None, every: int) -> dict:
     per_step = (time.perf_counter() - start) / steps
     cpu_per_step = (time.process_time() - cpu) / steps  # all threads of the process, llvmpipe's too
     env.close()
-    return {"build_s": build, "step_ms": 1000 * per_step, "cpu_ms": 1000 * cpu_per_step, "faces": env.mesh_stats}
+    return {
+        "build_s": build,
+        "step_ms": 1000 * per_step,
+        "cpu_ms": 1000 * cpu_per_step,
+        "faces": env.mesh_stats,
+    }
 
 
 def physics_only(task: str, steps: int, physics: str) -> float:
@@ -103,7 +108,12 @@ def robosuite_default(task: str, steps: int) -> dict:
 CONFIGS = [
     ("ours, full meshes, 2 cameras every step", None, 1, "0"),
     ("ours, decimated (cells=24), 2 cameras every step", 24, 1, "0"),
-    ("ours, decimated (cells=16), 2 cameras every step, llvmpipe's raster threads (Mesa's default)", 16, 1, "2"),
+    (
+        "ours, decimated (cells=16), 2 cameras every step, llvmpipe's raster threads (Mesa's default)",
+        16,
+        1,
+        "2",
+    ),
     ("ours, decimated (cells=16), 2 cameras every step (default)", 16, 1, "0"),
     ("ours, decimated (cells=16), frames read every 5th step (default)", 16, 5, "0"),
 ]
@@ -121,14 +131,37 @@ def _child(task: str, steps: int, cells: int | None, every: int, lp_threads: str
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def table(rows: dict[str, dict], repeats: int) -> str:
+    """The Markdown table of `rows`: medians, and the range over the runs where there were several."""
+    lines = [
+        f"| configuration | ms per control step (median of {repeats}, range) | CPU ms per step (all threads) | env build (s) |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        runs = [x["step_ms"] for x in r.get("runs", [])]
+        spread = f" ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1 else ""
+        cpu = f"{r['cpu_ms']:.1f}" if "cpu_ms" in r else ""
+        build = f"{r['build_s']:.1f}" if "build_s" in r else ""
+        lines.append(f"| {name} | {r['step_ms']:.1f}{spread} | {cpu} | {build} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="libero_goal/put_the_bowl_on_the_plate")
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each of our configurations, interleaved; medians")
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="runs of each of our configurations, interleaved; medians"
+    )
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--table", metavar="JSON", help="print the table of a saved result and exit")
     args = ap.parse_args()
+    if args.table:
+        saved = json.loads(Path(args.table).read_text())
+        print(saved["command"], f"(1-min load {saved['load_1min']:.2f})")
+        print(table(saved["rows"], saved.get("repeats", 1)))
+        return 0
     if args.child:
         print(json.dumps(ours(*json.loads(args.child)), default=str))
         return 0
@@ -139,8 +172,10 @@ def main() -> int:
         args.task, max(20, args.steps // 4)
     )
     for physics in ("robosuite", "fast"):
+        times = [physics_only(args.task, args.steps, physics) for _ in range(args.repeats)]
         rows[f"ours, physics only (no frames), physics={physics}"] = {
-            "step_ms": physics_only(args.task, args.steps, physics)
+            "step_ms": float(np.median(times)),
+            "runs": [{"step_ms": t} for t in times],
         }
     runs: dict[str, list[dict]] = {name: [] for name, *_ in CONFIGS}
     for _ in range(args.repeats):  # interleaved, so that a noisy minute hits every configuration
@@ -156,15 +191,11 @@ def main() -> int:
     load = os.getloadavg()[0]
     print(f"task {args.task}, {args.steps} steps, 128x128, medians of {args.repeats} runs of ours, "
           f"1-min load {load:.2f}")  # fmt: skip
-    print("| configuration | ms per control step | CPU ms per step (all threads) | env build (s) |\n|---|---:|---:|---:|")
-    for name, r in rows.items():
-        build = f"{r['build_s']:.1f}" if "build_s" in r else ""
-        cpu = f"{r['cpu_ms']:.1f}" if "cpu_ms" in r else ""
-        print(f"| {name} | {r['step_ms']:.1f} | {cpu} | {build} |")
+    print(table(rows, args.repeats))
     if not args.no_save:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "task": args.task,
-                                       "load_1min": load, "machine": machine_info(), "rows": rows}, indent=2,
+                                       "repeats": args.repeats, "load_1min": load, "machine": machine_info(), "rows": rows}, indent=2,
                                       default=str) + "\n")  # fmt: skip
     return 0
 
