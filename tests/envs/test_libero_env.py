@@ -218,8 +218,10 @@ def test_twin_goals_swap_one_object_for_another_of_its_kind():
 
 
 def test_fast_physics_follows_robosuites_step(env):
-    """`physics="fast"` drops robosuite's redundant forward pass per substep: same trajectory to
-    floating-point noise (not bit for bit) over 120 steps of random actions with gripper changes."""
+    """`physics="fast"` drops robosuite's redundant forward pass per substep and gives the controller
+    only the forward stages it reads: the same trajectory to the constraint solver's tolerance (not
+    bit for bit: the solver's warm start differs) over 120 steps of random actions with gripper
+    changes."""
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (120, 7))
     actions[:, 6] = np.sign(actions[:, 6])

@@ -21,6 +21,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # for mujoco's own renderer, if anything else uses it
+# llvmpipe rasterises in the drawing thread instead of handing small frames to helper threads (its
+# default is one per core): the same pixels for ~20 % less time and CPU per LIBERO step here. Read
+# when the GL driver starts, so it is set before the first context is made.
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import atexit  # noqa: E402
 import weakref  # noqa: E402
