@@ -55,6 +55,20 @@ def test_tokens_mask_cache_and_small_state_dict(tiny_bert_dir):
     torch.testing.assert_close(twin(["push the puck"])[0], enc(["push the puck"])[0])
 
 
+def test_a_full_cache_keeps_every_text_of_the_call(tiny_bert_dir):
+    """Word dropout makes a new sentence of nearly every sample: when the cache overflows, the call's
+    already-cached texts must survive the clearing (they were lost once: KeyError in training)."""
+    enc = PretrainedTextEncoder(tiny_bert_dir, width=8, max_len=6, cache_size=3)
+    enc(["pick up the bowl", "open the drawer"])
+    want, _ = enc.frozen_features(["pick up the bowl"])
+    feats, mask = enc.frozen_features(
+        ["pick up the bowl", "the bowl", "pick bowl", "open drawer"]
+    )  # 2 + 3 > 3
+    assert feats.shape[0] == 4 and mask.shape[0] == 4
+    torch.testing.assert_close(feats[0], want[0])  # recomputed after the clearing: the same features
+    assert set(enc._cache) == {"pick up the bowl", "the bowl", "pick bowl", "open drawer"}
+
+
 def test_missing_dir_and_missing_transformers(tmp_path, monkeypatch):
     require("transformers", "text")
     with pytest.raises(FileNotFoundError, match="config.json"):

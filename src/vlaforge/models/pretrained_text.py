@@ -70,7 +70,8 @@ class PretrainedTextEncoder(nn.Module):
         None = all-MiniLM-L6-v2 from :func:`find_minilm_dir`.
     max_len: L, tokens per instruction (padded/truncated; Octo uses 16).
     text_device: where the frozen model runs; it runs once per unique instruction, so CPU is fine.
-    cache_size: maximum number of cached instructions (cleared when exceeded).
+    cache_size: maximum number of cached instructions (cleared when exceeded; a call's own texts are
+        always kept).
     """
 
     def __init__(
@@ -148,11 +149,15 @@ class PretrainedTextEncoder(nn.Module):
 
     def precompute(self, texts: Sequence[str]) -> None:
         """Encode every not-yet-cached instruction with the frozen model (one batched pass)."""
-        missing = sorted({t for t in texts if t not in self._cache})
+        wanted = set(texts)
+        missing = sorted(t for t in wanted if t not in self._cache)
         if not missing:
             return
         if len(self._cache) + len(missing) > self.cache_size:
+            # full (e.g. word dropout makes a new sentence of nearly every sample): start again with
+            # this call's texts, the cached ones included, so that every one of them is there after it
             self._cache.clear()
+            missing = sorted(wanted)
         feats, mask = self._run_frozen(missing)  # (M, L, Hd), (M, L)
         for i, t in enumerate(missing):
             self._cache[t] = (feats[i], mask[i])
