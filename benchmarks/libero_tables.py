@@ -1,6 +1,7 @@
 """Markdown tables for benchmarks/README.md from the LIBERO result files (nothing typed by hand).
 
     python benchmarks/libero_tables.py
+    python benchmarks/libero_tables.py --side-by-side goal-octo-tiny-flow-minilm-14k goal-dart-octo-tiny-flow-minilm-14k
 
 Reads results/libero_experts.json (bench_libero_experts.py), results/libero_env.json
 (bench_libero_env.py), results/libero/<name>/eval.json (vlaforge eval --out) and
@@ -44,12 +45,11 @@ def env_speed() -> None:
     path = RESULTS / "libero_env.json"
     if not path.exists():
         return
+    from bench_libero_env import table  # this script's own folder is on sys.path
+
     data = json.loads(path.read_text())
     print(f"`{data['command']}` — task {data['task']}, 1-min load {data['load_1min']:.2f}\n")
-    print("| configuration | ms per control step | env build (s) |\n|---|---:|---:|")
-    for name, r in data["rows"].items():
-        build = f"{r['build_s']:.1f}" if "build_s" in r else ""
-        print(f"| {name} | {r['step_ms']:.1f} | {build} |")
+    print(table(data["rows"], data.get("repeats", 1)))
     print()
 
 
@@ -66,6 +66,23 @@ def evals() -> None:
             print(f"| {name.split('/')[1]} | {t['successes']}/{t['episodes']} |")
             k, n = k + t["successes"], n + t["episodes"]
         print(f"| **mean** | **{_wilson(k, n)}** |\n")
+
+
+def side_by_side(names: list[str]) -> None:
+    """Per-task successes of several runs of one suite (results/libero/<name>/eval.json), one column each."""
+    runs = {
+        name: json.loads((RESULTS / "libero" / name / "eval.json").read_text())["tasks"] for name in names
+    }
+    tasks = list(next(iter(runs.values())))
+    print("| task | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for task in tasks:
+        cells = [f"{r[task]['successes']}/{r[task]['episodes']}" if task in r else "" for r in runs.values()]
+        print(f"| {task.split('/')[1]} | " + " | ".join(cells) + " |")
+    means = [
+        _wilson(sum(t["successes"] for t in r.values()), sum(t["episodes"] for t in r.values()))
+        for r in runs.values()
+    ]
+    print("| **mean** | " + " | ".join(f"**{m}**" for m in means) + " |\n")
 
 
 def language() -> None:
@@ -85,6 +102,11 @@ def language() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) > 2 and sys.argv[1] == "--side-by-side":  # e.g. --side-by-side goal-a goal-b
+        side_by_side(sys.argv[2:])
+        sys.exit(0)
     experts()
     env_speed()
     evals()
