@@ -193,3 +193,26 @@ def test_record_raises_when_the_expert_always_fails(tmp_path):
             max_attempts_factor=2,
         )
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial dataset, no summary
+
+
+def test_cli_says_in_one_line_that_the_expert_always_failed(tmp_path, capsys):
+    require("metaworld", "sim")
+    from vlaforge.cli import main
+
+    out = tmp_path / "never"
+    argv = ["record", "--tasks", "reach", "--episodes-per-task", "1", "--out", str(out), "--workers", "0"]
+    argv += [
+        "--image-size",
+        "16",
+        "--cameras",
+        "corner",
+        "--max-episode-steps",
+        "2",
+        "--max-attempts-factor",
+        "2",
+    ]
+    assert main([*argv, "--quiet", "--action-noise", "0.1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "failed every attempt, nothing was written" in err and "try a smaller --action-noise" in err
+    assert not out.exists()

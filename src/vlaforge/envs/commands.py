@@ -24,7 +24,7 @@ def _image_size(text: str) -> tuple[int, int]:
 
 def _record(args: argparse.Namespace) -> int:
     from vlaforge.envs.libero.suites import LiberoNotInstalled
-    from vlaforge.envs.record import record, summary_path
+    from vlaforge.envs.record import ExpertFailed, record, summary_path
 
     if bool(args.tasks) == bool(args.suite):
         print(
@@ -52,7 +52,7 @@ def _record(args: argparse.Namespace) -> int:
             action_noise=args.action_noise,
             protocol=args.protocol,
         )
-    except (ValueError, FileExistsError, LiberoNotInstalled) as e:
+    except (ValueError, FileExistsError, LiberoNotInstalled, ExpertFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     summary = json.loads(summary_path(root).read_text())

@@ -41,6 +41,11 @@ from vlaforge.envs.protocol import LEROBOT_EVAL_SEEDS, get_protocol
 from vlaforge.envs.tasks import resolve_tasks
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
+
+class ExpertFailed(RuntimeError):
+    """The scripted expert succeeded in none of its attempts: there is nothing to write."""
+
+
 SUMMARY_SUFFIX = ".record_summary.json"
 
 
@@ -571,7 +576,12 @@ def record(
                 bar.close()
         if w.num_episodes == 0:  # the writer is aborted on the way out; nothing is left at `out`
             attempts = {task: st.next_attempt for task, st in states.items()}
-            raise RuntimeError(f"record: the expert failed every attempt (attempts per task: {attempts})")
+            hint = (
+                " (DART noise makes it harder: try a smaller --action-noise)" if config.action_noise else ""
+            )
+            raise ExpertFailed(
+                f"the expert failed every attempt, nothing was written (attempts per task: {attempts}){hint}"
+            )
         root = w.finalize()
 
     summary = _summary(
