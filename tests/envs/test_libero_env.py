@@ -240,6 +240,32 @@ def test_fast_physics_follows_robosuites_step(env):
     np.testing.assert_allclose(ends["fast"][1], ends["robosuite"][1], atol=1e-6)
 
 
+def test_the_controllers_forward_computes_what_mj_forward_does_for_what_it_reads(env):
+    """`physics="fast"` gives robosuite's controller kinematics, comPos, crb, comVel and rne instead of a
+    full `mj_forward`: the fields the controller reads must be bit-identical."""
+    import mujoco
+
+    env.reset(seed=1)
+    for a in np.random.default_rng(3).uniform(-1, 1, (6, 7)):
+        env.step(a)
+    model, live = env.sim.model._model, env.sim.data._data
+    full = mujoco.MjData(model)
+    for field in ("qpos", "qvel", "act", "ctrl", "mocap_pos", "mocap_quat", "qacc_warmstart"):
+        getattr(full, field)[:] = getattr(live, field)
+    full.time = live.time
+    mujoco.mj_forward(model, full)
+    env._controller_forward()
+    for field in ("site_xpos", "site_xmat", "xpos", "xmat", "qM", "qfrc_bias", "cdof", "subtree_com", "cvel"):
+        np.testing.assert_array_equal(getattr(live, field), getattr(full, field), err_msg=field)
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")
+    assert site >= 0
+    jac = [np.zeros((3, model.nv)) for _ in range(4)]
+    mujoco.mj_jacSite(model, live, jac[0], jac[1], site)
+    mujoco.mj_jacSite(model, full, jac[2], jac[3], site)
+    np.testing.assert_array_equal(jac[0], jac[2])
+    np.testing.assert_array_equal(jac[1], jac[3])
+
+
 @pytest.mark.slow
 def test_sampled_layouts_keep_objects_on_fixtures():
     """A bowl that starts on the cabinet (LIBERO-Spatial) rests there in sampled layouts too; LIBERO's
