@@ -19,16 +19,12 @@ from tests.peers.need import need
 
 need("lerobot.datasets.lerobot_dataset", "LeRobot 0.3.2")
 
+from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features  # noqa: E402
 from vlaforge.data import Dataset  # noqa: E402
 from vlaforge.data.convert import convert_dataset  # noqa: E402
 from vlaforge.data.synthetic import smooth_frames, write_synthetic_dataset  # noqa: E402
 from vlaforge.data.video import keep_thread_scheduling  # noqa: E402
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY  # noqa: E402
-
-CAMS = ("image", "wrist_image")
-S, A, FPS = 8, 7, 10
-TASKS = ["put the black bowl on the plate", "open the middle drawer of the cabinet"]
-LENGTHS = (12, 9)
 
 
 def lerobot_dataset(repo_id: str, root):
@@ -79,21 +75,9 @@ def write_episodes(writer, g: np.random.Generator) -> None:
 def test_vlaforge_reads_a_dataset_written_by_lerobot(tmp_path):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    features = {
-        **{
-            IMAGE_PREFIX + c: {
-                "dtype": "video",
-                "shape": (32, 32, 3),
-                "names": ["height", "width", "channels"],
-            }
-            for c in CAMS
-        },
-        STATE_KEY: {"dtype": "float32", "shape": (S,), "names": None},
-        ACTION_KEY: {"dtype": "float32", "shape": (A,), "names": None},
-    }
     root = tmp_path / "by-lerobot"
     writer = LeRobotDataset.create(
-        "local/by-lerobot", fps=FPS, features=features, root=root, video_backend="pyav"
+        "local/by-lerobot", fps=FPS, features=lerobot_features(), root=root, video_backend="pyav"
     )
     g = np.random.default_rng(0)
     # LeRobot encodes with SVT-AV1, which as root leaves the thread SCHED_FIFO (tests/conftest.py)

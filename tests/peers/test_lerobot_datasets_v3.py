@@ -41,15 +41,11 @@ from tests.peers.need import need
 # lerobot.datasets.dataset_writer exists from LeRobot 0.4 on (v3.0); 0.3.2 (make test-peers) skips here.
 need("lerobot.datasets.dataset_writer", "LeRobot 0.6.1 (Python >= 3.12, [dataset] extra)", "test-peers-next")
 
+from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features  # noqa: E402
 from vlaforge.data import Dataset  # noqa: E402
 from vlaforge.data.synthetic import smooth_frames, write_synthetic_dataset  # noqa: E402
 from vlaforge.data.video import keep_thread_scheduling  # noqa: E402
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY  # noqa: E402
-
-CAMS = ("image", "wrist_image")
-S, A, FPS = 8, 7, 10
-TASKS = ["put the black bowl on the plate", "open the middle drawer of the cabinet"]
-LENGTHS = (12, 9)
 
 
 def lerobot_dataset(repo_id: str, root):
@@ -104,6 +100,21 @@ def write_episodes(writer, g: np.random.Generator) -> dict[str, list[np.ndarray]
     return written
 
 
+def synthetic(path, **kwargs):
+    """vlaforge's writer: 3 episodes of 10 frames with this file's cameras, dimensions and tasks."""
+    return write_synthetic_dataset(
+        path,
+        episodes=3,
+        length=10,
+        cameras=CAMS,
+        state_dim=S,
+        action_dim=A,
+        fps=FPS,
+        tasks=tuple(TASKS),
+        **kwargs,
+    )
+
+
 def assert_stats_equal(ours: dict, theirs: dict, rtol: float, atol: float, what: str) -> float:
     """The same features and statistics on both sides, each equal within rtol/atol -> max abs difference."""
     assert set(ours) == set(theirs), (what, sorted(ours), sorted(theirs))
@@ -125,21 +136,9 @@ def test_vlaforge_reads_a_v3_dataset_written_by_lerobot(tmp_path):
     from lerobot.datasets.compute_stats import aggregate_stats
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    features = {
-        **{
-            IMAGE_PREFIX + c: {
-                "dtype": "video",
-                "shape": (32, 32, 3),
-                "names": ["height", "width", "channels"],
-            }
-            for c in CAMS
-        },
-        STATE_KEY: {"dtype": "float32", "shape": (S,), "names": None},
-        ACTION_KEY: {"dtype": "float32", "shape": (A,), "names": None},
-    }
     root = tmp_path / "by-lerobot"
     writer = LeRobotDataset.create(
-        "local/by-lerobot", fps=FPS, features=features, root=root, video_backend="pyav"
+        "local/by-lerobot", fps=FPS, features=lerobot_features(), root=root, video_backend="pyav"
     )
     g = np.random.default_rng(0)
     with keep_thread_scheduling():  # SVT-AV1 as root leaves the thread SCHED_FIFO (tests/conftest.py)
@@ -175,17 +174,7 @@ def test_lerobot_reads_a_v3_dataset_written_by_vlaforge(tmp_path, codec):
     from lerobot.datasets.compute_stats import aggregate_stats, compute_episode_stats
 
     with keep_thread_scheduling():
-        src = write_synthetic_dataset(
-            tmp_path / "v3",
-            episodes=3,
-            length=10,
-            cameras=CAMS,
-            state_dim=S,
-            action_dim=A,
-            fps=FPS,
-            tasks=tuple(TASKS),
-            codec=codec,
-        )
+        src = synthetic(tmp_path / "v3", codec=codec)
     ours = Dataset(src, accurate_color=False)
     theirs = lerobot_dataset("local/by-vlaforge", src)  # as written: no conversion
     assert theirs.meta.info["codebase_version"] == "v3.0"
@@ -241,16 +230,7 @@ def test_lerobots_v21_to_v30_converter_takes_our_v21_export(tmp_path):
     from vlaforge.data.convert import convert_dataset
 
     with keep_thread_scheduling():
-        src = write_synthetic_dataset(
-            tmp_path / "v3",
-            episodes=3,
-            length=10,
-            cameras=CAMS,
-            state_dim=S,
-            action_dim=A,
-            fps=FPS,
-            tasks=tuple(TASKS),
-        )
+        src = synthetic(tmp_path / "v3")
     v21 = convert_dataset(src, tmp_path / "v21", to="v2.1")
     # rewrites the directory in place (the v2.1 files move to v21_old)
     lerobot_v21_to_v30("local/v21", root=v21, push_to_hub=False)
