@@ -98,7 +98,7 @@ PEERS_NEXT        := "torch==2.13.0" "transformers==5.5.4" tokenizers "draccus>=
 $(PEERS_NEXT_VENV)/.stamp-install: pyproject.toml constraints.txt tests/peers/constraints-next.txt
 	@test -x $(PEERS_NEXT_BIN)/python || $(PEERS_NEXT_PYTHON) -m venv $(PEERS_NEXT_VENV)
 	$(PEERS_NEXT_BIN)/pip install -q -c constraints.txt --upgrade pip
-	$(PEERS_NEXT_BIN)/pip install -q --no-compile -c constraints.txt -c tests/peers/constraints-next.txt \
+	$(PEERS_NEXT_BIN)/pip install -q --no-compile --no-cache-dir -c constraints.txt -c tests/peers/constraints-next.txt \
 		-e ".[dev]" $(PEERS_NEXT)
 	$(PEERS_NEXT_BIN)/pip install -q --no-compile --no-deps "lerobot==0.6.1"
 	@touch $@
