@@ -391,6 +391,15 @@ class Dataset(torch.utils.data.Dataset):
         self._cache = {}
         return directory
 
+    def cached_frames(self) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+        """After `cache_frames`: (camera key -> its uint8 (N, H, W, 3) memmap, what those frames depend on);
+        None without a frame cache. Caches derived from the frames (a frozen encoder's tokens,
+        `train/feature_cache.py`) key themselves on the second."""
+        if not self._cache_paths:
+            return None
+        arrays = {key: np.load(path, mmap_mode="r") for key, path in self._cache_paths.items()}
+        return arrays, self._cache_fingerprint()
+
     def _cache_fingerprint(self) -> dict[str, Any]:
         files = sorted({self.meta.video_file(e, k) for k in self.meta.video_keys for e in self.meta.episodes})
         return {

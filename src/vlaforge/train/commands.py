@@ -292,6 +292,7 @@ def _run(args: argparse.Namespace) -> int:
         "save_every": args.save_every,
         "log_every": args.log_every,
         "cache_frames": not args.no_cache,
+        "cache_features": not args.no_feature_cache,
         "precision": args.precision,
         "grad_accum": args.grad_accum,
         "grad_checkpointing": args.grad_checkpointing or None,
@@ -304,7 +305,8 @@ def _run(args: argparse.Namespace) -> int:
     }
     if args.resume:
         overrides = {
-            k: train_kw[k] for k in ("steps", "minutes", "parallel", "grad_checkpointing", "log_every")
+            k: train_kw[k]
+            for k in ("steps", "minutes", "parallel", "grad_checkpointing", "log_every", "threads")
         }
         _, res = resume_training(args.resume, train_overrides=overrides, progress=main)
         if main:
@@ -432,6 +434,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--no-cache", action="store_true", help="decode video per sample instead of caching frames"
+    )
+    p.add_argument(
+        "--no-feature-cache",
+        action="store_true",
+        help="run a frozen pretrained image tower (Lite0) on every sample instead of once per frame",
     )
     p.add_argument("--no-augment", action="store_true", help="disable image augmentation")
     p.add_argument(

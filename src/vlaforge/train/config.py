@@ -25,6 +25,9 @@ class TrainConfig:
     num_workers: int = 1
     threads: int | None = None  # torch threads in the training process (default: all cores)
     cache_frames: bool = True  # decode every video frame once into RAM/disk instead of per sample
+    # a frozen pretrained image tower (Lite0) encodes each distinct frame once, not every sample
+    # (train/feature_cache.py); needs cache_frames
+    cache_features: bool = True
     precision: str = "fp32"  # "bf16": autocast the forward pass (weights and optimizer stay fp32)
     grad_accum: int = 1  # micro-batches of `batch_size` per optimizer step
     grad_checkpointing: bool = False  # recompute transformer blocks in backward: less memory, more time

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from torch import nn
 from vlaforge.errors import CheckpointError, mismatch_report
 from vlaforge.models.packaged import EFFICIENTNET_LITE0
 from vlaforge.models.vision.preprocess import ImagePreprocess, preprocess_float, preprocess_images
+from vlaforge.models.vision.token_cache import TokenCache, encode_with_cache, encoder_fingerprint
 
 Features = Literal["stride16", "stride32", "head", "logits"]
 FEATURE_CHANNELS = {"stride16": 112, "stride32": 320, "head": 1280, "logits": 1000}
@@ -237,6 +238,9 @@ class Lite0ImageEncoder(nn.Module):
         if frozen:
             self.net.requires_grad_(False)
         self.train(False)
+        # Frozen only: tokens of known frames (`models/vision/token_cache.py`; training attaches one, see
+        # `train/feature_cache.py`). Not a parameter or buffer: never saved, never moved.
+        self.token_cache: TokenCache | None = None
 
     def train(self, mode: bool = True) -> Lite0ImageEncoder:
         super().train(mode)
@@ -246,6 +250,14 @@ class Lite0ImageEncoder(nn.Module):
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 frames (B, H, W, 3), or float (B, 3, H, W) in [0, 1] (augmented frames) -> (B, N, C)."""
         param = next(self.net.parameters())
+        floating = isinstance(images, torch.Tensor) and images.is_floating_point()
+        if self.token_cache is not None and self.frozen and not floating:
+            tokens = encode_with_cache(self.token_cache, images, self._encode)  # (B, N, C)
+            return tokens.to(param.device)
+        return self._encode(images)
+
+    def _encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        param = next(self.net.parameters())
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             x = preprocess_float(images, self.preprocess)  # (B, 3, S, S)
         else:
@@ -254,6 +266,10 @@ class Lite0ImageEncoder(nn.Module):
         with torch.set_grad_enabled(not self.frozen and torch.is_grad_enabled()):
             fmap = self.net(x)  # (B, C, g, g)
         return fmap.flatten(2).transpose(1, 2)  # (B, g*g, C), row-major over the grid
+
+    def cache_fingerprint(self) -> dict[str, Any]:
+        """What this encoder's cached tokens depend on (weights, resolution, feature level, torch)."""
+        return encoder_fingerprint(self.net, image_size=self.image_size, features=self.features)
 
     def encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 frames (B, H, W, 3) -> tokens (B, N, C): `forward`, under `VisionTower.encode`'s name."""
