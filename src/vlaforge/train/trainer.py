@@ -225,6 +225,11 @@ def train(
     policy.to(torch.device(cfg.device)).train()
     config_record = {"policy": policy.config.to_dict(), "train": cfg.to_dict(), **(run_info or {})}
 
+    if cfg.cache_features:  # a frozen pretrained tower's tokens, once per frame (train/feature_cache.py);
+        # before FSDP shards the tower's weights, which the cache's key hashes
+        summary = attach_feature_caches(policy, dataset, progress=progress and di.is_main)
+        if summary and progress and di.is_main:
+            print(summary)
     if sharded:
         fsdp.shard_policy(policy, cfg.device)  # before the optimizer, which must hold the shards
     opt = make_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -242,10 +247,6 @@ def train(
     model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     policy.set_gradient_checkpointing(cfg.grad_checkpointing)
 
-    if cfg.cache_features:  # a frozen pretrained tower's tokens, once per frame (train/feature_cache.py)
-        summary = attach_feature_caches(policy, dataset, progress=progress and di.is_main)
-        if summary and progress and di.is_main:
-            print(summary)
     batches = iter(_make_loader(dataset, cfg, prog.step, di))
     t_start = time.perf_counter() - prog.elapsed_before_s
     budget_s = cfg.minutes * 60 if cfg.minutes else None
