@@ -91,3 +91,16 @@ def test_language_encoder():
         enc(torch.tensor([[tok.vocab_size]]))
     with pytest.raises(ValueError, match="L <= 6"):
         enc(torch.zeros(1, 7, dtype=torch.long))
+
+
+def test_language_encoder_without_positions_is_a_bag_of_words():
+    torch.manual_seed(0)
+    enc = LanguageEncoder(vocab_size=10, width=8, max_len=6, positions=False)
+    assert "pos_emb" not in enc.state_dict()
+    a = enc(torch.tensor([[3, 4, 5, 0, 0, 0]]))
+    b = enc(torch.tensor([[7, 3, 4, 5, 0, 0]]))  # the same words one position later
+    torch.testing.assert_close(a[0, :3], b[0, 1:4])
+    shifted = LanguageEncoder(vocab_size=10, width=8, max_len=6)
+    shifted.embed.load_state_dict(enc.embed.state_dict())
+    c, d = shifted(torch.tensor([[3, 4, 5, 0, 0, 0]])), shifted(torch.tensor([[7, 3, 4, 5, 0, 0]]))
+    assert not torch.allclose(c[0, :3], d[0, 1:4])  # with positions they move

@@ -96,3 +96,17 @@ def test_real_minilm_if_installed(monkeypatch):
     assert feats.shape == (3, 16, 384) and mask[:, :5].all()
     sims = torch.nn.functional.cosine_similarity(feats[:, 0], feats[:1, 0], dim=-1)  # [CLS] features
     assert sims[1] > sims[2]  # "close the drawer" is closer to "open the drawer" than "push the puck"
+
+
+def test_without_positions_a_moved_word_keeps_its_token(tiny_bert_dir):
+    """positions=False (Octo's text_positions): only the projected contextual features, no per-position
+    embedding to learn or to shift when a rewording moves words."""
+    torch.manual_seed(0)
+    enc = PretrainedTextEncoder(tiny_bert_dir, width=8, max_len=6, positions=False)
+    assert sorted(enc.state_dict()) == ["proj.bias", "proj.weight"]
+    feats, _ = enc.frozen_features(["open the drawer"])
+    tokens, _ = enc(["open the drawer"])
+    torch.testing.assert_close(tokens, enc.proj(feats))  # nothing added
+    with_positions = PretrainedTextEncoder(tiny_bert_dir, width=8, max_len=6)
+    with_positions.proj.load_state_dict(enc.proj.state_dict())
+    assert not torch.allclose(with_positions(["open the drawer"])[0], tokens)

@@ -79,6 +79,19 @@ def test_save_load_gives_identical_actions(tmp_path, head):
     assert not list((tmp_path / "p").glob("*.pt")) and not list((tmp_path / "p").glob("*.pkl"))
 
 
+def test_text_without_positions_trains_saves_and_loads(tmp_path):
+    policy, ds = _policy("flow", text_positions=False)
+    assert not [k for k in policy.state_dict() if "text_encoder.pos_emb" in k]
+    loss, _ = policy.loss(default_collate([ds[i] for i in range(4)]))
+    loss.backward()
+    policy.save(tmp_path / "p")
+    loaded = Policy.load(tmp_path / "p")
+    assert loaded.config.text_positions is False
+    a = policy.predict(_obs(ds), generator=torch.Generator().manual_seed(3)).actions
+    b = loaded.predict(_obs(ds), generator=torch.Generator().manual_seed(3)).actions
+    np.testing.assert_array_equal(a, b)
+
+
 def test_cast_for_inference_runs_the_transformer_in_bf16():
     policy, ds = _policy("l1")
     policy.eval()

@@ -157,11 +157,9 @@ class ExportGraph(nn.Module):
         enc: Any = self.policy.text_encoder
         if self.policy.config.language == "words":
             ids = x[TEXT_IDS]  # (B, L) int64, padding = 0
-            return enc.embed(ids) + enc.pos_emb[:, : ids.shape[1]]  # LanguageEncoder.forward, (B, L, D)
+            return enc.add_positions(enc.embed(ids))  # LanguageEncoder.forward, (B, L, D)
         feats = x[TEXT_FEATURES]  # (B, L, Hd) frozen MiniLM features
-        return (
-            enc.proj(feats) + enc.pos_emb
-        )  # PretrainedTextEncoder.forward after the frozen model, (B, L, D)
+        return enc.add_positions(enc.proj(feats))  # PretrainedTextEncoder.forward after the frozen model
 
     def _sample(self, features: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         head: Any = self.policy.head

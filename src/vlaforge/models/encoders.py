@@ -202,14 +202,15 @@ class StateEncoder(nn.Module):
 
 
 class LanguageEncoder(nn.Module):
-    """Word ids (B, L) -> tokens (B, L, D): an embedding table trained from scratch + learned positions.
+    """Word ids (B, L) -> tokens (B, L, D): an embedding table trained from scratch + learned positions
+    (``positions=False``: none).
 
     Used with :class:`WordTokenizer` when no pretrained text model is wanted (tiny configs,
     tests, small task sets where instructions are effectively task ids). Pad id 0 embeds to
     zero; callers also mask padding keys in attention.
     """
 
-    def __init__(self, vocab_size: int, width: int, max_len: int, pad_id: int = 0):
+    def __init__(self, vocab_size: int, width: int, max_len: int, pad_id: int = 0, positions: bool = True):
         super().__init__()
         if vocab_size < 2 or width < 1 or max_len < 1:
             raise ValueError(
@@ -221,7 +222,8 @@ class LanguageEncoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
-        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02)  # (1, L, D)
+        # positions=False: a bag of words, the same tokens wherever a word stands in the sentence
+        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02) if positions else None  # (1, L, D)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2 or ids.shape[1] > self.max_len:
@@ -233,5 +235,8 @@ class LanguageEncoder(nn.Module):
                 f"token id out of range [0, {self.vocab_size}); the tokenizer's vocabulary does not match "
                 "this encoder (rebuild the encoder with vocab_size=len(tokenizer))"
             )
-        x = self.embed(ids.long())  # (B, L, D)
-        return x + self.pos_emb[:, : ids.shape[1]]  # (B, L, D)
+        return self.add_positions(self.embed(ids.long()))  # (B, L, D)
+
+    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) token embeddings + the first L position embeddings (none with positions=False)."""
+        return x if self.pos_emb is None else x + self.pos_emb[:, : x.shape[1]]

@@ -72,6 +72,9 @@ class PretrainedTextEncoder(nn.Module):
     text_device: where the frozen model runs; it runs once per unique instruction, so CPU is fine.
     cache_size: maximum number of cached instructions (cleared when exceeded; a call's own texts are
         always kept).
+    positions: add a learned embedding per token position (Octo). False: the projected features alone,
+        so a word's token does not change when a rewording moves it (the model's own features are
+        contextual and carry their order).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class PretrainedTextEncoder(nn.Module):
         max_len: int = 16,
         text_device: str | torch.device = "cpu",
         cache_size: int = 4096,
+        positions: bool = True,
     ):
         super().__init__()
         transformers = _import_transformers()
@@ -121,7 +125,7 @@ class PretrainedTextEncoder(nn.Module):
         object.__setattr__(self, "_text_model", model)
         self.hidden_size = int(model.config.hidden_size)
         self.proj = nn.Linear(self.hidden_size, width)
-        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02)  # (1, L, D)
+        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02) if positions else None  # (1, L, D)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.frozen_calls = 0  # number of batched passes through the frozen model (for tests/logging)
 
@@ -178,4 +182,8 @@ class PretrainedTextEncoder(nn.Module):
         feats, mask = self.frozen_features(texts)  # (B, L, Hd), (B, L)
         device = self.proj.weight.device
         x = self.proj(feats.to(device=device, dtype=self.proj.weight.dtype))  # (B, L, D)
-        return x + self.pos_emb, mask.to(device)  # (B, L, D), (B, L)
+        return self.add_positions(x), mask.to(device)  # (B, L, D), (B, L)
+
+    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) projected features + the position embeddings (none with positions=False)."""
+        return x if self.pos_emb is None else x + self.pos_emb[:, : x.shape[1]]

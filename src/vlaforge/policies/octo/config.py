@@ -57,6 +57,9 @@ class PolicyConfig(ConfigMethods):
     n_readouts: int = 1  # readout tokens per timestep
     language: str = "words"  # "words": tokenizer built from the dataset; "minilm": frozen sentence encoder
     text_max_len: int = 16
+    # learned position embeddings on the instruction's tokens (Octo); False: none, so rewording that moves a
+    # word does not change its token (the LIBERO paraphrase test, docs/libero.md)
+    text_positions: bool = True
     head: str = "diffusion"
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     # --- normalization ---

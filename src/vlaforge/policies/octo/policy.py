@@ -115,9 +115,13 @@ class Policy(PolicyMethods, nn.Module):
         if c.language == "words":
             if tokenizer is None:
                 raise ValueError("language='words' needs a WordTokenizer built from the dataset's task texts")
-            self.text_encoder: nn.Module = LanguageEncoder(tokenizer.vocab_size, D, c.text_max_len)
+            self.text_encoder: nn.Module = LanguageEncoder(
+                tokenizer.vocab_size, D, c.text_max_len, positions=c.text_positions
+            )
         else:
-            self.text_encoder = PretrainedTextEncoder(None, D, max_len=c.text_max_len)
+            self.text_encoder = PretrainedTextEncoder(
+                None, D, max_len=c.text_max_len, positions=c.text_positions
+            )
 
         # Token counts per block.
         self.n_patches = {cam: enc.num_tokens for cam, enc in self.image_encoders.items()}
