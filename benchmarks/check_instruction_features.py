@@ -28,6 +28,29 @@ import torch.nn.functional as F
 RESULTS = Path(__file__).parent / "results"
 
 
+def by_position(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """features (N, L, H), mask (N, L) -> (N, L*H) unit vectors, slot by slot."""
+    return F.normalize((f * m[..., None].float()).flatten(1), dim=-1)
+
+
+def pooled(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """-> (N, H) unit vectors, the mean over real tokens."""
+    m = m.float()
+    return F.normalize((f * m[..., None]).sum(1) / m.sum(1, keepdim=True), dim=-1)
+
+
+def chamfer(fa: torch.Tensor, ma: torch.Tensor, fb: torch.Tensor, mb: torch.Tensor) -> torch.Tensor:
+    """-> (Na, Nb): each token matched to its most similar token of the other sentence, both ways, averaged."""
+    a = [F.normalize(fa[i][ma[i]], dim=-1) for i in range(len(fa))]
+    b = [F.normalize(fb[j][mb[j]], dim=-1) for j in range(len(fb))]
+    sim = torch.zeros(len(a), len(b))
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            s = x @ y.T
+            sim[i, j] = 0.5 * (s.max(1).values.mean() + s.max(0).values.mean())
+    return sim
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suites", default="libero_spatial,libero_goal")
@@ -42,28 +65,15 @@ def main() -> int:
         tasks = resolve_libero(suite)
         originals = [get_task(t).instruction for t in tasks]
         paraphrases = [get_task(t.replace(suite + "/", suite + "_lan/", 1)).instruction for t in tasks]
-        (fo, mo), (fp, mp) = enc.frozen_features(originals), enc.frozen_features(paraphrases)  # (N, L, H), (N, L)
-
-        def by_position(f, m):
-            return F.normalize((f * m[..., None]).flatten(1), dim=-1)  # (N, L*H)
-
-        def pooled(f, m):
-            return F.normalize((f * m[..., None]).sum(1) / m.sum(1, keepdim=True), dim=-1)  # (N, H)
-
-        def chamfer() -> torch.Tensor:
-            a = [F.normalize(fp[i][mp[i]], dim=-1) for i in range(len(tasks))]
-            b = [F.normalize(fo[j][mo[j]], dim=-1) for j in range(len(tasks))]
-            sim = torch.zeros(len(a), len(b))
-            for i, x in enumerate(a):
-                for j, y in enumerate(b):
-                    s = x @ y.T
-                    sim[i, j] = 0.5 * (s.max(1).values.mean() + s.max(0).values.mean())
-            return sim
+        (fo, mo), (fp, mp) = (
+            enc.frozen_features(originals),
+            enc.frozen_features(paraphrases),
+        )  # (N, L, H), (N, L)
 
         ways = {
-            "by position": by_position(fp, mp.float()) @ by_position(fo, mo.float()).T,
-            "set": chamfer(),
-            "pooled": pooled(fp, mp.float()) @ pooled(fo, mo.float()).T,
+            "by position": by_position(fp, mp) @ by_position(fo, mo).T,
+            "set": chamfer(fp, mp, fo, mo),
+            "pooled": pooled(fp, mp) @ pooled(fo, mo).T,
         }
         rows = {}
         print(f"\n{suite} ({len(tasks)} tasks, paraphrases from {suite}_lan)\n")
