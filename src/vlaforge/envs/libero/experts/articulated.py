@@ -10,6 +10,9 @@ closed fingers.
 Stove knobs (hinge joint about the vertical): the closed fingers come down beside the knob's lever
 and push it tangentially (the direction that increases the joint) until it is on.
 
+Hinged doors (`(Close microwave_1)`, vertical hinge): the hand comes down beside the door's outer face
+near its free edge and pushes it shut along its arc.
+
 Pushing (`On plate_1 <table region>`): the closed gripper goes down behind the plate on the side
 away from the region and pushes it, steering along the plate-to-region line, low over the table.
 """
@@ -43,6 +46,12 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
         if len(joints) == 1 and geo.joint_type(env, geo.joint_id(env, joints[0])) == geo.SLIDE:
             jid = geo.joint_id(env, joints[0])
             return drawer_open(env, jid) if kind == "open" else drawer_close(env, jid)
+        if (
+            kind == "close"
+            and len(joints) == 1
+            and geo.joint_type(env, geo.joint_id(env, joints[0])) == geo.HINGE
+        ):
+            return door_close(env, geo.joint_id(env, joints[0]))
         return None
     if kind == "turnon" and len(args) == 1:
         joints = geo.joints_of(env, args[0])
@@ -514,6 +523,90 @@ def geo_site(env: Any, name: str) -> np.ndarray:
     from vlaforge.envs.libero.experts.base import site_pos
 
     return site_pos(env, name)
+
+
+# -- hinged doors ------------------------------------------------------------------------------
+
+DOOR_CLOSED_QPOS = -0.005  # LIBERO Microwave: closed when the hinge > -0.005 (open range < -1.3)
+DOOR_PUSH_AT = 0.75  # where along the door (fraction of its width from the hinge) the hand pushes
+DOOR_LEAD = 0.3  # rad the push target runs ahead of the door
+DOOR_STANDOFF = 0.05  # m between the door's plane and the eef (the palm, 3.4 cm, is what touches)
+
+
+def door_close(env: Any, jid: int) -> list[Phase]:
+    """Swing a vertical-hinged door (the microwave's) shut: the hand, pointing down with closed fingers,
+    comes down beside the door's outer face near its free edge, on the side away from the closing
+    motion, and pushes along the arc (its target leads the door by DOOR_LEAD) until the hinge is past
+    LIBERO's closed threshold; then backs off."""
+    model = env.sim.model._model
+    body = int(model.jnt_bodyid[jid])
+    geoms = geo.collision_geoms(env, geo.subtree_bodies(env, body))
+    anchor = geo.joint_anchor(env, jid)
+    axis = geo.joint_axis(env, jid)
+    lo, hi = geo.bodies_bounds(env, geo.subtree_bodies(env, body))
+    sign = 1.0 if axis[2] >= 0 else -1.0  # world yaw of +qpos; closing increases the joint
+    pts = np.concatenate([geo.geom_world_corners(env, g) for g in geoms])
+    radial = pts[:, :2] - anchor[:2]
+    width = float(np.linalg.norm(radial, axis=1).max())
+    z_push = float(lo[2] + hi[2]) / 2
+    q_start = geo.joint_qpos(env, jid)
+    tip = radial[int(np.argmax(np.linalg.norm(radial, axis=1)))]
+    tip_dir0 = np.array([*(tip / np.linalg.norm(tip)), 0.0])  # from the hinge along the door, at reset
+
+    def along(e: Any, lead: float) -> np.ndarray:
+        """Horizontal unit vector from the hinge along the door, turned `lead` rad further closed."""
+        return geo.yaw_matrix(sign * (geo.joint_qpos(e, jid) - q_start + lead)) @ tip_dir0
+
+    def contact(e: Any, lead: float) -> np.ndarray:
+        """The eef beside the door, DOOR_PUSH_AT of its width out, turned `lead` rad ahead of the door."""
+        u = along(e, lead)
+        t = geo.yaw_matrix(sign * np.pi / 2) @ u  # the direction the door's points move when closing
+        p = anchor + u * width * DOOR_PUSH_AT - t * DOOR_STANDOFF
+        return np.array([p[0], p[1], z_push])
+
+    def hold(e: Any) -> np.ndarray:
+        """Pointing down, the fingers (and the palm's long side) along the door."""
+        return geo.down_frame(along(e, 0.0))
+
+    start = latched(lambda e: contact(e, 0.0))
+    down = geo.down_frame(tip_dir0)
+
+    def above(e: Any) -> np.ndarray:
+        return start(e) + np.array([0.0, 0.0, float(hi[2]) - z_push + 0.05])
+
+    def shut(e: Any) -> bool:
+        return geo.joint_qpos(e, jid) > DOOR_CLOSED_QPOS + 0.002
+
+    return [
+        Phase(
+            "door_above",
+            above,
+            CLOSE,
+            tol=0.0,
+            until=_reached(above, down, 0.02, 0.15),
+            rotation=hold,
+            timeout=100,
+        ),
+        Phase("door_down", start, CLOSE, tol=0.015, rotation=hold, max_speed=0.6, timeout=50),
+        Phase(
+            "door_push",
+            lambda e: contact(e, DOOR_LEAD),
+            CLOSE,
+            tol=0.0,
+            until=shut,
+            rotation=hold,
+            max_speed=0.6,
+            timeout=150,
+        ),  # fmt: skip
+        Phase(
+            "door_back",
+            latched(lambda e: eef_pos(e) + [0.0, 0.0, 0.08]),
+            CLOSE,
+            tol=0.02,
+            rotation=hold,
+            timeout=30,
+        ),
+    ]
 
 
 # -- stove knob --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from vlaforge.envs.libero.experts.base import (
     body_pos,
     eef_pos,
     eef_quat,
+    goal_predicates,
     gripper_opening,
     quat_xyzw_to_mat,
     rotation_error,
@@ -44,6 +45,10 @@ CLEARANCE = 0.05  # m between the carried object's bottom and the highest thing 
 PRE_GRASP = 0.07  # m above the grasp point before the vertical descent
 LOST = 0.03  # m the object may fall behind the rising gripper before the grasp counts as missed or dropped
 WRIST_LIMIT = 2.5  # rad: keep Panda joint 7 (limit 2.9) inside this
+RISE_CLEARANCE = 0.03  # m between the fingertips and what they pass over after `rise`
+RISE_MAX = 0.2  # m at most (a tall fixture beside the path is not worth climbing over)
+SLOT_MARGIN = 0.004  # m between a slotted object's footprint and its region's border
+SLOT_EDGE = 0.02  # m between a slotted object's origin and its region's border (`On` a region)
 
 # Parts of the open Panda gripper in the eef frame (x across the fingers, y along the finger axis,
 # z up), as (lo, hi) boxes, measured from robosuite's collision meshes.
@@ -163,21 +168,9 @@ class Obstacles:
 
     def overlapping(self, center: np.ndarray, rot: np.ndarray, half: np.ndarray) -> np.ndarray:
         """Mask of the boxes that overlap the oriented box (center, rot, half) (separating axes)."""
-        n = len(self.center)
-        if n == 0:
+        if len(self.center) == 0:
             return np.zeros(0, dtype=bool)
-        a_axes = np.broadcast_to(rot.T, (n, 3, 3))  # rows: the box's axes
-        b_axes = np.transpose(self.rot, (0, 2, 1))
-        cross = np.cross(a_axes[:, :, None, :], b_axes[:, None, :, :]).reshape(n, 9, 3)
-        axes = np.concatenate([a_axes, b_axes, cross], axis=1)  # (n, 15, 3)
-        norm = np.linalg.norm(axes, axis=2, keepdims=True)
-        valid = norm[..., 0] > 1e-6
-        axes = axes / np.maximum(norm, 1e-9)
-        ra = np.einsum("nkj,j->nk", np.abs(axes @ rot), half)
-        rb = np.einsum("nkj,nj->nk", np.abs(np.einsum("nki,nij->nkj", axes, self.rot)), self.half)
-        dist = np.abs(np.einsum("nki,ni->nk", axes, self.center - center))
-        separated = (dist > ra + rb + 1e-4) & valid
-        return ~separated.any(axis=1)
+        return _overlap_grid(self, np.asarray(center)[None], rot, half)[0]
 
 
 def _hand_raise(obstacles: Obstacles, point: np.ndarray, yaw: float) -> float:
@@ -233,6 +226,8 @@ def pick_and_place(
     *,
     release_height: float = 0.02,
     carry_height: float | None = None,
+    clear_start: bool = False,
+    crowded: bool = False,
 ) -> list[Phase]:
     """Phases that grasp `obj` and put it down above `place_target(env)`.
 
@@ -240,7 +235,10 @@ def pick_and_place(
     origin is above the target's xy, and released when its lowest point is `release_height` (m)
     above the target's z (give the surface it should rest on, e.g. `support_point`). `carry_height`
     (world z of the object's bottom while carrying) defaults to a height that clears the scene
-    between the object and the target.
+    between the object and the target. `clear_start`: first rise straight up until the open fingers
+    clear everything between the hand and the object (when an earlier skill of the same goal left the
+    hand low, e.g. in a basket, a straight approach would drag what it passes over). `crowded`: see
+    `_grasp_plan`.
     """
     state: dict[str, Any] = {}
     skill = object()  # tags this attempt's phases (a retry builds new ones)
@@ -251,7 +249,9 @@ def pick_and_place(
         if "grasp" not in state:
             start = body_pos(e, obj)
             lo, hi = bounds(e, obj)
-            grasp = _grasp_plan(e, obj, lo, hi, np.asarray(place_target(e), dtype=np.float64))
+            grasp = _grasp_plan(
+                e, obj, lo, hi, np.asarray(place_target(e), dtype=np.float64), crowded=crowded
+            )
             state.update(
                 grasp=grasp,
                 lo=lo,
@@ -327,10 +327,43 @@ def pick_and_place(
         when the lift started (the grasp missed, or the object slipped out on the way): pick it again."""
         if "offset" not in state or abs((eef_pos(e) - body_pos(e, obj))[2] - state["offset"][2]) <= LOST:
             return None
-        return pick_and_place(e, obj, place_target, release_height=release_height, carry_height=carry_height)
+        return pick_and_place(
+            e,
+            obj,
+            place_target,
+            release_height=release_height,
+            carry_height=carry_height,
+            clear_start=clear_start,
+            crowded=crowded,
+        )
+
+    def rise(e: Any) -> np.ndarray:
+        """Straight above the hand, high enough for the fingertips to pass over everything between
+        the hand and the pre-grasp point (fixed when the skill starts); `traverse` then goes over at
+        that height and `approach` comes down from above the object."""
+        if "rise" not in state:
+            here, goal = eef_pos(e), pre_grasp(e)
+            top = _scene_top(
+                e, {obj}, np.minimum(here[:2], goal[:2]) - 0.05, np.maximum(here[:2], goal[:2]) + 0.05
+            )
+            z = min(max(here[2], top + RISE_CLEARANCE - FINGERS[0][0][2]), here[2] + RISE_MAX)
+            state["rise"] = np.array([here[0], here[1], z])
+        return state["rise"]
+
+    def traverse(e: Any) -> np.ndarray:
+        p = pre_grasp(e)
+        return np.array([p[0], p[1], max(rise(e)[2], p[2])])
 
     phases = [
         Phase("settle", None, OPEN, until=_at_rest(obj), timeout=40),
+        *(
+            [
+                Phase("rise", rise, OPEN, tol=0.015, rotation=rotation, timeout=40),
+                Phase("traverse", traverse, OPEN, tol=0.02, rotation=rotation, timeout=80),
+            ]
+            if clear_start
+            else []
+        ),
         Phase(
             "approach",
             pre_grasp,
@@ -441,12 +474,16 @@ def _gripper_settled(min_steps: int = 4) -> Callable[[Any], bool]:
     return until
 
 
-def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.ndarray) -> dict[str, Any]:
+def _grasp_plan(
+    env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.ndarray, *, crowded: bool = False
+) -> dict[str, Any]:
     """Where (world eef point) and at which yaw to grasp `obj`; `top`: its highest point.
 
     Candidates are scored by how far the open gripper would have to be raised to clear everything
     else (less is better), then by a preference: small shifts from the object's center, rim points
-    facing the robot, small wrist rotations from the current yaw."""
+    facing the robot, small wrist rotations from the current yaw. `crowded`: when no candidate is
+    clear, also try every yaw at which the object fits the open hand (a flat box between tall
+    neighbours is taken obliquely rather than from too high)."""
     obstacles = Obstacles([b for name in _others(env, {obj}) for b in geom_boxes(env, name)])
     top = float(hi[2])
     now = _eef_yaw(env)
@@ -467,6 +504,7 @@ def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.nd
         z = max(lo[2] + MIN_EEF_ABOVE_BOTTOM, min(top - TOP_GRASP_DEPTH, (lo[2] + top) / 2))
         center = np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, z])
         widths = {}
+        oblique: list[tuple[float, float]] = []  # (deg, width): every yaw fitting the hand, for `crowded`
         for deg in np.arange(0.0, 180.0, 7.5):
             yaw = np.deg2rad(deg)
             finger_axis = np.array([-np.sin(yaw), np.cos(yaw)])
@@ -474,6 +512,8 @@ def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.nd
             widths[deg] = float(proj.max() - proj.min())
         narrowest = min(widths.values())
         for deg, width in widths.items():
+            if crowded and width <= MAX_WIDTH - CROWDED_WIDTH_MARGIN:
+                oblique.append((deg, width))
             if width > min(MAX_WIDTH, narrowest + 0.008):
                 continue
             yaw = np.deg2rad(deg)
@@ -487,19 +527,114 @@ def _grasp_plan(env: Any, obj: str, lo: np.ndarray, hi: np.ndarray, place: np.nd
                     p[:2] += shift * long_axis
                     pref = abs(shift) + 0.3 * (width - narrowest) + 0.005 * _half_turn(yaw - now)
                     candidates.append((yaw, p, pref))
+    if not candidates:  # wider than the open hand everywhere (mugs, moka pots): grasp a thin part
+        candidates = _straddle_candidates(env, obj, top, now)
     best = None
     for yaw, p, pref in candidates:
         need = _hand_raise(obstacles, p, yaw)
         key = (round(need, 3), pref)
         if best is None or key < best[0]:
             best = (key, yaw, p, need)
-    assert best is not None
+    if crowded and best is not None and best[3] > 0 and "bowl" not in obj:
+        # oblique yaws, and the fingers as near an end of the object as still holds it
+        for deg, width in oblique:
+            yaw = np.deg2rad(deg)
+            long_axis = np.array([np.cos(yaw), np.sin(yaw)])
+            proj = pts @ long_axis
+            reach = max(0.0, float(proj.max() - proj.min()) / 2 - CROWDED_END_MARGIN)
+            for shift in np.arange(-reach, reach + 1e-9, 0.004):
+                p = center.copy()
+                p[:2] += shift * long_axis
+                need = _hand_raise(obstacles, p, yaw)
+                pref = 1.0 + abs(shift) + 0.3 * (width - narrowest) + 0.005 * _half_turn(yaw - now)
+                key = (round(need, 3), pref)
+                if key < best[0]:
+                    best = (key, yaw, p, need)
+    if best is None:
+        raise RuntimeError(f"{env.task}: no grasp found for {obj}")
     _, yaw, point, need = best
     point = point.copy()
     if need > 0:  # nothing fully clear: grasp higher, but still below the top
         point[2] = min(point[2] + need + 0.003, top - 0.012)
     yaw = _choose_yaw(env, yaw, [point, place])
     return {"yaw": yaw, "point": point, "top": top}
+
+
+# The space between the open fingers (eef frame, as PALM/FINGERS): what the closing fingers take.
+GAP = (np.array([-0.012, -0.034, -0.011]), np.array([0.012, 0.034, 0.035]))
+CROWDED_WIDTH_MARGIN = 0.008  # m the open fingers keep beside an obliquely taken object
+CROWDED_END_MARGIN = 0.014  # m between the fingers' center line and the end of the object they hold
+STRADDLE_STEP = 0.005  # m between the candidate points of a straddle grasp
+STRADDLE_PALM_CLEARANCE = 0.004  # m between the palm and the object's top
+STRADDLE_MAX_PART = 0.03  # m: the widest part (along the closing direction) a straddle grasp takes
+
+
+def _overlap_grid(boxes: Obstacles, points: np.ndarray, rot: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """(M, N) mask: the box (points[m], rot, half) overlaps box n of `boxes` (separating axes over the
+    15 candidate axes), for many centers of one box shape at once; `Obstacles.overlapping` is M = 1."""
+    n = len(boxes.center)
+    a_axes = np.broadcast_to(rot.T, (n, 3, 3))
+    b_axes = np.transpose(boxes.rot, (0, 2, 1))
+    cross = np.cross(a_axes[:, :, None, :], b_axes[:, None, :, :]).reshape(n, 9, 3)
+    axes = np.concatenate([a_axes, b_axes, cross], axis=1)  # (n, 15, 3)
+    norm = np.linalg.norm(axes, axis=2, keepdims=True)
+    valid = norm[..., 0] > 1e-6
+    axes = axes / np.maximum(norm, 1e-9)
+    ra = np.einsum("nkj,j->nk", np.abs(axes @ rot), half)
+    rb = np.einsum("nkj,nj->nk", np.abs(np.einsum("nki,nij->nkj", axes, boxes.rot)), boxes.half)
+    proj_b = np.einsum("nki,ni->nk", axes, boxes.center)  # (n, 15)
+    proj_p = np.einsum("nki,mi->mnk", axes, points)  # (m, n, 15)
+    separated = (np.abs(proj_b[None] - proj_p) > (ra + rb)[None] + 1e-4) & valid[None]
+    return ~separated.any(axis=2)
+
+
+def _straddle_candidates(env: Any, obj: str, top: float, now: float) -> list[tuple[float, np.ndarray, float]]:
+    """Top grasps of a thin part of `obj` (a mug's wall, a moka pot's handle), for objects too wide
+    for the open hand: (yaw, eef point, preference) where the open fingers and the palm (just above
+    the object's top) miss `obj` and the space between the fingers holds a part of it no wider than
+    STRADDLE_MAX_PART along the closing direction.
+
+    Preference (lower is better): the part centred between the fingers (the closing fingers then do
+    not drag the object sideways), thin, near the object's body origin (less torque in the hand)."""
+    own = Obstacles(geom_boxes(env, obj))
+    if len(own.center) == 0:
+        return []
+    lo, hi = bounds(env, obj)
+    origin = body_pos(env, obj)
+    gx, gy = np.meshgrid(
+        np.arange(lo[0], hi[0] + 1e-9, STRADDLE_STEP), np.arange(lo[1], hi[1] + 1e-9, STRADDLE_STEP)
+    )
+    z = top + STRADDLE_PALM_CLEARANCE - PALM[0][2]
+    points = np.stack([gx.ravel(), gy.ravel(), np.full(gx.size, z)], axis=1)  # (M, 3)
+    out: list[tuple[float, np.ndarray, float]] = []
+    for deg in range(0, 180, 15):
+        yaw = np.deg2rad(deg)
+        frame = _gripper_frame(yaw)
+        axis = frame[:, 1]  # the direction the fingers close along
+        free = np.ones(len(points), dtype=bool)
+        for a, b in (PALM, *FINGERS):
+            free &= ~_overlap_grid(own, points + frame @ ((a + b) / 2), frame, (b - a) / 2).any(axis=1)
+        if not free.any():
+            continue
+        pts = points[free]
+        held = _overlap_grid(own, pts + frame @ ((GAP[0] + GAP[1]) / 2), frame, (GAP[1] - GAP[0]) / 2)
+        reach = np.einsum("nj,nj->n", np.abs(np.einsum("i,nij->nj", axis, own.rot)), own.half)  # (N,)
+        c_proj = own.center @ axis  # (N,)
+        for m in np.flatnonzero(held.any(axis=1)):
+            h = held[m]
+            rel = c_proj[h] - float(pts[m] @ axis)
+            lo_part, hi_part = float((rel - reach[h]).min()), float((rel + reach[h]).max())
+            width = hi_part - lo_part
+            if width > STRADDLE_MAX_PART:
+                continue
+            pref = (
+                abs(lo_part + hi_part) / 2
+                + 0.3 * width
+                + 0.2 * float(np.linalg.norm(pts[m, :2] - origin[:2]))
+                + 0.005 * _half_turn(yaw - now)
+            )
+            out.append((yaw, pts[m].copy(), pref))
+    return out
 
 
 def _half_turn(a: float) -> float:
@@ -540,6 +675,64 @@ def place_target_for(env: Any, obj: str, target: str) -> tuple[Callable[[Any], n
     return None
 
 
+def slot_target(
+    env: Any, obj: str, region: str, sharing: list[str], *, contain: bool = True
+) -> Callable[[Any], np.ndarray]:
+    """A place target inside the BDDL site `region` that several goal objects (`sharing`, `obj` among
+    them) go into (both cans into the basket, both moka pots on the stove): the spot is chosen when the
+    skill first asks for it and then follows the region. The first object goes to the corner nearest
+    to where it is now (leaving the rest of the region free); a later one to the spot farthest from the
+    objects of `sharing` already inside. `contain`: the object's whole footprint stays inside the
+    region (`In`: a basket's walls); else only its origin, SLOT_EDGE from the border (`On` a stove)."""
+    state: dict[str, np.ndarray] = {}
+
+    def choose(e: Any) -> np.ndarray:
+        center, mat = site_pos(e, region), e.sim.data.get_site_xmat(region)
+        half = np.abs(mat @ np.asarray(e.problem.object_sites_dict[region].size, dtype=np.float64))[:2]
+        lo, hi = bounds(e, obj)
+        origin = body_pos(e, obj)
+        below, above = origin[:2] - lo[:2], hi[:2] - origin[:2]  # footprint around the origin
+        if contain:
+            lo_ok = center[:2] - half + below + SLOT_MARGIN
+            hi_ok = center[:2] + half - above - SLOT_MARGIN
+        else:
+            lo_ok, hi_ok = center[:2] - half + SLOT_EDGE, center[:2] + half - SLOT_EDGE
+        lo_ok, hi_ok = np.minimum(lo_ok, center[:2]), np.maximum(hi_ok, center[:2])
+        gx, gy = np.meshgrid(np.linspace(lo_ok[0], hi_ok[0], 9), np.linspace(lo_ok[1], hi_ok[1], 9))
+        cands = np.stack([gx.ravel(), gy.ravel()], axis=1)  # (M, 2) origin positions
+        inside = []
+        for other in sharing:
+            if other == obj:
+                continue
+            p = body_pos(e, other)
+            if np.all(np.abs(p[:2] - center[:2]) < half):
+                olo, ohi = bounds(e, other)
+                inside.append((olo[:2], ohi[:2]))
+        if inside:
+            gap = np.full(len(cands), np.inf)
+            for olo, ohi in inside:  # distance between the footprint at each candidate and `other`
+                d = np.maximum(olo - (cands + above), (cands - below) - ohi)
+                gap = np.minimum(
+                    gap,
+                    np.where(np.any(d > 0, axis=1), np.linalg.norm(np.maximum(d, 0), axis=1), d.max(axis=1)),
+                )
+            key = -np.minimum(gap, 0.03) + 0.01 * np.linalg.norm(cands - center[:2], axis=1)
+        else:
+            key = -np.linalg.norm(cands - center[:2], axis=1) + 0.1 * np.linalg.norm(
+                cands - origin[:2], axis=1
+            )
+        best = cands[int(np.argmin(key))]
+        return mat.T @ np.array([best[0] - center[0], best[1] - center[1], 0.0])  # in the site's frame
+
+    def target(e: Any) -> np.ndarray:
+        if "offset" not in state:
+            state["offset"] = choose(e)
+        p = site_pos(e, region) + e.sim.data.get_site_xmat(region) @ state["offset"]
+        return support_point(e, obj, p)
+
+    return target
+
+
 def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
     """Phases that achieve `predicate`, or None if this module has no skill for it."""
     if len(predicate) != 3 or predicate[0] not in ("on", "in"):
@@ -551,4 +744,21 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
     if found is None:
         return None
     place_target, release_height = found
-    return pick_and_place(env, obj, place_target, release_height=release_height)
+    from vlaforge.envs.libero.experts import ordered
+
+    goal = ordered(goal_predicates(env))
+    sharing = [p[1] for p in goal if len(p) == 3 and p[0] in ("in", "on") and p[2] == target]
+    if len(sharing) > 1 and target in env.problem.object_sites_dict:
+        place_target = slot_target(env, obj, target, sharing, contain=predicate[0] == "in")
+    # after another skill of the same goal the hand may be low among things (in a basket)
+    # several goals (LIBERO-10's long tasks): scenes are more crowded, the hand starts where the last
+    # skill left it; single-goal suites keep the plain skill
+    several = len(goal) > 1
+    return pick_and_place(
+        env,
+        obj,
+        place_target,
+        release_height=release_height,
+        clear_start=several and goal[0] != predicate,
+        crowded=several,
+    )
