@@ -6,7 +6,8 @@
 Each episode resets to official initial state k (k = 0 .. episodes-1), runs the expert for the
 suite's step limit (after the 10 settling steps) and counts success as the BDDL goal holding at
 any step (as evaluation does: it stops at the first success). Results go to
-benchmarks/results/libero_experts.json (merged per task, so suites can be run separately).
+benchmarks/results/libero_experts.json (merged per task, so suites can be run separately; each task's
+row records the command that measured it).
 """
 
 from __future__ import annotations
@@ -94,9 +95,10 @@ def main() -> int:
     if not args.no_save:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"tasks": {}}
+        command = "python " + " ".join(sys.argv)
         for r in rows:
-            data["tasks"][r["task"]] = r
-        data["command"] = "python " + " ".join(sys.argv)
+            data["tasks"][r["task"]] = {**r, "command": command}  # rows of earlier runs keep their own
+        data["command"] = command  # the latest run's
         RESULTS.write_text(json.dumps(data, indent=2) + "\n")
     return 0
 
