@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlaforge.envs.libero.experts.base import Phase, ScriptedExpert, goal_predicates
+from vlaforge.envs.libero.experts.base import Phase, ScriptedExpert, goal_predicates, ordered
 
 
 def plan_for(env: Any) -> list[Phase]:
@@ -26,24 +26,6 @@ def plan_for(env: Any) -> list[Phase]:
             )
         phases.extend(skill)
     return phases
-
-
-def ordered(predicates: list[list[str]]) -> list[list[str]]:
-    """The goal's predicates in the order the skills run: a `(Close X)` after the predicates that put
-    something into X (or one of X's regions), e.g. LIBERO-10's "put the bowl in the drawer and close
-    it" lists the close first; otherwise as given."""
-
-    def fills(pred: list[str], fixture: str) -> bool:
-        return (
-            pred[0] in ("in", "on")
-            and len(pred) == 3
-            and (pred[2] == fixture or pred[2].startswith(fixture + "_"))
-        )
-
-    closes = [
-        p for p in predicates if p[0] == "close" and len(p) == 2 and any(fills(q, p[1]) for q in predicates)
-    ]
-    return [p for p in predicates if p not in closes] + closes
 
 
 def make_expert(task: str) -> ScriptedExpert:

@@ -100,6 +100,24 @@ def goal_predicates(env: Any) -> list[list[str]]:
     return [[str(x).lower() for x in pred] for pred in env.problem.parsed_problem["goal_state"]]
 
 
+def ordered(predicates: list[list[str]]) -> list[list[str]]:
+    """The goal's predicates in the order the skills run: a `(Close X)` after the predicates that put
+    something into X (or one of X's regions), e.g. LIBERO-10's "put the bowl in the drawer and close
+    it" lists the close first; otherwise as given."""
+
+    def fills(pred: list[str], fixture: str) -> bool:
+        return (
+            pred[0] in ("in", "on")
+            and len(pred) == 3
+            and (pred[2] == fixture or pred[2].startswith(fixture + "_"))
+        )
+
+    closes = [
+        p for p in predicates if p[0] == "close" and len(p) == 2 and any(fills(q, p[1]) for q in predicates)
+    ]
+    return [p for p in predicates if p not in closes] + closes
+
+
 def predicate_holds(env: Any, predicate: list[str]) -> bool:
     return bool(env.problem._eval_predicate(predicate))
 

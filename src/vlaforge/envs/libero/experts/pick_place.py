@@ -30,6 +30,7 @@ from vlaforge.envs.libero.experts.base import (
     eef_quat,
     goal_predicates,
     gripper_opening,
+    ordered,
     quat_xyzw_to_mat,
     rotation_error,
     site_pos,
@@ -744,8 +745,6 @@ def skill_for(env: Any, predicate: list[str]) -> list[Phase] | None:
     if found is None:
         return None
     place_target, release_height = found
-    from vlaforge.envs.libero.experts import ordered
-
     goal = ordered(goal_predicates(env))
     sharing = [p[1] for p in goal if len(p) == 3 and p[0] in ("in", "on") and p[2] == target]
     if len(sharing) > 1 and target in env.problem.object_sites_dict:
