@@ -79,6 +79,13 @@ def test_unknown_frames_are_encoded_live(tower, tmp_path):
     torch.testing.assert_close(out, live, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(floats, live, atol=1e-4, rtol=1e-4)
     assert (cache.hits, cache.misses) == (2, 2)
+    tower.token_cache = cache
+    try:
+        with torch.no_grad():
+            one = tower(known[0])  # a single (H, W, 3) frame: one lookup
+    finally:
+        tower.token_cache = None
+    assert one.shape == (1, 4, 320) and (cache.hits, cache.misses) == (3, 2)
 
 
 def test_a_trainable_tower_ignores_a_cache(tmp_path):

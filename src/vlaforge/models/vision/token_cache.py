@@ -95,8 +95,11 @@ class TokenCache:
 def encode_with_cache(
     cache: TokenCache, frames: torch.Tensor | np.ndarray, encode: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """Tokens (B, N, C) of uint8 frames (B, H, W, 3): cached rows from `cache`, the rest from `encode`."""
+    """Tokens (B, N, C) of uint8 frames (B, H, W, 3) or one (H, W, 3): cached rows from `cache`, the rest
+    from `encode` (on its device)."""
     x = torch.as_tensor(frames)
+    if x.dim() == 3:
+        x = x[None]
     found, cached = cache.lookup(x.detach().cpu().numpy())
     if len(found) == len(x):
         return torch.from_numpy(cached)
@@ -107,7 +110,7 @@ def encode_with_cache(
     live = encode(x[missing])  # (M, N, C)
     out = live.new_empty((len(x), *live.shape[1:]))
     out[missing] = live
-    out[found] = torch.from_numpy(cached).to(live.dtype)
+    out[found] = torch.from_numpy(cached).to(device=live.device, dtype=live.dtype)
     return out
 
 
