@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from vlaforge.data.synthetic import write_synthetic_dataset
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY
 
 CAMS = ("image", "wrist_image")
@@ -19,3 +20,18 @@ def lerobot_features() -> dict:
         STATE_KEY: {"dtype": "float32", "shape": (S,), "names": None},
         ACTION_KEY: {"dtype": "float32", "shape": (A,), "names": None},
     }
+
+
+def synthetic(path, **kwargs):
+    """vlaforge's writer: 3 episodes of 10 frames with these cameras, dimensions and tasks."""
+    return write_synthetic_dataset(
+        path,
+        episodes=3,
+        length=10,
+        cameras=CAMS,
+        state_dim=S,
+        action_dim=A,
+        fps=FPS,
+        tasks=tuple(TASKS),
+        **kwargs,
+    )

@@ -19,10 +19,10 @@ from tests.peers.need import need
 
 need("lerobot.datasets.lerobot_dataset", "LeRobot 0.3.2")
 
-from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features  # noqa: E402
+from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features, synthetic  # noqa: E402
 from vlaforge.data import Dataset  # noqa: E402
 from vlaforge.data.convert import convert_dataset  # noqa: E402
-from vlaforge.data.synthetic import smooth_frames, write_synthetic_dataset  # noqa: E402
+from vlaforge.data.synthetic import smooth_frames  # noqa: E402
 from vlaforge.data.video import keep_thread_scheduling  # noqa: E402
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY  # noqa: E402
 
@@ -101,16 +101,7 @@ def test_vlaforge_reads_a_dataset_written_by_lerobot(tmp_path):
 
 
 def test_lerobot_reads_the_v2_1_export_of_a_vlaforge_dataset(tmp_path):
-    src = write_synthetic_dataset(
-        tmp_path / "v3",
-        episodes=3,
-        length=10,
-        cameras=CAMS,
-        state_dim=S,
-        action_dim=A,
-        fps=FPS,
-        tasks=tuple(TASKS),
-    )
+    src = synthetic(tmp_path / "v3")
     dst = convert_dataset(src, tmp_path / "v2.1", to="v2.1")
     theirs = lerobot_dataset("local/by-vlaforge", dst)
     assert theirs.meta.info["codebase_version"] == "v2.1"

@@ -41,9 +41,9 @@ from tests.peers.need import need
 # lerobot.datasets.dataset_writer exists from LeRobot 0.4 on (v3.0); 0.3.2 (make test-peers) skips here.
 need("lerobot.datasets.dataset_writer", "LeRobot 0.6.1 (Python >= 3.12, [dataset] extra)", "test-peers-next")
 
-from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features  # noqa: E402
+from tests.peers.lerobot_data import CAMS, FPS, LENGTHS, TASKS, A, S, lerobot_features, synthetic  # noqa: E402
 from vlaforge.data import Dataset  # noqa: E402
-from vlaforge.data.synthetic import smooth_frames, write_synthetic_dataset  # noqa: E402
+from vlaforge.data.synthetic import smooth_frames  # noqa: E402
 from vlaforge.data.video import keep_thread_scheduling  # noqa: E402
 from vlaforge.types import ACTION_KEY, IMAGE_PREFIX, STATE_KEY  # noqa: E402
 
@@ -98,21 +98,6 @@ def write_episodes(writer, g: np.random.Generator) -> dict[str, list[np.ndarray]
             writer.add_frame(frame)
         writer.save_episode()
     return written
-
-
-def synthetic(path, **kwargs):
-    """vlaforge's writer: 3 episodes of 10 frames with this file's cameras, dimensions and tasks."""
-    return write_synthetic_dataset(
-        path,
-        episodes=3,
-        length=10,
-        cameras=CAMS,
-        state_dim=S,
-        action_dim=A,
-        fps=FPS,
-        tasks=tuple(TASKS),
-        **kwargs,
-    )
 
 
 def assert_stats_equal(ours: dict, theirs: dict, rtol: float, atol: float, what: str) -> float:

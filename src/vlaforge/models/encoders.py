@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.models.pretrained_text import PretrainedTextEncoder, find_minilm_dir
+from vlaforge.models.text_positions import TextPositions
 from vlaforge.models.word_tokenizer import WordTokenizer
 
 __all__ = [
@@ -201,7 +202,7 @@ class StateEncoder(nn.Module):
         return (x + self.pos_emb[0]).unsqueeze(-2)  # (..., 1, D)
 
 
-class LanguageEncoder(nn.Module):
+class LanguageEncoder(TextPositions, nn.Module):
     """Word ids (B, L) -> tokens (B, L, D): an embedding table trained from scratch + learned positions
     (``positions=False``: none).
 
@@ -222,8 +223,7 @@ class LanguageEncoder(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
         with torch.no_grad():
             self.embed.weight[pad_id].zero_()
-        # positions=False: a bag of words, the same tokens wherever a word stands in the sentence
-        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02) if positions else None  # (1, L, D)
+        self.init_positions(max_len, width, positions)  # positions=False: a bag of words
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.dim() != 2 or ids.shape[1] > self.max_len:
@@ -236,7 +236,3 @@ class LanguageEncoder(nn.Module):
                 "this encoder (rebuild the encoder with vocab_size=len(tokenizer))"
             )
         return self.add_positions(self.embed(ids.long()))  # (B, L, D)
-
-    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) token embeddings + the first L position embeddings (none with positions=False)."""
-        return x if self.pos_emb is None else x + self.pos_emb[:, : x.shape[1]]

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlaforge.models.text_positions import TextPositions
+
 MINILM_ENV = "VLAFORGE_MINILM_DIR"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -62,7 +64,7 @@ def _import_transformers() -> Any:
     return transformers
 
 
-class PretrainedTextEncoder(nn.Module):
+class PretrainedTextEncoder(TextPositions, nn.Module):
     """texts (B strings) -> tokens (B, L, D) projected to ``width``, mask (B, L) bool (True = real token).
 
     local_dir: a directory holding a Hugging Face model + tokenizer (loaded with
@@ -125,7 +127,7 @@ class PretrainedTextEncoder(nn.Module):
         object.__setattr__(self, "_text_model", model)
         self.hidden_size = int(model.config.hidden_size)
         self.proj = nn.Linear(self.hidden_size, width)
-        self.pos_emb = nn.Parameter(torch.randn(1, max_len, width) * 0.02) if positions else None  # (1, L, D)
+        self.init_positions(max_len, width, positions)
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.frozen_calls = 0  # number of batched passes through the frozen model (for tests/logging)
 
@@ -183,7 +185,3 @@ class PretrainedTextEncoder(nn.Module):
         device = self.proj.weight.device
         x = self.proj(feats.to(device=device, dtype=self.proj.weight.dtype))  # (B, L, D)
         return self.add_positions(x), mask.to(device)  # (B, L, D), (B, L)
-
-    def add_positions(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) projected features + the position embeddings (none with positions=False)."""
-        return x if self.pos_emb is None else x + self.pos_emb[:, : x.shape[1]]

@@ -249,11 +249,10 @@ class Lite0ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 frames (B, H, W, 3), or float (B, 3, H, W) in [0, 1] (augmented frames) -> (B, N, C)."""
-        param = next(self.net.parameters())
         floating = isinstance(images, torch.Tensor) and images.is_floating_point()
         if self.token_cache is not None and self.frozen and not floating:
             tokens = encode_with_cache(self.token_cache, images, self._encode)  # (B, N, C)
-            return tokens.to(param.device)
+            return tokens.to(next(self.net.parameters()).device)
         return self._encode(images)
 
     def _encode(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -126,7 +126,10 @@ def build_token_cache(
     `directory`, or reuse what a build with the same `fingerprint` left there. -> (digests, tokens memmap)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = {"version": CACHE_VERSION, **fingerprint, "cameras": sorted(cameras)}
+    # as it reads back from the manifest (tuples become lists), so saved and current compare with ==
+    fingerprint = json.loads(
+        json.dumps({"version": CACHE_VERSION, **fingerprint, "cameras": sorted(cameras)})
+    )
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         done = _load_complete(directory, fingerprint)
@@ -142,7 +145,7 @@ def _load_complete(directory: Path, fingerprint: dict[str, Any]) -> tuple[np.nda
     problem = None
     try:
         saved = json.loads(manifest.read_text())
-        if saved.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        if saved.get("fingerprint") != fingerprint:
             problem = "it was built for other frames or another encoder"
         else:
             digests = np.load(directory / "digests.npy")
@@ -189,7 +192,7 @@ def _build(
         try:
             state = json.loads(state_path.read_text())
             tokens = np.load(partial, mmap_mode="r+")
-            if state.get("fingerprint") == json.loads(json.dumps(fingerprint)) and tokens.shape == shape:
+            if state.get("fingerprint") == fingerprint and tokens.shape == shape:
                 start = int(state["done"])
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
             start = 0

@@ -229,23 +229,24 @@ class Policy(PolicyMethods, nn.Module):
                     f"'{key}': expected uint8 (B, {T}, {h}, {w}, 3), got {tuple(img.shape)}; "
                     "resize images to the policy's camera size"
                 )
-            frames = img.reshape(B * T, h, w, 3)  # uint8
+            frames = img.reshape(B * T, h, w, 3).to(self.device)  # uint8
             plain = frames.dtype == torch.uint8 and not c.encoder_image_size and not (train and c.augment)
             if self.image_backbone is not None and plain:
                 # the frames as they are: the tower preprocesses them itself (Lite0: resize, (255·x − 127) /
                 # 128, exactly as from floats) and may read their tokens from a cache (train/feature_cache.py)
-                tok = self.image_encoders[cam](self.image_backbone(frames.to(self.device)))  # (B*T, n, D)
-                obs_tokens.append(tok.reshape(B, T, -1, D))
-                continue
-            x = to_float_image(frames.to(self.device))  # (B*T, 3, h, w) in [0, 1]
-            if c.encoder_image_size:
-                x = resize(x, tuple(c.encoder_image_size))  # (B*T, 3, he, we): cheaper stem
-            if train and c.augment:
-                x = augment(x, self.augment_cfg)
-            if self.image_backbone is None:
-                tok = self.image_encoders[cam](x * 2.0 - 1.0)  # (B*T, n, D): Octo scales images to [-1, 1]
-            else:  # the tower's own preprocessing of the augmented floats
-                tok = self.image_encoders[cam](self.image_backbone(x))  # (B*T, n, C) -> (B*T, n, D)
+                tok = self.image_encoders[cam](self.image_backbone(frames))  # (B*T, n, C) -> (B*T, n, D)
+            else:
+                x = to_float_image(frames)  # (B*T, 3, h, w) in [0, 1]
+                if c.encoder_image_size:
+                    x = resize(x, tuple(c.encoder_image_size))  # (B*T, 3, he, we): cheaper stem
+                if train and c.augment:
+                    x = augment(x, self.augment_cfg)
+                if self.image_backbone is None:
+                    tok = self.image_encoders[cam](
+                        x * 2.0 - 1.0
+                    )  # (B*T, n, D): Octo scales images to [-1, 1]
+                else:  # the tower's own preprocessing of the augmented floats
+                    tok = self.image_encoders[cam](self.image_backbone(x))  # (B*T, n, C) -> (B*T, n, D)
             obs_tokens.append(tok.reshape(B, T, -1, D))
         names = self._batch_datasets(batch, B)
         s = self.normalizer.normalize(STATE_KEY, state.to(self.device).float(), names)  # (B, T, S)

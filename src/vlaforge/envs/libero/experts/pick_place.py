@@ -530,14 +530,10 @@ def _grasp_plan(
                     candidates.append((yaw, p, pref))
     if not candidates:  # wider than the open hand everywhere (mugs, moka pots): grasp a thin part
         candidates = _straddle_candidates(env, obj, top, now)
-    best = None
-    for yaw, p, pref in candidates:
-        need = _hand_raise(obstacles, p, yaw)
-        key = (round(need, 3), pref)
-        if best is None or key < best[0]:
-            best = (key, yaw, p, need)
+    best = _least_raise(obstacles, candidates, None)
     if crowded and best is not None and best[3] > 0 and "bowl" not in obj:
         # oblique yaws, and the fingers as near an end of the object as still holds it
+        oblique_candidates = []
         for deg, width in oblique:
             yaw = np.deg2rad(deg)
             long_axis = np.array([np.cos(yaw), np.sin(yaw)])
@@ -546,11 +542,9 @@ def _grasp_plan(
             for shift in np.arange(-reach, reach + 1e-9, 0.004):
                 p = center.copy()
                 p[:2] += shift * long_axis
-                need = _hand_raise(obstacles, p, yaw)
                 pref = 1.0 + abs(shift) + 0.3 * (width - narrowest) + 0.005 * _half_turn(yaw - now)
-                key = (round(need, 3), pref)
-                if key < best[0]:
-                    best = (key, yaw, p, need)
+                oblique_candidates.append((yaw, p, pref))
+        best = _least_raise(obstacles, oblique_candidates, best)
     if best is None:
         raise RuntimeError(f"{env.task}: no grasp found for {obj}")
     _, yaw, point, need = best
@@ -559,6 +553,19 @@ def _grasp_plan(
         point[2] = min(point[2] + need + 0.003, top - 0.012)
     yaw = _choose_yaw(env, yaw, [point, place])
     return {"yaw": yaw, "point": point, "top": top}
+
+
+def _least_raise(
+    obstacles: Obstacles, candidates: list[tuple[float, np.ndarray, float]], best: tuple | None
+) -> tuple | None:
+    """The best of `best` and the (yaw, eef point, preference) `candidates`: least raise of the open hand
+    over `obstacles` (to the mm), then the lower preference; as (key, yaw, point, raise)."""
+    for yaw, p, pref in candidates:
+        need = _hand_raise(obstacles, p, yaw)
+        key = (round(need, 3), pref)
+        if best is None or key < best[0]:
+            best = (key, yaw, p, need)
+    return best
 
 
 # The space between the open fingers (eef frame, as PALM/FINGERS): what the closing fingers take.
